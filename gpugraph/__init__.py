@@ -1,0 +1,23 @@
+"""gpugraph: graph analytics of deep-network representations, on the GPU and the CPU.
+
+Exact cosine kNN graphs over the samples of each layer, and measures of those graphs:
+modularity against class labels (Lu et al., ECCV 2022), graph-based similarity between
+layers (Chen et al., Neurocomputing 2024), triangle and labelled-motif counts.
+"""
+
+from gpugraph._errors import GpuGraphError
+from gpugraph.knn import KnnGraph, knn_graph
+from gpugraph.modularity import modularity
+from gpugraph.motifs import motifs, triangles
+from gpugraph.similarity import knn_overlap
+
+__all__ = [
+    "GpuGraphError",
+    "KnnGraph",
+    "knn_graph",
+    "knn_overlap",
+    "modularity",
+    "motifs",
+    "triangles",
+]
+__version__ = "0.1.0"

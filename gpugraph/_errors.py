@@ -1,0 +1,2 @@
+class GpuGraphError(RuntimeError):
+    """A computation cannot run here: a missing optional dependency or device, not bad input."""

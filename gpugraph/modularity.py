@@ -1,0 +1,85 @@
+"""Modularity of a kNN graph against a labelling of its nodes."""
+
+from __future__ import annotations
+
+import torch
+
+from gpugraph._tensor import label_codes
+from gpugraph.knn import KnnGraph
+
+
+def modularity(
+    g: KnnGraph, labels, mode: str = "mean", weighted: bool = True, resolution: float = 1.0
+) -> float:
+    """Modularity of the symmetrised graph ``g.adjacency(mode, weighted)`` under ``labels``.
+
+    Q = 1/(2m) * sum_ij [A_ij - resolution * s_i s_j / (2m)] * delta(c_i, c_j), with
+    s_i = sum_j A_ij the strength of node i and 2m = sum_ij A_ij. This is the quantity that
+    ``networkx.algorithms.community.modularity`` returns on the same weighted graph, and with
+    ``mode="mean"`` the layer modularity of Lu et al. (2022).
+
+    Computed in the form Q = L_in / (2m) - resolution * sum_c (S_c / 2m)^2, where L_in sums
+    A_ij over ordered same-class pairs and S_c is the total strength of class c, from the
+    graph's edge lists in float64 without building the sparse matrix.
+
+    Parameters
+    ----------
+    g : KnnGraph
+    labels : sequence, array or tensor of N hashable values (ints, strings, ...)
+        The community of each node.
+    mode : {"mean", "max", "mutual"}
+        How the directed kNN lists are symmetrised; see :class:`KnnGraph`.
+    weighted : bool
+        Use the cosine weights (True) or 1 for every edge (False).
+    resolution : float
+        The resolution parameter gamma; 1 is the classical modularity.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        If labels do not have N entries, the graph has no edges in this mode, or weighted
+        edges are negative: strengths and 2m lose their meaning with negative weights, so
+        modularity is not computed. Use ``weighted=False`` for such graphs (kNN graphs of
+        ReLU features never have negative weights; centred features can).
+
+    Notes
+    -----
+    O(N k) time and memory.
+
+    Examples
+    --------
+    >>> import torch, gpugraph as gg
+    >>> g = gg.KnnGraph(torch.tensor([[1], [0], [3], [2]]), torch.ones(4, 1))
+    >>> gg.modularity(g, [0, 0, 1, 1])
+    0.5
+
+    References
+    ----------
+    M. E. J. Newman, "Networks: An Introduction", Oxford University Press (2010), eq. 7.76.
+    H. Lu et al., "Understanding the Dynamics of DNNs Using Graph Modularity", ECCV 2022,
+    doi:10.1007/978-3-031-19775-8_14.
+    """
+    if not isinstance(g, KnnGraph):
+        raise TypeError(f"g must be a KnnGraph (from gpugraph.knn_graph), got {type(g).__name__}")
+    codes, classes = label_codes(labels, g.n, g.device)
+    rows, cols, vals = g._edges(mode, weighted, dtype=torch.float64)
+    if weighted and bool((vals < 0).any()):
+        count = int((vals < 0).sum()) // 2 or 1
+        raise ValueError(
+            f"the {mode!r} graph has {count} edges with negative cosine weight "
+            f"(min {float(vals.min()):.3g}); modularity needs non-negative weights: "
+            "pass weighted=False, or use features without negative similarities (e.g. after ReLU)"
+        )
+    two_m = vals.sum()
+    if float(two_m) == 0.0:
+        raise ValueError(f"the {mode!r} graph has no edges, so its modularity is undefined")
+    strength = torch.zeros(g.n, dtype=torch.float64, device=g.device).index_add_(0, rows, vals)
+    class_strength = torch.zeros(len(classes), dtype=torch.float64, device=g.device)
+    class_strength.index_add_(0, codes, strength)
+    within = vals[codes[rows] == codes[cols]].sum()
+    q = within / two_m - resolution * ((class_strength / two_m) ** 2).sum()
+    return float(q)

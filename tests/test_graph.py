@@ -1,0 +1,229 @@
+import itertools
+
+import igraph
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+from conftest import DEVICES, clustered, exact_knn
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from networkx.algorithms.community import modularity as nx_modularity
+
+import gpugraph as gg
+
+
+def paper_adjacency(x, k, mode="mean", weighted=True, weights=None):
+    """Dense construction of Lu et al.: cosine, top-k per row, symmetrised; float64.
+
+    ``weights`` (N, k) replaces the float64 similarities of the exact search, so that a
+    reference can be built on exactly the float32 weights of the graph under test.
+    Unweighted: 1 on every edge of the mode's graph."""
+    idx, sim = exact_knn(x, k)
+    if weights is not None:
+        sim = np.asarray(weights, dtype=np.float64)
+    n = len(idx)
+    w = np.zeros((n, n))
+    w[np.arange(n)[:, None], idx] = sim
+    present = np.zeros((n, n), dtype=bool)
+    present[np.arange(n)[:, None], idx] = True
+    if mode == "mean":
+        a = (w + w.T) / 2
+    elif mode == "max":
+        a = np.where(present | present.T, np.maximum(np.where(present, w, -np.inf), np.where(present.T, w.T, -np.inf)), 0.0)
+    else:
+        a = np.where(present & present.T, (w + w.T) / 2, 0.0)
+    return a if weighted else (a != 0).astype(float)
+
+
+def nx_reference_modularity(adj, labels, resolution=1.0):
+    graph = nx.from_numpy_array(adj)
+    classes = [set(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    return nx_modularity(graph, classes, weight="weight", resolution=resolution)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", ["mean", "max", "mutual"])
+@pytest.mark.parametrize("weighted", [True, False])
+def test_adjacency_equals_dense_construction(device, mode, weighted):
+    x, _ = clustered(n=300, d=10, seed=5)
+    g = gg.knn_graph(x.to(device), k=5)
+    a = g.adjacency(mode, weighted)
+    assert a.layout == torch.sparse_csr and a.device.type == device
+    ref = paper_adjacency(x.numpy(), 5, mode, weighted)
+    np.testing.assert_allclose(a.to_dense().cpu().double().numpy(), ref, atol=1e-6)
+    np.testing.assert_allclose(g.to_scipy(mode, weighted).toarray(), ref, atol=1e-6)
+    col = a.col_indices().cpu()
+    crow = a.crow_indices().cpu()
+    for r in range(0, 300, 37):  # columns sorted within each row
+        assert torch.all(col[crow[r] + 1 : crow[r + 1]] > col[crow[r] : crow[r + 1] - 1])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode,weighted", [("mean", True), ("max", False), ("max", True), ("mutual", True), ("mean", False)])
+@pytest.mark.parametrize("resolution", [1.0, 0.5])
+def test_modularity_matches_networkx_on_the_paper_graph(device, mode, weighted, resolution):
+    x, labels = clustered(n=500, d=16, classes=5, spread=1.0, seed=11)
+    g = gg.knn_graph(x.to(device), k=3)
+    assert np.array_equal(g.indices.cpu().numpy(), exact_knn(x.numpy(), 3)[0])
+    adj = paper_adjacency(x.numpy(), 3, mode, weighted, weights=g.weights.cpu())
+    ref = nx_reference_modularity(adj, labels, resolution)
+    q = gg.modularity(g, labels, mode=mode, weighted=weighted, resolution=resolution)
+    assert q == pytest.approx(ref, abs=1e-9)
+
+
+def test_modularity_of_two_cliques_by_hand():
+    # Two disjoint triangles, unweighted: m = 6, each class holds half the strength,
+    # Q = 1 - 2 * (1/2)^2 = 0.5.
+    idx = torch.tensor([[1, 2], [0, 2], [0, 1], [4, 5], [3, 5], [3, 4]])
+    g = gg.KnnGraph(idx, torch.ones(6, 2))
+    assert gg.modularity(g, [0, 0, 0, 1, 1, 1]) == pytest.approx(0.5, abs=1e-15)
+    assert gg.modularity(g, [0] * 6) == pytest.approx(0.0, abs=1e-15)
+    # One-way edges of the mean graph count half: chain 0 -> 1 one way only.
+    g = gg.KnnGraph(torch.tensor([[1], [2], [1]]), torch.ones(3, 1))
+    # A: (0,1) = 1/2, (1,2) = 1; 2m = 3; strengths 1/2, 3/2, 1.
+    expected = (2 * 1.0) / 3 - ((0.5 + 1.5 + 1.0) / 3) ** 2 * 0 - (1.5 + 1.0) ** 2 / 9 - 0.25 / 9
+    assert gg.modularity(g, ["a", "b", "b"]) == pytest.approx(expected, abs=1e-15)
+
+
+def test_modularity_is_igraph_modularity():
+    x, labels = clustered(n=400, d=12, seed=2)
+    g = gg.knn_graph(x, k=4)
+    coo = g.to_scipy().tocoo()
+    upper = coo.row < coo.col
+    ig = igraph.Graph(n=400, edges=list(zip(coo.row[upper], coo.col[upper])))
+    ref = ig.modularity(labels.tolist(), weights=coo.data[upper].tolist())
+    assert gg.modularity(g, labels) == pytest.approx(ref, abs=1e-9)
+
+
+def test_labels_may_be_strings_tensors_and_arrays():
+    x, labels = clustered(n=200, d=8, seed=4)
+    g = gg.knn_graph(x, k=3)
+    q = gg.modularity(g, labels)
+    names = np.array(["ant", "bee", "cat", "dog"])[labels]
+    assert gg.modularity(g, names.tolist()) == pytest.approx(q, abs=1e-12)
+    assert gg.modularity(g, torch.from_numpy(labels)) == pytest.approx(q, abs=1e-12)
+    assert gg.modularity(g, [(int(c), "x") for c in labels]) == pytest.approx(q, abs=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(perm_seed=st.integers(0, 2**31), n_classes=st.integers(1, 6))
+def test_modularity_is_invariant_to_renaming_classes(perm_seed, n_classes):
+    rng = np.random.default_rng(perm_seed)
+    x, _ = clustered(n=120, d=6, seed=9)
+    labels = rng.integers(0, n_classes, size=120)
+    g = gg.knn_graph(x, k=3)
+    renamed = rng.permutation(50)[labels] * 7 - 3
+    assert gg.modularity(g, renamed) == pytest.approx(gg.modularity(g, labels), abs=1e-12)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31))
+def test_modularity_is_invariant_to_renumbering_nodes(seed):
+    rng = np.random.default_rng(seed)
+    x, labels = clustered(n=150, d=6, seed=3)
+    perm = rng.permutation(150)
+    q = gg.modularity(gg.knn_graph(x, k=4), labels)
+    q_perm = gg.modularity(gg.knn_graph(x[perm], k=4), labels[perm])
+    assert q_perm == pytest.approx(q, abs=1e-9)
+
+
+def test_negative_weights_are_refused_in_weighted_modularity():
+    idx = torch.tensor([[1], [0], [3], [2]])
+    g = gg.KnnGraph(idx, torch.tensor([[-0.5], [-0.5], [0.9], [0.9]]))
+    with pytest.raises(ValueError, match=r"1 edges with negative cosine weight \(min -0.5\).*weighted=False"):
+        gg.modularity(g, [0, 0, 1, 1])
+    assert gg.modularity(g, [0, 0, 1, 1], weighted=False) == pytest.approx(0.5)
+
+
+def test_modularity_errors():
+    g = gg.KnnGraph(torch.tensor([[1], [2], [0]]), torch.ones(3, 1))
+    with pytest.raises(ValueError, match=r"one entry per node: expected 3, got 2"):
+        gg.modularity(g, [0, 1])
+    with pytest.raises(ValueError, match=r"expected shape \(3,\), got \(2,\)"):
+        gg.modularity(g, torch.tensor([0, 1]))
+    with pytest.raises(TypeError, match="labels must be integers or other exact values"):
+        gg.modularity(g, np.array([0.5, 1.0, 2.0]))
+    with pytest.raises(TypeError, match="single string"):
+        gg.modularity(g, "abc")
+    with pytest.raises(ValueError, match="'mutual' graph has no edges"):
+        gg.modularity(g, [0, 1, 1], mode="mutual")
+    with pytest.raises(TypeError, match="g must be a KnnGraph"):
+        gg.modularity(np.eye(3), [0, 1, 1])
+
+
+def test_networkx_and_scipy_views_agree():
+    x, _ = clustered(n=100, d=5, seed=8)
+    g = gg.knn_graph(x, k=3)
+    nxg = g.to_networkx("max", weighted=False)
+    assert nxg.number_of_nodes() == 100
+    np.testing.assert_array_equal(nx.to_numpy_array(nxg, nodelist=range(100)), g.to_scipy("max", False).toarray())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n,k", [(200, 3), (600, 8), (1500, 12)])
+def test_triangles_match_networkx_and_igraph(device, n, k):
+    x, _ = clustered(n=n, d=6, seed=n)
+    g = gg.knn_graph(x.to(device), k=k)
+    union = g.to_networkx("max", weighted=False)
+    per_node = nx.triangles(union)
+    assert gg.triangles(g) == sum(per_node.values()) // 3
+    coo = g.to_scipy("max", False).tocoo()
+    upper = coo.row < coo.col
+    assert gg.triangles(g) == len(igraph.Graph(n=n, edges=list(zip(coo.row[upper], coo.col[upper]))).list_triangles())
+    counts = gg.triangles(g, per_node=True)
+    assert counts.device.type == device and counts.dtype == torch.int64
+    assert counts.cpu().tolist() == [per_node[i] for i in range(n)]
+
+
+def brute_force_motifs(adj, labels):
+    n = len(adj)
+    out = {"same": 0, "pair": 0, "distinct": 0}
+    for a, b, c in itertools.combinations(range(n), 3):
+        if adj[a, b] and adj[b, c] and adj[a, c]:
+            kinds = len({labels[a], labels[b], labels[c]})
+            out[{1: "same", 2: "pair", 3: "distinct"}[kinds]] += 1
+    return out
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_motifs_match_brute_force_enumeration(device, seed):
+    x, labels = clustered(n=60, d=4, classes=3, spread=1.5, seed=seed)
+    g = gg.knn_graph(x.to(device), k=6)
+    ref = brute_force_motifs(g.to_scipy("max", False).toarray() > 0, labels)
+    got = gg.motifs(g, labels)
+    assert got == ref and sum(got.values()) == gg.triangles(g)
+    assert gg.motifs(g, np.array(["a", "b", "c"])[labels].tolist()) == ref
+
+
+def test_motifs_hand_example():
+    # Two triangles sharing edge (1, 2): {0, 1, 2} and {1, 2, 3}.
+    idx = torch.tensor([[1, 2], [0, 2], [0, 1], [1, 2]])
+    g = gg.KnnGraph(idx, torch.ones(4, 2))
+    assert gg.motifs(g, [0, 0, 0, 1]) == {"same": 1, "pair": 1, "distinct": 0}
+    assert gg.motifs(g, [0, 1, 2, 1]) == {"same": 0, "pair": 1, "distinct": 1}
+    assert gg.triangles(g, per_node=True).tolist() == [1, 2, 2, 1]
+    with pytest.raises(ValueError, match="expected 4, got 3"):
+        gg.motifs(g, [0, 1, 2])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_knn_overlap_is_mean_jaccard(device):
+    a, _ = clustered(n=300, d=8, seed=1)
+    b = a + 0.5 * torch.randn(300, 8, generator=torch.Generator().manual_seed(0))
+    g1, g2 = gg.knn_graph(a.to(device), k=5), gg.knn_graph(b.to(device), k=8)
+    s1 = [set(r) for r in g1.indices.cpu().tolist()]
+    s2 = [set(r) for r in g2.indices.cpu().tolist()]
+    ref = np.mean([len(p & q) / len(p | q) for p, q in zip(s1, s2)])
+    assert gg.knn_overlap(g1, g2) == pytest.approx(ref, abs=1e-12)
+    assert gg.knn_overlap(g1, g1) == 1.0
+
+
+def test_knn_overlap_errors():
+    g1 = gg.knn_graph(torch.randn(10, 3), k=2)
+    g2 = gg.knn_graph(torch.randn(12, 3), k=2)
+    with pytest.raises(ValueError, match="same nodes: g1 has N=10, g2 has N=12"):
+        gg.knn_overlap(g1, g2)
+    with pytest.raises(TypeError, match="g2 must be a KnnGraph"):
+        gg.knn_overlap(g1, "graph")

@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+import torch
+from conftest import DEVICES, clustered, exact_knn
+
+import gpugraph as gg
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n,k,tile", [(50, 1, None), (300, 7, 64), (1000, 10, 150), (777, 31, 100)])
+def test_knn_matches_exact_float64_search(device, n, k, tile):
+    x, _ = clustered(n=n, d=17, seed=n)
+    g = gg.knn_graph(x.to(device), k=k, tile=tile)
+    ref_idx, ref_sim = exact_knn(x.numpy(), k)
+    assert g.indices.shape == (n, k) and g.indices.dtype == torch.int64
+    assert g.weights.dtype == torch.float32
+    assert g.indices.device.type == device and g.weights.device.type == device
+    idx, w = g.indices.cpu().numpy(), g.weights.cpu().numpy()
+    np.testing.assert_allclose(w, ref_sim, atol=1e-5)
+    assert not (idx == np.arange(n)[:, None]).any()
+    assert (np.diff(w, axis=1) <= 0).all()
+    # Neighbour sets equal except where the k-th similarity is a near tie.
+    xn = x.double() / x.double().norm(dim=1, keepdim=True)
+    own = (xn[torch.arange(n)[:, None]] * xn[torch.from_numpy(idx)]).sum(-1).numpy()
+    np.testing.assert_allclose(own, w, atol=1e-5)  # weights are the cosines of those indices
+    same = np.array([set(a) == set(b) for a, b in zip(idx, ref_idx)])
+    gap = ref_sim[:, -1] - np.sort(-np.partition(-own, k - 1, axis=1))[:, 0]
+    assert same.mean() > 0.99 and (same | (np.abs(gap) < 1e-5)).all()
+
+
+def test_tiling_does_not_change_the_result():
+    x, _ = clustered(n=500, d=9, seed=3)
+    whole = gg.knn_graph(x, k=6)
+    for tile in (14, 33, 128):
+        tiled = gg.knn_graph(x, k=6, tile=tile)
+        assert torch.equal(tiled.indices, whole.indices)
+        torch.testing.assert_close(tiled.weights, whole.weights, atol=1e-6, rtol=0)
+
+
+def test_duplicates_are_listed_and_ties_break_towards_lower_index():
+    base = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+    x = base[[0, 1, 0, 2, 0, 3]]  # rows 0, 2, 4 are the same point
+    g = gg.knn_graph(x, k=2)
+    assert g.indices[0].tolist() == [2, 4]
+    assert g.indices[2].tolist() == [0, 4]
+    assert g.indices[4].tolist() == [0, 2]
+    torch.testing.assert_close(g.weights[0], torch.ones(2))
+    # Row 1 = e_y: equally far from e_x (rows 0, 2, 4) and e_z; nearest is row 5 = (1, 1, 0).
+    assert g.indices[1].tolist() == [5, 0]
+
+
+def test_accepts_numpy_float16_and_float64():
+    x, _ = clustered(n=200, d=8, seed=1)
+    ref = gg.knn_graph(x, k=4)
+    for arr in (x.numpy(), x.numpy().astype(np.float64), x.to(torch.float16), x.to(torch.bfloat16)):
+        g = gg.knn_graph(arr, k=4)
+        assert g.indices.device.type == "cpu"
+        same = (g.indices.sort(1).values == ref.indices.sort(1).values).all(1).float().mean()
+        assert same > (0.9 if arr.dtype in (torch.float16, torch.bfloat16) else 0.999)
+
+
+def test_scale_does_not_matter():
+    x, _ = clustered(n=300, d=8, seed=2)
+    scale = torch.rand(300, 1) * 100 + 0.01
+    a, b = gg.knn_graph(x, k=5), gg.knn_graph(x * scale, k=5)
+    assert (a.indices == b.indices).float().mean() > 0.99
+
+
+@pytest.mark.parametrize(
+    "x,k,error,match",
+    [
+        (torch.zeros(4, 3, 2) + 1, 2, ValueError, r"must be 2-D \(N, D\), got shape \(4, 3, 2\)"),
+        (torch.ones(5, 3, dtype=torch.int64), 2, TypeError, "must be floating point, got dtype"),
+        (torch.tensor([[1.0, 0], [float("nan"), 1], [0, 1]]), 1, ValueError, r"1 rows .*NaN or Inf .*row 1"),
+        (torch.tensor([[1.0, 0], [0, 1], [float("inf"), 1]]), 1, ValueError, "NaN or Inf"),
+        (torch.tensor([[1.0, 0], [0, 0], [0, 1], [0, 0]]), 1, ValueError, r"2 rows of x have zero norm \(first: row 1\)"),
+        (torch.ones(5, 3), 0, ValueError, r"1 <= k < N .* got k=0 with N=5"),
+        (torch.ones(5, 3), 5, ValueError, r"1 <= k < N .* got k=5 with N=5"),
+        (torch.ones(5, 3), 2.0, TypeError, "k must be an integer"),
+        (torch.ones(0, 3), 1, ValueError, "empty"),
+        ("abc", 1, TypeError, "must be a torch tensor, a NumPy array or a CuPy array"),
+    ],
+)
+def test_bad_input_is_rejected_with_a_clear_message(x, k, error, match):
+    with pytest.raises(error, match=match):
+        gg.knn_graph(x, k=k)
+
+
+@pytest.mark.parametrize(
+    "indices,weights,error,match",
+    [
+        ([[1], [0], [0]], [[1.0], [1.0]], ValueError, "shape of indices"),
+        ([[1], [1], [0]], [[1.0], [1.0], [1.0]], ValueError, "node 1 lists itself"),
+        ([[1, 1], [0, 2], [0, 1]], torch.ones(3, 2), ValueError, "node 0 lists the same neighbour twice"),
+        ([[3], [0], [0]], [[1.0], [1.0], [1.0]], ValueError, r"lie in \[0, N\)"),
+        ([[1.0], [0.0]], [[1.0], [1.0]], TypeError, "indices must be integers"),
+        ([[1], [0]], [[1], [1]], TypeError, "weights must be floating point"),
+        ([[1], [0]], [[1.0], [float("nan")]], ValueError, "NaN or Inf"),
+        ([1, 0], [1.0, 1.0], ValueError, "indices must be 2-D"),
+    ],
+)
+def test_knngraph_validates_its_lists(indices, weights, error, match):
+    with pytest.raises(error, match=match):
+        gg.KnnGraph(torch.as_tensor(indices), torch.as_tensor(weights))
+
+
+def test_unknown_mode_is_rejected():
+    g = gg.knn_graph(torch.randn(10, 3), k=2)
+    with pytest.raises(ValueError, match=r"mode must be one of \('mean', 'max', 'mutual'\), got 'sum'"):
+        g.adjacency(mode="sum")
