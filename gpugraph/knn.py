@@ -21,7 +21,12 @@ from gpugraph._tensor import as_features, as_tensor, unit_rows
 _MODES = ("mean", "max", "mutual")
 
 
-def knn_graph(x, k: int = 10, *, tile: int | None = None) -> KnnGraph:
+_PRECISIONS = ("exact", "bf16", "tf32")
+
+
+def knn_graph(
+    x, k: int = 10, *, precision: str = "exact", tile: int | None = None
+) -> KnnGraph:
     """Exact cosine k-nearest-neighbour graph over the rows of ``x``.
 
     Row i of the result lists the k rows most similar to row i by cosine similarity
@@ -35,6 +40,13 @@ def knn_graph(x, k: int = 10, *, tile: int | None = None) -> KnnGraph:
         One sample per row. float16/bfloat16/float32 are computed in float32, float64 in float64.
     k : int
         Neighbours per node, 1 <= k < N.
+    precision : {"exact", "bf16", "tf32"}
+        Arithmetic of the similarity tiles. Every choice returns the exact neighbours and
+        exact weights: "exact" computes the tiles in the compute dtype; "bf16" (and "tf32",
+        CUDA only) computes them in low precision only to screen candidates, keeping every
+        entry within a proven rounding bound of the running threshold, and re-scores the
+        kept pairs in the compute dtype. Screening pays where low-precision GEMM is much
+        faster and gathers are cheap (GPUs); on the CPU "exact" is usually faster.
     tile : int, optional
         Rows per tile. By default chosen from available memory (at most 4096 on the CPU).
 
@@ -48,12 +60,17 @@ def knn_graph(x, k: int = 10, *, tile: int | None = None) -> KnnGraph:
     TypeError
         If x is not a floating-point array, or k is not an integer.
     ValueError
-        If x is not 2-D, holds NaN or Inf, has zero-norm rows, or k is out of range.
+        If x is not 2-D, holds NaN or Inf, has zero-norm rows, k is out of range, or the
+        precision is unknown or unavailable on x's device.
 
     Notes
     -----
     Time O(N^2 D / 2) for the GEMM plus O(N^2) comparisons; memory O(N k + tile^2): the
-    N x N matrix is never held.
+    N x N matrix is never held. The bf16 screen keeps an entry whose screened similarity
+    is within e = 3.01 * 2^-8 + D * 2^-23 of the row's current k-th exact similarity (the
+    bound on the error of a bf16 dot product of unit vectors, with float32 accumulation
+    and a bf16 result); a tile where it would keep more than 64 candidates per row is
+    recomputed exactly.
 
     Examples
     --------
@@ -66,7 +83,8 @@ def knn_graph(x, k: int = 10, *, tile: int | None = None) -> KnnGraph:
     n = t.shape[0]
     _check_k(k, n)
     xn = unit_rows(t)
-    indices, weights = _knn_tiled(xn, k, tile or _default_tile(xn, k))
+    low = _screen_dtype(precision, xn.device)
+    indices, weights = _knn_tiled(xn, k, tile or _default_tile(xn, k), low)
     return KnnGraph(indices, weights.to(torch.float32), validate=False)
 
 
@@ -77,6 +95,18 @@ def _check_k(k, n: int) -> None:
         raise ValueError(
             f"k must satisfy 1 <= k < N (a node has N - 1 others), got k={k} with N={n}"
         )
+
+
+def _screen_dtype(precision, device: torch.device) -> torch.dtype | None:
+    """The low precision used to screen tiles, or None for exact tiles."""
+    if precision not in _PRECISIONS:
+        raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
+    if precision == "tf32" and device.type != "cuda":
+        raise ValueError(
+            "precision='tf32' needs a CUDA device (TF32 is a GPU tensor-core format); "
+            "on the CPU use 'bf16' or 'exact'"
+        )
+    return {"exact": None, "bf16": torch.bfloat16, "tf32": torch.float32}[precision]
 
 
 def _default_tile(xn: torch.Tensor, k: int) -> int:
@@ -109,43 +139,83 @@ def _blocks(n: int, tile: int, k: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def _knn_tiled(xn: torch.Tensor, k: int, tile: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k over the upper-triangular tiles of xn xn^T; device-agnostic torch code."""
-    n = xn.shape[0]
+def _screen_error(low: torch.dtype | None, d: int) -> float:
+    """Bound on |s_low - s| for a dot product of unit vectors computed in ``low`` precision.
+
+    Rounding both inputs to bf16 (unit roundoff u = 2^-8) moves a_i b_i by at most
+    (2u + u^2)|a_i b_i|, and sum |a_i b_i| <= |a||b| = 1; the float32 accumulation adds at
+    most d * 2^-24 and rounding the output to bf16 another u. With a little slack:
+    3.01 u + d 2^-23.
+    """
+    if low is None:
+        return 0.0
+    u = 2.0**-8
+    return 3.01 * u + d * 2.0**-23
+
+
+def _knn_tiled(
+    xn: torch.Tensor, k: int, tile: int, low: torch.dtype | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k over the upper-triangular tiles of xn xn^T; device-agnostic torch code.
+
+    With ``low`` (torch.bfloat16) tiles are computed in that precision only to screen
+    candidates: an entry is kept if it is within the rounding bound of the running
+    threshold, and every kept pair is re-scored in the precision of ``xn``. The neighbours
+    and weights are those of the exact search; a tile whose screen keeps too many
+    candidates (tightly clustered data) is recomputed exactly instead.
+    """
+    n, d = xn.shape
+    err = _screen_error(low, d)
+    xs = xn.to(low) if low is not None else xn  # screening copy
     best_v = torch.full((n, k), -math.inf, dtype=xn.dtype, device=xn.device)  # (N, k)
     best_i = torch.full((n, k), -1, dtype=torch.int64, device=xn.device)  # (N, k)
     blocks = _blocks(n, tile, k)
-    # Diagonal tiles first: afterwards every row holds k finite candidates and a threshold.
+    # Diagonal tiles first: afterwards every row holds k exact candidates and a threshold.
     for a0, a1 in blocks:
-        s = xn[a0:a1] @ xn[a0:a1].T  # (ta, ta)
+        s = xs[a0:a1] @ xs[a0:a1].T  # (ta, ta)
         s.fill_diagonal_(-math.inf)
         cut = torch.topk(s, k, dim=1, sorted=False).values.amin(dim=1)  # (ta,)
-        mask = s >= cut[:, None]  # (ta, ta), about k per row
-        _merge(best_v, best_i, a0, a0, s, mask, transpose=False)
+        # A true top-k entry of the tile is at most 2 err below the k-th screened value.
+        mask = s >= (cut - 2 * err)[:, None]  # (ta, ta), about k per row
+        if err and _too_many(mask):
+            s = xn[a0:a1] @ xn[a0:a1].T
+            s.fill_diagonal_(-math.inf)
+            mask = s >= torch.topk(s, k, dim=1, sorted=False).values.amin(dim=1)[:, None]
+        _offer(best_v, best_i, xn, a0, a0, s, mask, transpose=False, exact=s.dtype == xn.dtype)
     for bi, (a0, a1) in enumerate(blocks):
-        xa = xn[a0:a1]  # (ta, D)
         for b0, b1 in blocks[bi + 1 :]:
-            s = xa @ xn[b0:b1].T  # (ta, tb): rows a0..a1 against columns b0..b1
-            row_mask = s >= best_v[a0:a1, k - 1, None]  # candidates for rows of a
-            col_mask = s >= best_v[None, b0:b1, k - 1]  # candidates for rows of b
-            _merge(best_v, best_i, a0, b0, s, row_mask, transpose=False)
-            _merge(best_v, best_i, b0, a0, s, col_mask, transpose=True)
+            s = xs[a0:a1] @ xs[b0:b1].T  # (ta, tb): rows a0..a1 against columns b0..b1
+            row_mask = s >= (best_v[a0:a1, k - 1] - err)[:, None]  # candidates for rows of a
+            col_mask = s >= (best_v[b0:b1, k - 1] - err)[None, :]  # candidates for rows of b
+            if err and (_too_many(row_mask) or _too_many(col_mask)):
+                s = xn[a0:a1] @ xn[b0:b1].T
+                row_mask = s >= best_v[a0:a1, k - 1, None]
+                col_mask = s >= best_v[None, b0:b1, k - 1]
+            exact = s.dtype == xn.dtype
+            _offer(best_v, best_i, xn, a0, b0, s, row_mask, transpose=False, exact=exact)
+            _offer(best_v, best_i, xn, b0, a0, s, col_mask, transpose=True, exact=exact)
     return best_i, best_v.clamp_(-1.0, 1.0)
 
 
-def _merge(best_v, best_i, r0, c0, s, mask, *, transpose: bool) -> None:
+def _too_many(mask: torch.Tensor) -> bool:
+    """Whether a screen kept more than 64 candidates per row on average."""
+    return int(mask.sum()) > 64 * max(mask.shape)
+
+
+def _offer(best_v, best_i, xn, r0, c0, s, mask, *, transpose: bool, exact: bool) -> None:
     """Merge the masked entries of tile ``s`` into the running top-k of their rows.
 
     Without ``transpose``, masked entry (p, q) offers column c0 + q to row r0 + p; with it,
     the tile is read as its transpose: entry (p, q) offers column c0 + p to row r0 + q.
-    Each row keeps its k best by similarity descending, then index ascending, so that ties
-    resolve deterministically whatever order the tiles come in.
+    Screened (not ``exact``) entries are re-scored from the rows of ``xn``. Each row keeps
+    its k best by similarity descending, then index ascending, so that ties resolve
+    deterministically whatever order the tiles come in.
     """
     p, q = mask.nonzero(as_tuple=True)  # (M,), (M,)
     if p.numel() == 0:
         return
-    vals = s[p, q]
     rows, cols = (q + r0, p + c0) if transpose else (p + r0, q + c0)
+    vals = s[p, q] if exact else _rescore(xn, rows, cols)
     k = best_v.shape[1]
     touched = torch.unique(rows)  # (U,) sorted
     all_r = torch.cat([touched.repeat_interleave(k), rows])
@@ -156,15 +226,24 @@ def _merge(best_v, best_i, r0, c0, s, mask, *, transpose: bool) -> None:
     order = order[torch.argsort(all_v[order], descending=True, stable=True)]
     order = order[torch.argsort(all_r[order], stable=True)]
     counts = torch.bincount(torch.searchsorted(touched, all_r[order]), minlength=len(touched))
-    starts = torch.cumsum(counts, 0) - counts  # (U,)
-    keep = order.view(len(touched), -1) if bool((counts == counts[0]).all()) else None
-    if keep is None:  # rows received different numbers of candidates
+    if bool((counts == counts[0]).all()):
+        keep = order.view(len(touched), -1)[:, :k]
+    else:  # rows received different numbers of candidates
+        starts = torch.cumsum(counts, 0) - counts  # (U,)
         rank = torch.arange(len(order), device=order.device) - starts.repeat_interleave(counts)
         keep = order[rank < k].view(len(touched), k)
-    else:
-        keep = keep[:, :k]
     best_v[touched] = all_v[keep]
     best_i[touched] = all_c[keep]
+
+
+def _rescore(xn: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Exact dot products xn[rows[m]] . xn[cols[m]], in chunks of bounded memory."""
+    out = torch.empty(len(rows), dtype=xn.dtype, device=xn.device)
+    step = max(1, (1 << 22) // xn.shape[1])
+    for m0 in range(0, len(rows), step):
+        r, c = rows[m0 : m0 + step], cols[m0 : m0 + step]
+        out[m0 : m0 + step] = (xn[r] * xn[c]).sum(dim=1)  # (m, D) -> (m,)
+    return out
 
 
 class KnnGraph:

@@ -108,3 +108,27 @@ def test_unknown_mode_is_rejected():
     g = gg.knn_graph(torch.randn(10, 3), k=2)
     with pytest.raises(ValueError, match=r"mode must be one of \('mean', 'max', 'mutual'\), got 'sum'"):
         g.adjacency(mode="sum")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bf16_screen_returns_the_exact_neighbours(device):
+    x, _ = clustered(n=1200, d=40, classes=6, spread=0.8, seed=7)
+    exact = gg.knn_graph(x.to(device), k=9, tile=300)
+    screened = gg.knn_graph(x.to(device), k=9, tile=300, precision="bf16")
+    assert torch.equal(screened.indices, exact.indices)
+    torch.testing.assert_close(screened.weights, exact.weights, atol=2e-6, rtol=0)
+
+
+def test_bf16_screen_falls_back_to_exact_tiles_on_tight_clusters():
+    # Every row within 1e-3 of its neighbours: the screen would keep whole tiles.
+    x = torch.ones(400, 16) + 1e-3 * torch.randn(400, 16, generator=torch.Generator().manual_seed(0))
+    exact = gg.knn_graph(x, k=5, tile=100)
+    screened = gg.knn_graph(x, k=5, tile=100, precision="bf16")
+    assert torch.equal(screened.indices, exact.indices)
+
+
+def test_precision_errors():
+    with pytest.raises(ValueError, match=r"precision must be one of \('exact', 'bf16', 'tf32'\), got 'fp8'"):
+        gg.knn_graph(torch.randn(10, 3), k=2, precision="fp8")
+    with pytest.raises(ValueError, match="'tf32' needs a CUDA device"):
+        gg.knn_graph(torch.randn(10, 3), k=2, precision="tf32")

@@ -1,0 +1,42 @@
+"""Shared helpers for the benchmark scripts: timing, environment line, table rows."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+
+import torch
+
+
+def median_time(fn, repeats: int = 3, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` in seconds, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync()
+        t0 = time.perf_counter()
+        fn()
+        _sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def environment() -> str:
+    import gpugraph
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
+    return (
+        f"gpugraph {gpugraph.__version__}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} CPU threads, device: {device}"
+    )
+
+
+def row(*cells, widths=(28, 12, 12, 12, 10)) -> str:
+    return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
