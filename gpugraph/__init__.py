@@ -6,13 +6,19 @@ layers (Chen et al., Neurocomputing 2024), triangle and labelled-motif counts.
 """
 
 from gpugraph._errors import GpuGraphError
+from gpugraph.capture import Activations, capture
+from gpugraph.curves import LayerCurve, modularity_curve
 from gpugraph.knn import KnnGraph, knn_graph
 from gpugraph.modularity import modularity
 from gpugraph.motifs import motifs, triangles
 from gpugraph.similarity import knn_overlap
 
 __all__ = [
+    "Activations",
     "GpuGraphError",
+    "LayerCurve",
+    "capture",
+    "modularity_curve",
     "KnnGraph",
     "knn_graph",
     "knn_overlap",

@@ -8,8 +8,16 @@ from gpugraph._tensor import label_codes
 from gpugraph.knn import KnnGraph
 
 
+_NEGATIVE = ("keep", "clip", "raise")
+
+
 def modularity(
-    g: KnnGraph, labels, mode: str = "mean", weighted: bool = True, resolution: float = 1.0
+    g: KnnGraph,
+    labels,
+    mode: str = "mean",
+    weighted: bool = True,
+    resolution: float = 1.0,
+    negative: str = "keep",
 ) -> float:
     """Modularity of the symmetrised graph ``g.adjacency(mode, weighted)`` under ``labels``.
 
@@ -33,6 +41,12 @@ def modularity(
         Use the cosine weights (True) or 1 for every edge (False).
     resolution : float
         The resolution parameter gamma; 1 is the classical modularity.
+    negative : {"keep", "clip", "raise"}
+        What to do with negative cosine weights (possible between centred or low-dimensional
+        features, never between ReLU outputs). "keep" evaluates the formula with the weights
+        as they are, as networkx and the authors' code do; strengths and 2m then lose their
+        reading as edge mass, so treat such values with care. "clip" sets negative weights to
+        zero (drops those edges); "raise" refuses.
 
     Returns
     -------
@@ -41,10 +55,9 @@ def modularity(
     Raises
     ------
     ValueError
-        If labels do not have N entries, the graph has no edges in this mode, or weighted
-        edges are negative: strengths and 2m lose their meaning with negative weights, so
-        modularity is not computed. Use ``weighted=False`` for such graphs (kNN graphs of
-        ReLU features never have negative weights; centred features can).
+        If labels do not have N entries, the total weight 2m is not positive (no edges in
+        this mode, or negative weights outweigh the rest), or ``negative="raise"`` and some
+        weight is negative.
 
     Notes
     -----
@@ -65,18 +78,26 @@ def modularity(
     """
     if not isinstance(g, KnnGraph):
         raise TypeError(f"g must be a KnnGraph (from gpugraph.knn_graph), got {type(g).__name__}")
+    if negative not in _NEGATIVE:
+        raise ValueError(f"negative must be one of {_NEGATIVE}, got {negative!r}")
     codes, classes = label_codes(labels, g.n, g.device)
     rows, cols, vals = g._edges(mode, weighted, dtype=torch.float64)
-    if weighted and bool((vals < 0).any()):
-        count = int((vals < 0).sum()) // 2 or 1
-        raise ValueError(
-            f"the {mode!r} graph has {count} edges with negative cosine weight "
-            f"(min {float(vals.min()):.3g}); modularity needs non-negative weights: "
-            "pass weighted=False, or use features without negative similarities (e.g. after ReLU)"
-        )
+    if negative != "keep" and weighted and bool((vals < 0).any()):
+        if negative == "raise":
+            count = int((vals < 0).sum()) // 2 or 1
+            raise ValueError(
+                f"the {mode!r} graph has {count} edges with negative cosine weight "
+                f"(min {float(vals.min()):.3g}); pass negative='keep' (the formula as is, "
+                "like networkx) or 'clip', or weighted=False"
+            )
+        vals = vals.clamp(min=0.0)
     two_m = vals.sum()
-    if float(two_m) == 0.0:
-        raise ValueError(f"the {mode!r} graph has no edges, so its modularity is undefined")
+    if not float(two_m) > 0.0:
+        raise ValueError(
+            f"the {mode!r} graph has total weight 2m = {float(two_m):.3g}, so its modularity is "
+            "undefined: it has no edges in this mode, or negative weights cancel the rest "
+            "(try negative='clip' or weighted=False)"
+        )
     strength = torch.zeros(g.n, dtype=torch.float64, device=g.device).index_add_(0, rows, vals)
     class_strength = torch.zeros(len(classes), dtype=torch.float64, device=g.device)
     class_strength.index_add_(0, codes, strength)

@@ -128,12 +128,28 @@ def test_modularity_is_invariant_to_renumbering_nodes(seed):
     assert q_perm == pytest.approx(q, abs=1e-9)
 
 
-def test_negative_weights_are_refused_in_weighted_modularity():
-    idx = torch.tensor([[1], [0], [3], [2]])
-    g = gg.KnnGraph(idx, torch.tensor([[-0.5], [-0.5], [0.9], [0.9]]))
-    with pytest.raises(ValueError, match=r"1 edges with negative cosine weight \(min -0.5\).*weighted=False"):
-        gg.modularity(g, [0, 0, 1, 1])
-    assert gg.modularity(g, [0, 0, 1, 1], weighted=False) == pytest.approx(0.5)
+def test_negative_weights_keep_clip_or_raise():
+    idx = torch.tensor([[1, 2], [0, 2], [0, 1], [4, 0], [3, 5], [3, 4]])
+    w = torch.tensor([[0.9, 0.2], [0.9, 0.3], [0.2, 0.3], [0.8, -0.4], [0.8, 0.7], [0.6, 0.7]])
+    g = gg.KnnGraph(idx, w)
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    adj = g.to_scipy("mean").toarray()
+    assert adj.min() < 0
+    # "keep" is the formula as is: networkx on the same signed graph.
+    ref = nx_reference_modularity(adj, labels)
+    assert gg.modularity(g, labels) == pytest.approx(ref, abs=1e-12)
+    # "clip" is the graph without its negative edge.
+    ref_clip = nx_reference_modularity(np.clip(adj, 0, None), labels)
+    assert gg.modularity(g, labels, negative="clip") == pytest.approx(ref_clip, abs=1e-12)
+    with pytest.raises(ValueError, match=r"1 edges with negative cosine weight \(min -0.2\)"):
+        gg.modularity(g, labels, negative="raise")
+    assert gg.modularity(g, labels, negative="raise", weighted=False) == pytest.approx(
+        nx_reference_modularity((adj != 0).astype(float), labels), abs=1e-12)
+    with pytest.raises(ValueError, match="negative must be one of"):
+        gg.modularity(g, labels, negative="drop")
+    g = gg.KnnGraph(torch.tensor([[1], [0]]), torch.tensor([[-0.5], [-0.5]]))
+    with pytest.raises(ValueError, match=r"total weight 2m = -1, so its modularity is undefined"):
+        gg.modularity(g, [0, 1])
 
 
 def test_modularity_errors():
@@ -146,7 +162,7 @@ def test_modularity_errors():
         gg.modularity(g, np.array([0.5, 1.0, 2.0]))
     with pytest.raises(TypeError, match="single string"):
         gg.modularity(g, "abc")
-    with pytest.raises(ValueError, match="'mutual' graph has no edges"):
+    with pytest.raises(ValueError, match="'mutual' graph has total weight 2m = 0"):
         gg.modularity(g, [0, 1, 1], mode="mutual")
     with pytest.raises(TypeError, match="g must be a KnnGraph"):
         gg.modularity(np.eye(3), [0, 1, 1])

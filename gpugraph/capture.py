@@ -1,0 +1,338 @@
+"""Capture every chosen layer's output for a data set with forward hooks."""
+
+from __future__ import annotations
+
+import fnmatch
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from gpugraph._errors import GpuGraphError
+from gpugraph._tensor import as_tensor
+
+_INPUT_KEYS = ("x", "input", "inputs", "image", "images", "data", "pixel_values")
+_LABEL_KEYS = ("y", "label", "labels", "target", "targets")
+_REDUCE = ("flatten", "avgpool")
+
+
+class Activations(Mapping):
+    """Ordered mapping layer name -> (N, D) tensor of that layer's outputs, with ``labels``.
+
+    Iteration follows the order in which the layers ran in the forward pass.
+    """
+
+    def __init__(self, layers: dict[str, torch.Tensor], labels: torch.Tensor | None = None):
+        self._layers = dict(layers)
+        self.labels = labels
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._layers[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._layers)
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    @property
+    def n(self) -> int:
+        """Number of samples."""
+        return len(next(iter(self._layers.values()))) if self._layers else 0
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in self._layers.items())
+        return f"Activations({shapes}; labels={'yes' if self.labels is not None else 'no'})"
+
+
+def default_layers(model: nn.Module) -> list[str]:
+    """The layers ``capture`` hooks when none are named.
+
+    The rule follows Lu et al. (2022) and generalises it:
+
+    1. ResNet-like models, i.e. models holding residual blocks (modules whose class name
+       contains "Block" or "Bottleneck", as torchvision's BasicBlock/Bottleneck and most
+       user-defined blocks): the stem (the last convolution before the first block) and
+       the output of every outermost block, then every Linear layer outside the blocks.
+    2. Plain stacks with convolutions (VGG-like): every Conv layer, then every Linear layer.
+    3. Anything else: every top-level child that holds parameters, and every Linear layer.
+
+    Names are returned in registration order; ``capture`` reorders them by execution.
+    """
+    named = [(name, m) for name, m in model.named_modules() if name]
+    blocks = [n for n, m in named if _is_block(m)]
+    blocks = [b for b in blocks if not any(b.startswith(o + ".") for o in blocks)]  # outermost
+    if blocks:
+        first = next(i for i, (n, _) in enumerate(named) if n == blocks[0])
+        stem = [n for n, m in named[:first] if isinstance(m, nn.modules.conv._ConvNd)][-1:]
+        linear = [
+            n for n, m in named
+            if isinstance(m, nn.Linear) and not any(n.startswith(b + ".") for b in blocks)
+        ]
+        return stem + blocks + linear
+    convs = [n for n, m in named if isinstance(m, nn.modules.conv._ConvNd)]
+    if convs:
+        return convs + [n for n, m in named if isinstance(m, nn.Linear)]
+    top = [n for n, m in model.named_children() if any(True for _ in m.parameters())]
+    linear = [n for n, m in named if isinstance(m, nn.Linear) and n not in top]
+    return top + linear
+
+
+def _is_block(m: nn.Module) -> bool:
+    name = type(m).__name__
+    return "Block" in name or "Bottleneck" in name
+
+
+def resolve_layers(model: nn.Module, layers) -> list[str]:
+    """Expand names and glob patterns against the model's module names."""
+    if layers is None:
+        chosen = default_layers(model)
+        if not chosen:
+            raise ValueError("found no layers to capture in this model; name them with layers=[...]")
+        return chosen
+    if isinstance(layers, str):
+        layers = [layers]
+    names = [name for name, _ in model.named_modules() if name]
+    chosen: list[str] = []
+    for pattern in layers:
+        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            sample = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+            raise ValueError(f"layer pattern {pattern!r} matches no module; modules are: {sample}")
+        chosen += [h for h in hits if h not in chosen]
+    return chosen
+
+
+def capture(
+    model: nn.Module,
+    data,
+    layers=None,
+    reduce="flatten",
+    max_samples: int | None = None,
+    device=None,
+    dtype: torch.dtype | None = None,
+    batch_size: int = 256,
+    progress: bool | None = None,
+) -> Activations:
+    """Run ``data`` through ``model`` and keep the output of each chosen layer.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Run in eval mode under ``torch.no_grad``; the train/eval mode of every submodule is
+        restored afterwards and every hook removed, also when the forward raises.
+    data : DataLoader, tensor, (inputs, labels) pair, or iterable of batches
+        Batches may be tensors (inputs only), tuples/lists (inputs, labels, ...) or dicts
+        with an input key (x, input, inputs, image, images, data, pixel_values) and
+        optionally a label key (y, label, labels, target, targets). A tensor or an
+        (inputs, labels) pair of equal length is split into batches of ``batch_size``.
+    layers : list of str, str, or None
+        Module names or glob patterns (``"layer*.?"``); None follows :func:`default_layers`.
+    reduce : "flatten", "avgpool" or callable
+        How a layer's (B, ...) output becomes (B, D): "flatten" keeps every value (the
+        paper's choice), "avgpool" averages over spatial dimensions (B, C, *S) -> (B, C),
+        a callable maps the output tensor to a (B, D) tensor.
+    max_samples : int, optional
+        Stop after this many samples.
+    device : torch.device or str, optional
+        Where the activations are kept; by default the model's device.
+    dtype : torch.dtype, optional
+        Storage dtype of the activations (e.g. torch.float16 halves memory).
+    progress : bool, optional
+        Show a progress bar per batch; by default when stderr is a terminal.
+
+    Returns
+    -------
+    Activations
+        Ordered by execution; ``.labels`` holds the labels when the data yields them.
+
+    Raises
+    ------
+    ValueError
+        Unknown layer names, a reduce that does not give (B, D), a layer run twice per
+        forward, batches without inputs.
+    GpuGraphError
+        If the activations would not fit in the memory of their device.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    reducer = _reducer(reduce)
+    names = resolve_layers(model, layers)
+    modules = dict(model.named_modules())
+    model_device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    store = torch.device(device) if device is not None else model_device
+    total = _length(data)
+    if max_samples is not None:
+        if max_samples < 1:
+            raise ValueError(f"max_samples must be at least 1, got {max_samples}")
+        total = min(total, max_samples) if total is not None else max_samples
+    if progress is None:
+        progress = sys.stderr.isatty()
+
+    outputs: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    order: list[str] = []
+    calls: dict[str, int] = {}
+
+    def hook_for(name):
+        def hook(_module, _inputs, out):
+            if isinstance(out, (tuple, list)):
+                out = next((o for o in out if isinstance(o, torch.Tensor)), None)
+            if not isinstance(out, torch.Tensor):
+                raise ValueError(f"layer {name!r} returned {type(out).__name__}, not a tensor")
+            calls[name] = calls.get(name, 0) + 1
+            if name not in order:
+                order.append(name)
+            flat = reducer(out.detach())
+            if flat.dim() != 2 or flat.shape[0] != out.shape[0]:
+                raise ValueError(
+                    f"reduce must map layer {name!r}'s output {tuple(out.shape)} to (B, D), "
+                    f"got {tuple(flat.shape)}"
+                )
+            outputs[name].append(flat.to(device=store, dtype=dtype or flat.dtype))
+
+        return hook
+
+    modes = {m: m.training for m in model.modules()}
+    handles = [modules[name].register_forward_hook(hook_for(name)) for name in names]
+    labels: list[torch.Tensor] = []
+    seen = 0
+    try:
+        model.eval()
+        bar = _progress(total, progress)
+        with torch.no_grad():
+            for batch in _batches(data, batch_size):
+                inputs, y = _split(batch)
+                if max_samples is not None:
+                    inputs = inputs[: max_samples - seen]
+                    y = y[: len(inputs)] if y is not None else None
+                calls.clear()
+                model(inputs.to(model_device))
+                twice = [n for n, c in calls.items() if c > 1]
+                if twice:
+                    raise ValueError(
+                        f"layer {twice[0]!r} ran {calls[twice[0]]} times in one forward pass "
+                        "(a shared module); capture a layer that runs once instead"
+                    )
+                if seen == 0:
+                    _check_memory(outputs, total, store)
+                if y is not None:
+                    labels.append(as_tensor(y, "labels").reshape(len(inputs), *as_tensor(y).shape[1:]).cpu())
+                seen += len(inputs)
+                bar.update(len(inputs))
+                if max_samples is not None and seen >= max_samples:
+                    break
+        bar.close()
+    finally:
+        for h in handles:
+            h.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    if seen == 0:
+        raise ValueError("data yielded no samples")
+    missing = [n for n in names if not outputs[n]]
+    if missing:
+        raise ValueError(f"layers {missing} never ran in the forward pass; choose others")
+    result = {name: torch.cat(outputs[name]) for name in order}
+    return Activations(result, torch.cat(labels) if labels else None)
+
+
+def _reducer(reduce):
+    if callable(reduce):
+        return reduce
+    if reduce == "flatten":
+        return lambda out: out.reshape(out.shape[0], -1)
+    if reduce == "avgpool":
+        return lambda out: out.flatten(2).mean(dim=2) if out.dim() > 2 else out
+    raise ValueError(f"reduce must be one of {_REDUCE} or a callable, got {reduce!r}")
+
+
+def _length(data) -> int | None:
+    if isinstance(data, torch.utils.data.DataLoader):
+        try:
+            return len(data.dataset)
+        except TypeError:
+            return None
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        return len(data)
+    if _is_pair(data):
+        return len(data[0])
+    return None
+
+
+def _is_pair(data) -> bool:
+    return (
+        isinstance(data, (tuple, list))
+        and len(data) == 2
+        and all(isinstance(d, (torch.Tensor, np.ndarray)) for d in data)
+        and len(data[0]) == len(data[1])
+        and np.ndim(data[1]) == 1
+    )
+
+
+def _batches(data, batch_size: int) -> Iterable:
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        t = as_tensor(data, "data")
+        return (t[i : i + batch_size] for i in range(0, len(t), batch_size))
+    if _is_pair(data):
+        x, y = (as_tensor(d, "data") for d in data)
+        return ((x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size))
+    if isinstance(data, Iterable):
+        return data
+    raise TypeError(
+        "data must be a DataLoader, a tensor, an (inputs, labels) pair or an iterable of "
+        f"batches, got {type(data).__name__}"
+    )
+
+
+def _split(batch):
+    if isinstance(batch, Mapping):
+        key = next((k for k in _INPUT_KEYS if k in batch), None)
+        if key is None:
+            raise ValueError(
+                f"a dict batch needs an input under one of {_INPUT_KEYS}, got keys {list(batch)}"
+            )
+        y = next((batch[k] for k in _LABEL_KEYS if k in batch), None)
+        return as_tensor(batch[key], "inputs"), y
+    if isinstance(batch, (tuple, list)):
+        if not batch:
+            raise ValueError("got an empty batch")
+        return as_tensor(batch[0], "inputs"), batch[1] if len(batch) > 1 else None
+    return as_tensor(batch, "inputs"), None
+
+
+def _check_memory(outputs, total: int | None, store: torch.device) -> None:
+    """After the first batch: refuse before filling the device if the whole run won't fit."""
+    if total is None:
+        return
+    per_sample = sum(o[0][0].numel() * o[0].element_size() for o in outputs.values() if o)
+    need = per_sample * total
+    if store.type == "cuda":
+        free = torch.cuda.mem_get_info(store)[0]
+    else:
+        from gpugraph.knn import _available_host_memory
+
+        free = _available_host_memory()
+    if need > 0.8 * free:
+        raise GpuGraphError(
+            f"the activations of {total} samples need about {need / 2**30:.1f} GiB on {store}, "
+            f"but only {free / 2**30:.1f} GiB is free; pass reduce='avgpool', a smaller "
+            "max_samples, dtype=torch.float16, or fewer layers"
+        )
+
+
+class _NoBar:
+    def update(self, _n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="sample", desc="capture", leave=False)

@@ -1,0 +1,252 @@
+"""Layer-wise modularity curves (Lu et al., ECCV 2022) and the curve object."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from gpugraph._tensor import as_tensor, label_codes
+from gpugraph.knn import knn_graph
+from gpugraph.modularity import modularity
+
+
+class LayerCurve:
+    """A per-layer measure: mean and standard deviation over repeated subsets.
+
+    Attributes
+    ----------
+    layers : list of str
+    mean, std : (L,) float64 arrays
+    values : (repeats, L) float64 array, one row per subset
+    params : dict, how the curve was made (k, n, repeats, seed, mode, measure)
+    """
+
+    def __init__(self, layers, values, params: dict | None = None):
+        self.layers = list(layers)
+        self.values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+        if self.values.shape[1] != len(self.layers):
+            raise ValueError(
+                f"values must have one column per layer: {len(self.layers)} layers, "
+                f"got shape {self.values.shape}"
+            )
+        self.params = dict(params or {})
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.values.mean(axis=0)
+
+    @property
+    def std(self) -> np.ndarray:
+        """Standard deviation over the subsets (ddof=0; 0 for a single subset)."""
+        return self.values.std(axis=0)
+
+    @property
+    def delta(self) -> np.ndarray:
+        """Change of the mean from the previous layer (NaN for the first)."""
+        return np.concatenate([[np.nan], np.diff(self.mean)])
+
+    def redundant(self, tol: float = 0.01) -> list[str]:
+        """Layers on a plateau or a dip of the curve, by name, in order.
+
+        Layer i (not the first) is redundant when the mean modularity changes by less than
+        ``tol`` from layer i - 1: a plateau (|delta Q| < tol) or a dip (delta Q < 0), since
+        the layer does not improve the separation of the classes. Lu et al. (2022) prune such
+        layers and retrain; they mark plateaus by eye, so ``tol`` is the user's choice.
+        """
+        if tol < 0:
+            raise ValueError(f"tol must be non-negative, got {tol}")
+        d = self.delta
+        return [name for name, dq in zip(self.layers, d) if not np.isnan(dq) and dq < tol]
+
+    def to_dict(self) -> dict:
+        return {
+            "layers": self.layers,
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "values": self.values.tolist(),
+            "params": self.params,
+        }
+
+    def to_json(self, path=None) -> str:
+        """The curve as JSON text; also written to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            with open(path, "w") as f:
+                f.write(text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path) -> LayerCurve:
+        """Rebuild a curve from :meth:`to_json` output or a file holding it."""
+        text = str(text_or_path)
+        if not text.lstrip().startswith("{"):
+            with open(text) as f:
+                text = f.read()
+        data = json.loads(text)
+        return cls(data["layers"], data["values"], data.get("params"))
+
+    def to_pandas(self):
+        import pandas as pd
+
+        red = set(self.redundant())
+        return pd.DataFrame(
+            {
+                "layer": self.layers,
+                "mean": self.mean,
+                "std": self.std,
+                "delta": self.delta,
+                "redundant": [name in red for name in self.layers],
+            }
+        )
+
+    def table(self, tol: float = 0.01) -> str:
+        """A fixed-width text table: layer, mean, std, delta, and a mark on redundant layers."""
+        red = set(self.redundant(tol))
+        width = max(8, *(len(n) for n in self.layers))
+        lines = [f"{'layer':<{width}}  {'mean':>7}  {'std':>6}  {'delta':>7}"]
+        for name, m, s, d in zip(self.layers, self.mean, self.std, self.delta):
+            delta = "" if np.isnan(d) else f"{d:+.3f}"
+            mark = "  redundant" if name in red else ""
+            lines.append(f"{name:<{width}}  {m:7.3f}  {s:6.3f}  {delta:>7}{mark}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def __repr__(self) -> str:
+        return f"LayerCurve({len(self.layers)} layers, params={self.params})"
+
+    def plot(self, path, *, label: str | None = None, others: Mapping | None = None, tol=0.01):
+        """Write a PNG: the mean with a band of one std, redundant layers marked.
+
+        ``others`` maps a legend label to more curves over the same layers (e.g. the
+        untrained model) drawn on the same axes.
+        """
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(self.layers) + 2), 4))
+        curves = {label or self.params.get("measure", "modularity"): self, **(others or {})}
+        xs = np.arange(len(self.layers))
+        for name, curve in curves.items():
+            ax.plot(xs, curve.mean, marker="o", label=name)
+            ax.fill_between(xs, curve.mean - curve.std, curve.mean + curve.std, alpha=0.25)
+        red = [self.layers.index(n) for n in self.redundant(tol)]
+        if red:
+            ax.scatter(xs[red], self.mean[red], s=120, facecolors="none", edgecolors="red",
+                       label=f"redundant (dQ < {tol})", zorder=3)
+        ax.set_xticks(xs, self.layers, rotation=60, ha="right", fontsize=8)
+        ax.set_ylabel(self.params.get("measure", "modularity"))
+        ax.set_xlabel("layer")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return path
+
+
+def subsets(n_total: int, n: int | None, repeats: int, seed: int) -> list[np.ndarray]:
+    """``repeats`` disjoint random subsets of ``n`` of ``n_total`` samples (None: all, once)."""
+    if n is None:
+        return [np.arange(n_total)]
+    if n < 2 or repeats < 1:
+        raise ValueError(f"need n >= 2 and repeats >= 1, got n={n}, repeats={repeats}")
+    if n * repeats > n_total:
+        raise ValueError(
+            f"{repeats} disjoint subsets of {n} samples need {n * repeats} samples, but there "
+            f"are {n_total}; lower n or repeats, or pass n=None to use all samples once"
+        )
+    perm = np.random.default_rng(seed).permutation(n_total)
+    return [np.sort(perm[i * n : (i + 1) * n]) for i in range(repeats)]
+
+
+def _labels_of(acts, labels):
+    if labels is None:
+        labels = getattr(acts, "labels", None)
+        if labels is None:
+            raise ValueError("no labels: pass labels=..., or capture data that yields (inputs, labels)")
+    return labels
+
+
+def _layer_items(acts):
+    if not isinstance(acts, Mapping) or not acts:
+        raise TypeError("acts must be a non-empty mapping layer name -> (N, D) tensor (see capture)")
+    items = [(name, as_tensor(x, f"acts[{name!r}]")) for name, x in acts.items()]
+    n_total = len(items[0][1])
+    for name, x in items:
+        if len(x) != n_total:
+            raise ValueError(f"layer {name!r} has {len(x)} samples, the first layer {n_total}")
+    return items, n_total
+
+
+def modularity_curve(
+    acts, labels=None, k: int = 3, n: int | None = 500, repeats: int = 5, seed: int = 0,
+    mode: str = "mean", negative: str = "keep", progress: bool = False,
+) -> LayerCurve:
+    """Layer-wise modularity: per layer, the mean and std over disjoint random subsets.
+
+    For each of ``repeats`` disjoint random subsets of ``n`` samples and each layer, build
+    the exact cosine k-NN graph of the layer's (flattened) outputs, symmetrise it
+    (``mode``, default the paper's (W + W^T)/2) and compute its modularity with the class
+    labels as communities. The same subsets serve every layer.
+
+    Parameters
+    ----------
+    acts : Activations or mapping name -> (N, D) tensor
+    labels : length-N labels; default ``acts.labels``
+    k, n, repeats, seed, mode : as in Lu et al. (2022): k = 3, 5 subsets of n = 500.
+        ``n=None`` uses all samples once.
+    negative : passed to :func:`modularity`.
+    progress : show a progress bar per layer.
+
+    Returns
+    -------
+    LayerCurve
+
+    Examples
+    --------
+    >>> import torch, gpugraph as gg
+    >>> x = torch.randn(40, 5, generator=torch.Generator().manual_seed(0))
+    >>> y = torch.arange(40) % 2
+    >>> split = x + 10 * (2 * y[:, None] - 1)  # the classes on opposite sides
+    >>> curve = gg.modularity_curve({"raw": x, "split": split}, y, n=20, repeats=2)
+    >>> curve.mean[1] > 0.4 > curve.mean[0]
+    True
+
+    References
+    ----------
+    H. Lu et al., "Understanding the Dynamics of DNNs Using Graph Modularity", ECCV 2022,
+    doi:10.1007/978-3-031-19775-8_14.
+    """
+    items, n_total = _layer_items(acts)
+    labels = _labels_of(acts, labels)
+    codes, _ = label_codes(labels, n_total, torch.device("cpu"))
+    parts = subsets(n_total, n, repeats, seed)
+    values = np.empty((len(parts), len(items)))
+    bar = _bar(len(items), progress, "modularity")
+    for j, (_, x) in enumerate(items):
+        for i, idx in enumerate(parts):
+            rows = torch.from_numpy(idx).to(x.device)
+            g = knn_graph(x[rows], k=k)
+            values[i, j] = modularity(g, codes[idx].to(x.device), mode=mode, negative=negative)
+        bar.update(1)
+    bar.close()
+    params = {"measure": "modularity", "k": k, "n": n, "repeats": len(parts), "seed": seed,
+              "mode": mode, "negative": negative}
+    return LayerCurve([name for name, _ in items], values, params)
+
+
+def _bar(total: int, enabled: bool, desc: str):
+    from gpugraph.capture import _NoBar
+
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="layer", desc=desc, leave=False)
