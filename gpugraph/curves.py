@@ -216,7 +216,7 @@ def modularity_curve(
     >>> y = torch.arange(40) % 2
     >>> split = x + 10 * (2 * y[:, None] - 1)  # the classes on opposite sides
     >>> curve = gg.modularity_curve({"raw": x, "split": split}, y, n=20, repeats=2)
-    >>> curve.mean[1] > 0.4 > curve.mean[0]
+    >>> bool(curve.mean[1] > 0.4 > curve.mean[0])
     True
 
     References
