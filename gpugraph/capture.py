@@ -60,7 +60,10 @@ def default_layers(model: nn.Module) -> list[str]:
     3. Anything else: every top-level child that holds parameters, and every Linear layer.
 
     Names are returned in registration order; ``capture`` reorders them by execution.
+    A sequential TorchScript model offers each of its top-level children with parameters.
     """
+    if isinstance(model, _ScriptedSequential):
+        return [n for n, step in model.named_children() if any(True for _ in step.scripted.parameters())]
     named = [(name, m) for name, m in model.named_modules() if name]
     blocks = [n for n, m in named if _is_block(m)]
     blocks = [b for b in blocks if not any(b.startswith(o + ".") for o in blocks)]  # outermost
@@ -158,6 +161,9 @@ def capture(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    modes = {m: m.training for m in model.modules()}  # restored at the end, hooks or not
+    if isinstance(model, torch.jit.ScriptModule):
+        model = _ScriptedSequential.wrap(model)
     reducer = _reducer(reduce)
     names = resolve_layers(model, layers)
     modules = dict(model.named_modules())
@@ -194,7 +200,6 @@ def capture(
 
         return hook
 
-    modes = {m: m.training for m in model.modules()}
     handles = [modules[name].register_forward_hook(hook_for(name)) for name in names]
     labels: list[torch.Tensor] = []
     seen = 0
@@ -236,6 +241,50 @@ def capture(
         raise ValueError(f"layers {missing} never ran in the forward pass; choose others")
     result = {name: torch.cat(outputs[name]) for name in order}
     return Activations(result, torch.cat(labels) if labels else None)
+
+
+class _Step(nn.Module):
+    """One child of a TorchScript Sequential, callable and hookable from Python."""
+
+    def __init__(self, scripted):
+        super().__init__()
+        object.__setattr__(self, "scripted", scripted)  # unregistered: not a hook target
+
+    def forward(self, x):
+        return self.scripted(x)
+
+
+class _ScriptedSequential(nn.Module):
+    """Runs a TorchScript Sequential child by child so that each child's output is seen.
+
+    TorchScript compiles the forward pass, so hooks on its submodules never fire; only a
+    Sequential, whose forward is its children in order, can be replayed faithfully.
+    """
+
+    def __init__(self, scripted):
+        super().__init__()
+        object.__setattr__(self, "scripted", scripted)
+        for name, child in scripted.named_children():
+            self.add_module(name, _Step(child))
+
+    @classmethod
+    def wrap(cls, scripted) -> _ScriptedSequential:
+        if getattr(scripted, "original_name", None) != "Sequential":
+            raise GpuGraphError(
+                "TorchScript compiles the forward pass, so the layers of a scripted "
+                f"{getattr(scripted, 'original_name', 'module')} cannot be hooked; only sequential "
+                "TorchScript models are supported: save the Python module with torch.save(model, path)"
+            )
+        return cls(scripted)
+
+    def train(self, mode: bool = True):
+        self.scripted.train(mode)
+        return super().train(mode)
+
+    def forward(self, x):
+        for step in self.children():
+            x = step(x)
+        return x
 
 
 def _reducer(reduce):

@@ -1,0 +1,105 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import clustered
+from models import TinyResNet
+
+import gpugraph as gg
+from gpugraph.cli import main
+
+
+def test_curve_equals_modularity_layer_by_layer():
+    x, labels = clustered(n=300, d=12, classes=3, seed=1)
+    acts = {"a": x, "b": x * 2 + 0.3 * torch.randn(300, 12), "c": torch.randn(300, 5)}
+    curve = gg.modularity_curve(acts, labels, k=4, n=100, repeats=3, seed=7)
+    parts = gg.curves.subsets(300, 100, 3, 7)
+    assert len({int(i) for p in parts for i in p}) == 300  # disjoint, together all samples
+    for j, name in enumerate(acts):
+        ref = [gg.modularity(gg.knn_graph(acts[name][p], k=4), labels[p]) for p in parts]
+        np.testing.assert_allclose(curve.values[:, j], ref, atol=1e-12)
+        assert curve.mean[j] == pytest.approx(np.mean(ref)) and curve.std[j] == pytest.approx(np.std(ref))
+    whole = gg.modularity_curve(acts, labels, k=4, n=None)
+    assert whole.values.shape == (1, 3)
+    assert whole.mean[0] == pytest.approx(gg.modularity(gg.knn_graph(x, k=4), labels))
+
+
+def test_redundancy_rule_on_constructed_curves():
+    c = gg.LayerCurve(["l0", "l1", "l2", "l3", "l4", "l5"], [[0.1, 0.3, 0.305, 0.5, 0.45, 0.7]])
+    assert c.redundant(tol=0.01) == ["l2", "l4"]          # plateau, dip
+    assert c.redundant(tol=0.25) == ["l1", "l2", "l3", "l4", "l5"]
+    assert c.redundant(tol=0.0) == ["l4"]                 # only dips
+    with pytest.raises(ValueError, match="tol must be non-negative"):
+        c.redundant(tol=-1)
+
+
+def test_json_round_trip_pandas_table_and_plot(tmp_path):
+    c = gg.LayerCurve(["a", "b", "c"], [[0.1, 0.5, 0.49], [0.2, 0.6, 0.61]], {"k": 3})
+    back = gg.LayerCurve.from_json(c.to_json(tmp_path / "c.json"))
+    assert back.layers == c.layers and np.array_equal(back.values, c.values) and back.params == {"k": 3}
+    assert gg.LayerCurve.from_json(tmp_path / "c.json").layers == c.layers
+    df = c.to_pandas()
+    assert df["redundant"].tolist() == [False, False, True] and df["mean"][1] == pytest.approx(0.55)
+    text = str(c)
+    assert "redundant" in text.splitlines()[3] and text.splitlines()[0].startswith("layer")
+    path = c.plot(tmp_path / "c.png", others={"other": back})
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_curve_errors():
+    x, labels = clustered(n=50, d=4)
+    with pytest.raises(ValueError, match=r"5 disjoint subsets of 20 samples need 100 samples, but there are 50"):
+        gg.modularity_curve({"a": x}, labels, n=20, repeats=5)
+    with pytest.raises(ValueError, match="no labels"):
+        gg.modularity_curve({"a": x})
+    with pytest.raises(ValueError, match="layer 'b' has 10 samples, the first layer 50"):
+        gg.modularity_curve({"a": x, "b": x[:10]}, labels, n=None)
+    with pytest.raises(TypeError, match="non-empty mapping"):
+        gg.modularity_curve({}, labels)
+    with pytest.raises(ValueError, match="one column per layer"):
+        gg.LayerCurve(["a"], [[0.1, 0.2]])
+
+
+def test_cli_curve_end_to_end(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = TinyResNet()
+    torch.save(model, tmp_path / "model.pt")
+    x, y = torch.randn(60, 3, 8, 8), torch.randint(0, 3, (60,))
+    np.savez(tmp_path / "data.npz", x=x.numpy(), y=y.numpy())
+    code = main(["curve", str(tmp_path / "model.pt"), str(tmp_path / "data.npz"), "--n", "20",
+                 "--repeats", "3", "--out", str(tmp_path / "out"), "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "layer1.0" in out and "redundant layers" in out
+    saved = json.loads((tmp_path / "out" / "curve.json").read_text())
+    acts = gg.capture(model, (x, y))
+    ref = gg.modularity_curve(acts, n=20, repeats=3)
+    np.testing.assert_allclose(saved["mean"], ref.mean, atol=1e-12)
+    assert (tmp_path / "out" / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    torch.save({"x": x, "y": y[:10]}, tmp_path / "bad.pt")
+    assert main(["curve", str(tmp_path / "model.pt"), str(tmp_path / "bad.pt")]) == 1
+    assert "60 inputs but 10 labels" in capsys.readouterr().err
+    torch.save(model.state_dict(), tmp_path / "sd.pt")
+    assert main(["curve", str(tmp_path / "sd.pt"), str(tmp_path / "data.npz")]) == 1
+    assert "not a module; save the whole model" in capsys.readouterr().err
+    assert main(["curve", str(tmp_path / "none.pt"), str(tmp_path / "data.npz")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_demo_shows_the_papers_finding(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "gpugraph.cli", "demo", "--out", str(tmp_path)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "redundant layers" in out
+    curves = json.loads((tmp_path / "demo_curve.json").read_text())
+    trained, untrained = curves["trained"]["mean"], curves["untrained"]["mean"]
+    assert trained[-2] - trained[0] > 0.4       # rises from input to the last hidden layer
+    assert abs(untrained[-2] - untrained[0]) < 0.15
+    assert (tmp_path / "demo_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_help_lists_the_subcommands():
+    out = subprocess.run([sys.executable, "-m", "gpugraph.cli", "--help"], capture_output=True, text=True).stdout
+    assert "demo" in out and "curve" in out
