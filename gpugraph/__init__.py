@@ -7,23 +7,38 @@ layers (Chen et al., Neurocomputing 2024), triangle and labelled-motif counts.
 
 from gpugraph._errors import GpuGraphError
 from gpugraph.capture import Activations, capture
-from gpugraph.curves import LayerCurve, modularity_curve
+from gpugraph.curves import LayerCurve, modularity_curve, motif_curve
 from gpugraph.knn import KnnGraph, knn_graph
 from gpugraph.modularity import modularity
 from gpugraph.motifs import motifs, triangles
-from gpugraph.similarity import knn_overlap
+from gpugraph.similarity import (
+    MinibatchCKA,
+    SimilarityMatrix,
+    cka,
+    knn_overlap,
+    layer_similarity,
+    mutual_knn,
+    similarity_matrix,
+)
 
 __all__ = [
     "Activations",
     "GpuGraphError",
-    "LayerCurve",
-    "capture",
-    "modularity_curve",
     "KnnGraph",
+    "LayerCurve",
+    "MinibatchCKA",
+    "SimilarityMatrix",
+    "capture",
+    "cka",
     "knn_graph",
     "knn_overlap",
+    "layer_similarity",
     "modularity",
+    "modularity_curve",
+    "motif_curve",
     "motifs",
+    "mutual_knn",
+    "similarity_matrix",
     "triangles",
 ]
 __version__ = "0.1.0"

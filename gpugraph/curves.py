@@ -242,6 +242,41 @@ def modularity_curve(
     return LayerCurve([name for name, _ in items], values, params)
 
 
+def motif_curve(
+    acts, labels=None, k: int = 5, n: int | None = 500, repeats: int = 5, seed: int = 0,
+    progress: bool = False,
+) -> LayerCurve:
+    """Per layer, the share of same-class triangles in the union kNN graph (Chen et al., 2024).
+
+    For each subset and layer, :func:`gpugraph.motifs` counts the triangles of the
+    binarised, symmetrised k-NN graph by whether their nodes are all in one class, in two,
+    or in three; the curve's values are the share of "same" triangles (0 where a graph has
+    no triangle). The mean counts per layer are kept in ``params["counts"]``. Deep layers of
+    a trained network gather samples of a class into dense clusters of same-class triangles.
+    """
+    from gpugraph.motifs import motifs
+
+    items, n_total = _layer_items(acts)
+    codes, _ = label_codes(_labels_of(acts, labels), n_total, torch.device("cpu"))
+    parts = subsets(n_total, n, repeats, seed)
+    values = np.empty((len(parts), len(items)))
+    counts = {}
+    bar = _bar(len(items), progress, "motifs")
+    for j, (name, x) in enumerate(items):
+        per = []
+        for i, idx in enumerate(parts):
+            c = motifs(knn_graph(x[torch.from_numpy(idx).to(x.device)], k=k), codes[idx])
+            per.append(c)
+            total = sum(c.values())
+            values[i, j] = c["same"] / total if total else 0.0
+        counts[name] = {key: float(np.mean([c[key] for c in per])) for key in ("same", "pair", "distinct")}
+        bar.update(1)
+    bar.close()
+    params = {"measure": "same-class triangle share", "k": k, "n": n, "repeats": len(parts),
+              "seed": seed, "counts": counts}
+    return LayerCurve([name for name, _ in items], values, params)
+
+
 def _bar(total: int, enabled: bool, desc: str):
     from gpugraph.capture import _NoBar
 

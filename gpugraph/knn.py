@@ -305,36 +305,39 @@ class KnnGraph:
             self._partner_cache = (recip, partner_w)
         return self._partner_cache
 
-    def _edges(self, mode: str = "mean", weighted: bool = True, dtype=torch.float64):
-        """Ordered pairs (rows, cols, values) of the symmetric adjacency, each pair once.
+    def _dense_edges(self, mode: str = "mean", weighted: bool = True, dtype=torch.float64):
+        """The symmetric adjacency as two (N, k) arrays aligned with ``indices``.
 
-        A reciprocal pair i <-> j appears through its two directed edges; a one-way edge
-        i -> j emits both (i, j) and (j, i). No sort: O(N k) work.
+        ``fwd[i, a]`` is A[i, j] for j = indices[i, a], carried by that directed edge;
+        ``rev[i, a]`` is A[j, i] for a one-way edge (0 otherwise), since no edge of j
+        carries it. Every nonzero A[i, j] appears exactly once in the two arrays.
         """
         _check_mode(mode)
         recip, partner_w = self._partners()
+        w = self.weights.to(dtype) if weighted else torch.ones(self.indices.shape, dtype=dtype, device=self.device)
+        pw = partner_w.to(dtype) if weighted else w
+        zero = torch.zeros((), dtype=dtype, device=self.device)
+        if mode == "mutual":
+            return torch.where(recip, (w + pw) / 2, zero), torch.zeros_like(w)
+        if mode == "mean" and weighted:
+            return torch.where(recip, (w + pw) / 2, w / 2), torch.where(recip, zero, w / 2)
+        # "max", and unweighted "mean" (every edge of the union counts 1)
+        return torch.where(recip, torch.maximum(w, pw), w), torch.where(recip, zero, w)
+
+    def _edges(self, mode: str = "mean", weighted: bool = True, dtype=torch.float64):
+        """Ordered pairs (rows, cols, values) of the symmetric adjacency, each pair once."""
+        fwd, rev = self._dense_edges(mode, weighted, dtype)
+        recip, _ = self._partners()
         n, k = self.indices.shape
         src = torch.arange(n, device=self.device).repeat_interleave(k)  # (N k,)
         dst = self.indices.flatten()
         recip = recip.flatten()
-        w = self.weights.flatten().to(dtype)
-        pw = partner_w.flatten().to(dtype)
-        one_way = ~recip
-        if mode == "mutual":
-            vals = (w + pw)[recip] / 2 if weighted else torch.ones_like(w[recip])
-            return src[recip], dst[recip], vals
-        if not weighted:
-            w = torch.ones_like(w)
-            fwd, rev = w, w[one_way]
-        elif mode == "mean":
-            fwd = torch.where(recip, (w + pw) / 2, w / 2)
-            rev = w[one_way] / 2
-        else:  # max
-            fwd = torch.where(recip, torch.maximum(w, pw), w)
-            rev = w[one_way]
-        rows = torch.cat([src, dst[one_way]])
-        cols = torch.cat([dst, src[one_way]])
-        return rows, cols, torch.cat([fwd, rev])
+        mutual = mode == "mutual"
+        keep = recip if mutual else torch.ones_like(recip)  # directed edges carrying A[i, j]
+        one_way = torch.zeros_like(recip) if mutual else ~recip  # edges also carrying A[j, i]
+        rows = torch.cat([src[keep], dst[one_way]])
+        cols = torch.cat([dst[keep], src[one_way]])
+        return rows, cols, torch.cat([fwd.flatten()[keep], rev.flatten()[one_way]])
 
     def _csr_parts(self, mode: str, weighted: bool):
         rows, cols, vals = self._edges(mode, weighted, dtype=self.weights.dtype)

@@ -81,26 +81,29 @@ def modularity(
     if negative not in _NEGATIVE:
         raise ValueError(f"negative must be one of {_NEGATIVE}, got {negative!r}")
     codes, classes = label_codes(labels, g.n, g.device)
-    rows, cols, vals = g._edges(mode, weighted, dtype=torch.float64)
-    if negative != "keep" and weighted and bool((vals < 0).any()):
+    fwd, rev = g._dense_edges(mode, weighted, dtype=torch.float64)  # (N, k) each
+    if negative != "keep" and weighted and bool((fwd < 0).any() | (rev < 0).any()):
         if negative == "raise":
-            count = int((vals < 0).sum()) // 2 or 1
+            count = int((fwd < 0).sum() + (rev < 0).sum()) // 2 or 1
+            low = float(torch.minimum(fwd.min(), rev.min()))
             raise ValueError(
                 f"the {mode!r} graph has {count} edges with negative cosine weight "
-                f"(min {float(vals.min()):.3g}); pass negative='keep' (the formula as is, "
+                f"(min {low:.3g}); pass negative='keep' (the formula as is, "
                 "like networkx) or 'clip', or weighted=False"
             )
-        vals = vals.clamp(min=0.0)
-    two_m = vals.sum()
+        fwd, rev = fwd.clamp(min=0.0), rev.clamp(min=0.0)
+    both = fwd + rev  # all the adjacency mass edge (i, a) carries; sums to 2m
+    two_m = both.sum()
     if not float(two_m) > 0.0:
         raise ValueError(
             f"the {mode!r} graph has total weight 2m = {float(two_m):.3g}, so its modularity is "
             "undefined: it has no edges in this mode, or negative weights cancel the rest "
             "(try negative='clip' or weighted=False)"
         )
-    strength = torch.zeros(g.n, dtype=torch.float64, device=g.device).index_add_(0, rows, vals)
+    # s_i: row i's own edges, plus the reverse halves of one-way edges pointing at i.
+    strength = fwd.sum(dim=1).index_add_(0, g.indices.flatten(), rev.flatten())  # (N,)
     class_strength = torch.zeros(len(classes), dtype=torch.float64, device=g.device)
     class_strength.index_add_(0, codes, strength)
-    within = vals[codes[rows] == codes[cols]].sum()
+    within = (both * (codes[:, None] == codes[g.indices])).sum()
     q = within / two_m - resolution * ((class_strength / two_m) ** 2).sum()
     return float(q)
