@@ -57,11 +57,24 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--tol", type=float, default=0.01, help="redundancy tolerance on dQ (default: %(default)s)")
     c.add_argument("--out", default="gpugraph-out", help="output folder for curve.png and curve.json")
     c.set_defaults(run=_curve)
+
+    s = sub.add_parser("similarity", help="layer-by-layer similarity matrix of two models on one data file",
+                       description="Capture the layers of MODEL_A and MODEL_B on the same DATA and compare every "
+                       "layer of A with every layer of B: GBS layer similarity (Chen et al., 2024), linear CKA, "
+                       "kNN overlap or mutual kNN. Writes similarity.json and a heatmap similarity.png, and prints, "
+                       "for each layer of A, the best-matching layer of B.")
+    _model_data_args(s, second=True)
+    s.add_argument("--measure", default="lsim", choices=["lsim", "cka", "knn_overlap", "mutual_knn"])
+    s.add_argument("--k", type=int, default=None, help="kNN graphs with k neighbours (lsim default: dense graphs)")
+    s.add_argument("--out", default="gpugraph-out", help="output folder for similarity.png and similarity.json")
+    s.set_defaults(run=_similarity)
     return p
 
 
-def _model_data_args(p: argparse.ArgumentParser) -> None:
+def _model_data_args(p: argparse.ArgumentParser, second: bool = False) -> None:
     p.add_argument("model", help="model file (torch.save of the whole module, or TorchScript)")
+    if second:
+        p.add_argument("model_b", help="second model file (the same file twice compares a model with itself)")
     p.add_argument("data", help="data file (.pt or .npz) with inputs and labels")
     p.add_argument("--layers", nargs="+", default=None, help="module names or glob patterns (default: see docs)")
     p.add_argument("--reduce", default="flatten", choices=["flatten", "avgpool"], help="(default: %(default)s)")
@@ -101,6 +114,30 @@ def _curve(args) -> int:
     curve.plot(out / "curve.png", tol=args.tol)
     curve.to_json(out / "curve.json")
     print(f"wrote {out / 'curve.png'} and {out / 'curve.json'}")
+    return 0
+
+
+def _similarity(args) -> int:
+    from gpugraph.capture import capture
+    from gpugraph.similarity import similarity_matrix
+
+    device = _device(args.device)
+    x, y = load_data(args.data)
+    acts = [
+        capture(load_model(path, device), (x, y), layers=args.layers, reduce=args.reduce,
+                max_samples=args.max_samples, batch_size=args.batch_size, progress=not args.no_progress)
+        for path in (args.model, args.model_b)
+    ]
+    m = similarity_matrix(acts[0], acts[1], measure=args.measure, k=args.k)
+    width = max(len(n) for n in m.layers_a)
+    print(f"{args.measure}: best-matching layer of B for each layer of A")
+    for name, best, row in zip(m.layers_a, m.identify(), m.values):
+        print(f"{name:<{width}}  ->  {best}  ({row.max():.3f})")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    m.plot(out / "similarity.png")
+    m.to_json(out / "similarity.json")
+    print(f"wrote {out / 'similarity.png'} and {out / 'similarity.json'}")
     return 0
 
 

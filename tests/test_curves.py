@@ -103,3 +103,23 @@ def test_cli_demo_shows_the_papers_finding(tmp_path):
 def test_cli_help_lists_the_subcommands():
     out = subprocess.run([sys.executable, "-m", "gpugraph.cli", "--help"], capture_output=True, text=True).stdout
     assert "demo" in out and "curve" in out
+
+
+def test_cli_similarity_end_to_end(tmp_path, capsys):
+    torch.manual_seed(0)
+    a, b = TinyResNet(), TinyResNet()
+    torch.save(a, tmp_path / "a.pt")
+    torch.save(b, tmp_path / "b.pt")
+    x, y = torch.randn(50, 3, 8, 8), torch.randint(0, 3, (50,))
+    torch.save({"x": x, "y": y}, tmp_path / "data.pt")
+    code = main(["similarity", str(tmp_path / "a.pt"), str(tmp_path / "a.pt"), str(tmp_path / "data.pt"),
+                 "--out", str(tmp_path / "out"), "--no-progress"])
+    assert code == 0
+    assert "layer1.0  ->  layer1.0  (1.000)" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "out" / "similarity.json").read_text())
+    np.testing.assert_allclose(np.diag(saved["values"]), 1.0, atol=1e-9)
+    assert main(["similarity", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), str(tmp_path / "data.pt"),
+                 "--measure", "cka", "--out", str(tmp_path / "out2"), "--no-progress"]) == 0
+    ref = gg.similarity_matrix(gg.capture(a, (x, y)), gg.capture(b, (x, y)), measure="cka")
+    saved = json.loads((tmp_path / "out2" / "similarity.json").read_text())
+    np.testing.assert_allclose(saved["values"], ref.values, atol=1e-12)
