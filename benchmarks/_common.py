@@ -40,3 +40,9 @@ def environment() -> str:
 
 def row(*cells, widths=(28, 12, 12, 12, 10)) -> str:
     return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
+
+
+def peak_rss_kib() -> int:
+    """Peak resident memory of this process (VmHWM; unlike ru_maxrss it resets at exec)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))

@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 import torch
-from _common import environment, median_time, row
+from _common import environment, median_time, peak_rss_kib, row
 
 import gpugraph as gg
 
@@ -41,17 +41,11 @@ def faiss_flat(x: np.ndarray, k: int):
     return index.search(xn, k + 1)  # the first hit is the point itself
 
 
-def _high_water_mark_kib() -> int:
-    """Peak resident memory of this process (VmHWM; unlike ru_maxrss it resets at exec)."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-
-
 def peak_memory_child(n: int, d: int, k: int) -> None:
     x = torch.randn(n, d)
-    base = _high_water_mark_kib()
+    base = peak_rss_kib()
     gg.knn_graph(x, k=k)
-    peak = _high_water_mark_kib()
+    peak = peak_rss_kib()
     print(f"{peak / 2**20:.2f} {(peak - base) / 2**20:.2f}")
 
 

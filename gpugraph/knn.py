@@ -16,6 +16,8 @@ import warnings
 import numpy as np
 import torch
 
+from gpugraph import _kernels
+from gpugraph._errors import GpuGraphError
 from gpugraph._tensor import as_features, as_tensor, unit_rows
 
 _MODES = ("mean", "max", "mutual")
@@ -25,7 +27,7 @@ _PRECISIONS = ("exact", "bf16", "tf32")
 
 
 def knn_graph(
-    x, k: int = 10, *, precision: str = "exact", tile: int | None = None
+    x, k: int = 10, *, precision: str = "exact", tile: int | None = None, device=None
 ) -> KnnGraph:
     """Exact cosine k-nearest-neighbour graph over the rows of ``x``.
 
@@ -42,18 +44,24 @@ def knn_graph(
         Neighbours per node, 1 <= k < N.
     precision : {"exact", "bf16", "tf32"}
         Arithmetic of the similarity tiles. Every choice returns the exact neighbours and
-        exact weights: "exact" computes the tiles in the compute dtype; "bf16" (and "tf32",
-        CUDA only) computes them in low precision only to screen candidates, keeping every
-        entry within a proven rounding bound of the running threshold, and re-scores the
-        kept pairs in the compute dtype. Screening pays where low-precision GEMM is much
-        faster and gathers are cheap (GPUs); on the CPU "exact" is usually faster.
+        exact weights: "exact" computes the tiles in the compute dtype (on CUDA with TF32
+        switched off, whatever torch's global setting); "bf16" (and "tf32", CUDA only)
+        computes them in low precision only to screen candidates, keeping every entry
+        within a proven rounding bound of the running threshold, and re-scores the kept
+        pairs in the compute dtype. Screening pays where low-precision GEMM is much faster
+        (GPU tensor cores); on the CPU "exact" is usually faster.
     tile : int, optional
-        Rows per tile. By default chosen from available memory (at most 4096 on the CPU).
+        Rows per tile. By default chosen from available memory (at most 4096 on the CPU,
+        8192 on CUDA).
+    device : torch.device or str, optional
+        Where to compute; the result lives there. Default: x's device. A host ``x`` with
+        ``device="cuda"`` is copied to the GPU when it fits in half the free GPU memory,
+        and otherwise streamed to it tile by tile from pinned host memory.
 
     Returns
     -------
     KnnGraph
-        ``indices`` (N, k) int64 and ``weights`` (N, k) float32 on x's device.
+        ``indices`` (N, k) int64 and ``weights`` (N, k) float32 on the compute device.
 
     Raises
     ------
@@ -61,16 +69,24 @@ def knn_graph(
         If x is not a floating-point array, or k is not an integer.
     ValueError
         If x is not 2-D, holds NaN or Inf, has zero-norm rows, k is out of range, or the
-        precision is unknown or unavailable on x's device.
+        precision or device is unknown, or the precision unavailable on the device.
+    GpuGraphError
+        If a CUDA device is asked for but torch sees none, or CuPy (the kernels) is missing.
 
     Notes
     -----
     Time O(N^2 D / 2) for the GEMM plus O(N^2) comparisons; memory O(N k + tile^2): the
-    N x N matrix is never held. The bf16 screen keeps an entry whose screened similarity
-    is within e = 3.01 * 2^-8 + D * 2^-23 of the row's current k-th exact similarity (the
-    bound on the error of a bf16 dot product of unit vectors, with float32 accumulation
-    and a bf16 result); a tile where it would keep more than 64 candidates per row is
-    recomputed exactly.
+    N x N matrix is never held. On CUDA (float32, k <= 256) a CuPy kernel selects from
+    each tile in one streaming pass (kernels/topk.cu); elsewhere torch code does.
+
+    Screening bounds, for unit vectors of dimension D, on |s_low - s|: bf16 rounds both
+    inputs (unit roundoff u = 2^-8, moving each product by at most (2u + u^2)|a_i b_i|,
+    and sum |a_i b_i| <= 1), accumulates in float32 (at most D 2^-24) and rounds the
+    result (u): e = 3.01 u + D 2^-23. TF32 keeps 10 mantissa bits (u = 2^-10 even if the
+    hardware truncates) with float32 accumulation and output: e = 2.01 u + D 2^-23. An
+    entry is kept if s_low >= (row's current k-th exact similarity) - e, which holds for
+    every entry that can enter the top k. On the CPU a bf16 tile that would keep more
+    than 64 candidates per row is recomputed exactly; on CUDA, diagonal tiles are exact.
 
     Examples
     --------
@@ -82,9 +98,14 @@ def knn_graph(
     t = as_features(x)
     n = t.shape[0]
     _check_k(k, n)
-    xn = unit_rows(t)
-    low = _screen_dtype(precision, xn.device)
-    indices, weights = _knn_tiled(xn, k, tile or _default_tile(xn, k), low)
+    target = _compute_device(device, t.device)
+    _check_precision(precision, target)
+    rows = _RowBlocks.place(unit_rows(t), target)
+    tile = tile or _default_tile(target, rows.dtype, k)
+    if target.type == "cuda" and rows.dtype == torch.float32 and k <= _kernels.MAX_K:
+        indices, weights = _knn_cuda(rows, k, tile, precision)
+    else:
+        indices, weights = _knn_tiled(rows, k, tile, torch.bfloat16 if precision == "bf16" else None)
     return KnnGraph(indices, weights.to(torch.float32), validate=False)
 
 
@@ -97,8 +118,24 @@ def _check_k(k, n: int) -> None:
         )
 
 
-def _screen_dtype(precision, device: torch.device) -> torch.dtype | None:
-    """The low precision used to screen tiles, or None for exact tiles."""
+def _compute_device(device, default: torch.device) -> torch.device:
+    if device is None:
+        return default
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be a torch device or a string like 'cuda:0', got {device!r}") from exc
+    if target.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GpuGraphError(f"device={device!r} was asked for, but torch sees no CUDA device")
+        if target.index is None:
+            target = torch.device("cuda", torch.cuda.current_device())
+    elif target.type != "cpu":
+        raise ValueError(f"device must be a CPU or CUDA device, got {device!r}")
+    return target
+
+
+def _check_precision(precision, device: torch.device) -> None:
     if precision not in _PRECISIONS:
         raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
     if precision == "tf32" and device.type != "cuda":
@@ -106,17 +143,18 @@ def _screen_dtype(precision, device: torch.device) -> torch.dtype | None:
             "precision='tf32' needs a CUDA device (TF32 is a GPU tensor-core format); "
             "on the CPU use 'bf16' or 'exact'"
         )
-    return {"exact": None, "bf16": torch.bfloat16, "tf32": torch.float32}[precision]
 
 
-def _default_tile(xn: torch.Tensor, k: int) -> int:
-    """Rows per tile: a float tile plus its mask within a memory budget, GEMM-friendly."""
-    if xn.is_cuda:
-        free, _ = torch.cuda.mem_get_info(xn.device)
-        budget, cap = free // 4, 32768
+def _default_tile(device: torch.device, dtype: torch.dtype, k: int) -> int:
+    """Rows per tile: a float tile plus its mask (and a transposed copy) within a memory
+    budget, GEMM-friendly."""
+    size = torch.tensor([], dtype=dtype).element_size()
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget, cap = free // 8, 8192
     else:
         budget, cap = _available_host_memory() // 8, 4096
-    side = int(math.sqrt(budget / (xn.element_size() + 1)))
+    side = int(math.sqrt(budget / (size + 1)))
     return max(2 * (k + 1), min(cap, side))
 
 
@@ -131,6 +169,51 @@ def _available_host_memory() -> int:
     return 2 << 30
 
 
+class _RowBlocks:
+    """Unit rows handed out by block on the compute device.
+
+    Resident: slices of a tensor already there. Streamed: copies from (pinned) host memory,
+    for an X larger than the GPU; the two most recent blocks are kept, which is all the
+    tile loops reuse (the outer block across its inner loop).
+    """
+
+    def __init__(self, xn: torch.Tensor, device: torch.device, streamed: bool):
+        self.xn, self.device, self.streamed = xn, device, streamed
+        self._recent: dict[tuple[int, int], torch.Tensor] = {}
+
+    @classmethod
+    def place(cls, xn: torch.Tensor, device: torch.device) -> _RowBlocks:
+        if xn.device == device:
+            return cls(xn, device, streamed=False)
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            if xn.numel() * xn.element_size() > free // 2:
+                return cls(xn.pin_memory(), device, streamed=True)
+        return cls(xn.to(device), device, streamed=False)
+
+    @property
+    def n(self) -> int:
+        return self.xn.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.xn.shape[1]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.xn.dtype
+
+    def get(self, a0: int, a1: int) -> torch.Tensor:
+        if not self.streamed:
+            return self.xn[a0:a1]
+        key = (a0, a1)
+        if key not in self._recent:
+            if len(self._recent) == 2:
+                self._recent.pop(next(iter(self._recent)))
+            self._recent[key] = self.xn[a0:a1].to(self.device, non_blocking=True)
+        return self._recent[key]
+
+
 def _blocks(n: int, tile: int, k: int) -> list[tuple[int, int]]:
     """Split 0..n into balanced blocks of at least k + 1 rows (so a diagonal tile fills a row)."""
     tile = max(tile, 2 * (k + 1))
@@ -139,61 +222,102 @@ def _blocks(n: int, tile: int, k: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def _screen_error(low: torch.dtype | None, d: int) -> float:
-    """Bound on |s_low - s| for a dot product of unit vectors computed in ``low`` precision.
+def _screen_error(precision: str, d: int) -> float:
+    """Bound on |s_low - s| for a dot product of unit vectors of dimension d (see knn_graph)."""
+    if precision == "bf16":
+        return 3.01 * 2.0**-8 + d * 2.0**-23
+    if precision == "tf32":
+        return 2.01 * 2.0**-10 + d * 2.0**-23
+    return 0.0
 
-    Rounding both inputs to bf16 (unit roundoff u = 2^-8) moves a_i b_i by at most
-    (2u + u^2)|a_i b_i|, and sum |a_i b_i| <= |a||b| = 1; the float32 accumulation adds at
-    most d * 2^-24 and rounding the output to bf16 another u. With a little slack:
-    3.01 u + d 2^-23.
+
+def _knn_cuda(rows: _RowBlocks, k: int, tile: int, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k over the upper-triangular tiles of X X^T: GEMM by torch, selection by topk.cu.
+
+    Diagonal tiles are computed exactly first; off-diagonal tiles in ``precision``, each
+    offered to its row block and, transposed, to its column block. Screened candidates
+    are re-scored inside the kernel from the unit rows of the two blocks.
     """
-    if low is None:
-        return 0.0
-    u = 2.0**-8
-    return 3.01 * u + d * 2.0**-23
+    n, device = rows.n, rows.device
+    err = _screen_error(precision, rows.d)
+    best_v = torch.full((n, k), -math.inf, dtype=torch.float32, device=device)  # (N, k)
+    best_i = torch.full((n, k), -1, dtype=torch.int64, device=device)  # (N, k)
+    blocks = _blocks(n, tile, k)
+    for a0, a1 in blocks:
+        xa = rows.get(a0, a1)
+        _kernels.topk_merge(_gemm(xa, xa, "exact"), a0, a0, best_v, best_i)
+    for bi, (a0, a1) in enumerate(blocks):
+        xa = rows.get(a0, a1)
+        for b0, b1 in blocks[bi + 1 :]:
+            xb = rows.get(b0, b1)
+            s = _gemm(xa, xb, precision)  # (ta, tb)
+            _kernels.topk_merge(s, a0, b0, best_v, best_i, margin=err, xr=xa, xc=xb)
+            # the column block reads the transposed tile; a coalesced copy beats strided reads
+            _kernels.topk_merge(s.T.contiguous(), b0, a0, best_v, best_i, margin=err, xr=xb, xc=xa)
+    return best_i, best_v.clamp_(-1.0, 1.0)
+
+
+def _gemm(a: torch.Tensor, b: torch.Tensor, precision: str) -> torch.Tensor:
+    """a @ b.T as float32, in the arithmetic ``precision`` names (TF32 off unless asked)."""
+    if precision == "bf16":
+        return (a.to(torch.bfloat16) @ b.to(torch.bfloat16).T).float()
+    matmul = torch.backends.cuda.matmul
+    saved = matmul.allow_tf32
+    matmul.allow_tf32 = precision == "tf32"
+    try:
+        return a @ b.T
+    finally:
+        matmul.allow_tf32 = saved
 
 
 def _knn_tiled(
-    xn: torch.Tensor, k: int, tile: int, low: torch.dtype | None = None
+    rows: _RowBlocks, k: int, tile: int, low: torch.dtype | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k over the upper-triangular tiles of xn xn^T; device-agnostic torch code.
+    """Top-k over the upper-triangular tiles of X X^T; device-agnostic torch code.
 
     With ``low`` (torch.bfloat16) tiles are computed in that precision only to screen
     candidates: an entry is kept if it is within the rounding bound of the running
-    threshold, and every kept pair is re-scored in the precision of ``xn``. The neighbours
+    threshold, and every kept pair is re-scored in the precision of X. The neighbours
     and weights are those of the exact search; a tile whose screen keeps too many
     candidates (tightly clustered data) is recomputed exactly instead.
     """
-    n, d = xn.shape
-    err = _screen_error(low, d)
-    xs = xn.to(low) if low is not None else xn  # screening copy
-    best_v = torch.full((n, k), -math.inf, dtype=xn.dtype, device=xn.device)  # (N, k)
-    best_i = torch.full((n, k), -1, dtype=torch.int64, device=xn.device)  # (N, k)
+    n, device, dtype = rows.n, rows.device, rows.dtype
+    err = _screen_error("bf16" if low is not None else "exact", rows.d)
+
+    def screened(a, b):
+        return a.to(low) @ b.to(low).T if low is not None else a @ b.T
+
+    best_v = torch.full((n, k), -math.inf, dtype=dtype, device=device)  # (N, k)
+    best_i = torch.full((n, k), -1, dtype=torch.int64, device=device)  # (N, k)
     blocks = _blocks(n, tile, k)
     # Diagonal tiles first: afterwards every row holds k exact candidates and a threshold.
     for a0, a1 in blocks:
-        s = xs[a0:a1] @ xs[a0:a1].T  # (ta, ta)
+        xa = rows.get(a0, a1)
+        s = screened(xa, xa)  # (ta, ta)
         s.fill_diagonal_(-math.inf)
         cut = torch.topk(s, k, dim=1, sorted=False).values.amin(dim=1)  # (ta,)
         # A true top-k entry of the tile is at most 2 err below the k-th screened value.
         mask = s >= (cut - 2 * err)[:, None]  # (ta, ta), about k per row
-        if err and _too_many(mask):
-            s = xn[a0:a1] @ xn[a0:a1].T
+        exact = low is None
+        if not exact and _too_many(mask):
+            s, exact = xa @ xa.T, True
             s.fill_diagonal_(-math.inf)
             mask = s >= torch.topk(s, k, dim=1, sorted=False).values.amin(dim=1)[:, None]
-        _offer(best_v, best_i, xn, a0, a0, s, mask, transpose=False, exact=s.dtype == xn.dtype)
+        _offer(best_v, best_i, xa, xa, a0, a0, s, mask, transpose=False, exact=exact)
     for bi, (a0, a1) in enumerate(blocks):
+        xa = rows.get(a0, a1)
         for b0, b1 in blocks[bi + 1 :]:
-            s = xs[a0:a1] @ xs[b0:b1].T  # (ta, tb): rows a0..a1 against columns b0..b1
+            xb = rows.get(b0, b1)
+            s = screened(xa, xb)  # (ta, tb): rows a0..a1 against columns b0..b1
             row_mask = s >= (best_v[a0:a1, k - 1] - err)[:, None]  # candidates for rows of a
             col_mask = s >= (best_v[b0:b1, k - 1] - err)[None, :]  # candidates for rows of b
-            if err and (_too_many(row_mask) or _too_many(col_mask)):
-                s = xn[a0:a1] @ xn[b0:b1].T
+            exact = low is None
+            if not exact and (_too_many(row_mask) or _too_many(col_mask)):
+                s, exact = xa @ xb.T, True
                 row_mask = s >= best_v[a0:a1, k - 1, None]
                 col_mask = s >= best_v[None, b0:b1, k - 1]
-            exact = s.dtype == xn.dtype
-            _offer(best_v, best_i, xn, a0, b0, s, row_mask, transpose=False, exact=exact)
-            _offer(best_v, best_i, xn, b0, a0, s, col_mask, transpose=True, exact=exact)
+            _offer(best_v, best_i, xa, xb, a0, b0, s, row_mask, transpose=False, exact=exact)
+            _offer(best_v, best_i, xa, xb, b0, a0, s, col_mask, transpose=True, exact=exact)
     return best_i, best_v.clamp_(-1.0, 1.0)
 
 
@@ -202,20 +326,20 @@ def _too_many(mask: torch.Tensor) -> bool:
     return int(mask.sum()) > 64 * max(mask.shape)
 
 
-def _offer(best_v, best_i, xn, r0, c0, s, mask, *, transpose: bool, exact: bool) -> None:
-    """Merge the masked entries of tile ``s`` into the running top-k of their rows.
+def _offer(best_v, best_i, xa, xb, r0, c0, s, mask, *, transpose: bool, exact: bool) -> None:
+    """Merge the masked entries of tile ``s`` = xa xb^T into the running top-k of their rows.
 
     Without ``transpose``, masked entry (p, q) offers column c0 + q to row r0 + p; with it,
     the tile is read as its transpose: entry (p, q) offers column c0 + p to row r0 + q.
-    Screened (not ``exact``) entries are re-scored from the rows of ``xn``. Each row keeps
-    its k best by similarity descending, then index ascending, so that ties resolve
-    deterministically whatever order the tiles come in.
+    Screened (not ``exact``) entries are re-scored from the unit rows xa[p] and xb[q].
+    Each row keeps its k best by similarity descending, then index ascending, so that ties
+    resolve deterministically whatever order the tiles come in.
     """
     p, q = mask.nonzero(as_tuple=True)  # (M,), (M,)
     if p.numel() == 0:
         return
     rows, cols = (q + r0, p + c0) if transpose else (p + r0, q + c0)
-    vals = s[p, q] if exact else _rescore(xn, rows, cols)
+    vals = s[p, q] if exact else _rescore(xa, xb, p, q)
     k = best_v.shape[1]
     touched = torch.unique(rows)  # (U,) sorted
     all_r = torch.cat([touched.repeat_interleave(k), rows])
@@ -236,13 +360,12 @@ def _offer(best_v, best_i, xn, r0, c0, s, mask, *, transpose: bool, exact: bool)
     best_i[touched] = all_c[keep]
 
 
-def _rescore(xn: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Exact dot products xn[rows[m]] . xn[cols[m]], in chunks of bounded memory."""
-    out = torch.empty(len(rows), dtype=xn.dtype, device=xn.device)
-    step = max(1, (1 << 22) // xn.shape[1])
-    for m0 in range(0, len(rows), step):
-        r, c = rows[m0 : m0 + step], cols[m0 : m0 + step]
-        out[m0 : m0 + step] = (xn[r] * xn[c]).sum(dim=1)  # (m, D) -> (m,)
+def _rescore(xa: torch.Tensor, xb: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Exact dot products xa[p[m]] . xb[q[m]], in chunks of bounded memory."""
+    out = torch.empty(len(p), dtype=xa.dtype, device=xa.device)
+    step = max(1, (1 << 22) // xa.shape[1])
+    for m0 in range(0, len(p), step):
+        out[m0 : m0 + step] = (xa[p[m0 : m0 + step]] * xb[q[m0 : m0 + step]]).sum(dim=1)  # (m,)
     return out
 
 
@@ -291,6 +414,8 @@ class KnnGraph:
 
     def _partners(self) -> tuple[torch.Tensor, torch.Tensor]:
         """For every directed edge i -> j: whether j -> i exists too, and that edge's weight."""
+        if self._partner_cache is None and self.indices.is_cuda and self.weights.dtype in (torch.float32, torch.float64):
+            self._partner_cache = _kernels.edge_partners(self.indices.contiguous(), self.weights.contiguous())
         if self._partner_cache is None:
             n, k = self.indices.shape
             recip = torch.empty((n, k), dtype=torch.bool, device=self.device)
@@ -376,6 +501,31 @@ class KnnGraph:
         g.add_weighted_edges_from(
             zip(coo.row[upper].tolist(), coo.col[upper].tolist(), coo.data[upper].tolist())
         )
+        return g
+
+    def to_cugraph(self, mode: str = "mean", weighted: bool = True):
+        """The adjacency as an undirected ``cugraph.Graph`` (RAPIDS), built on the GPU.
+
+        Each undirected edge is passed once (row < column) with its weight in column
+        "weight"; the graph must be on a CUDA device.
+        """
+        try:
+            import cudf
+            import cugraph
+        except ImportError as exc:
+            raise GpuGraphError(
+                "to_cugraph needs RAPIDS cuGraph and cuDF, which are not installed; "
+                "pip install cugraph-cu12 cudf-cu12 (see docs.rapids.ai/install), "
+                "or use to_scipy / to_networkx"
+            ) from exc
+        if not self.indices.is_cuda:
+            raise ValueError(f"to_cugraph needs a graph on a CUDA device, this one is on {self.device}; "
+                             "call .to('cuda') first")
+        rows, cols, vals = self._edges(mode, weighted, dtype=self.weights.dtype)
+        upper = rows < cols
+        frame = cudf.DataFrame({name: _kernels._arg(t[upper]) for name, t in (("src", rows), ("dst", cols), ("weight", vals))})
+        g = cugraph.Graph(directed=False)
+        g.from_cudf_edgelist(frame, source="src", destination="dst", edge_attr="weight", renumber=False)
         return g
 
     def to(self, device) -> KnnGraph:

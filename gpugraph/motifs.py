@@ -6,6 +6,7 @@ import numpy as np
 import scipy.sparse
 import torch
 
+from gpugraph import _kernels
 from gpugraph._tensor import label_codes
 from gpugraph.knn import KnnGraph
 
@@ -39,6 +40,9 @@ def triangles(g: KnnGraph, per_node: bool = False):
     1
     """
     _check_graph(g)
+    if g.device.type == "cuda":
+        total, nodes, _ = _kernels.triangle_count(*_oriented_csr(g), per_node=per_node)
+        return nodes if per_node else total
     rows, cols = _union_edges(g)
     if per_node:
         return torch.from_numpy(_count(rows, cols, g.n, per_node=True)).to(g.device)
@@ -71,7 +75,10 @@ def motifs(g: KnnGraph, labels) -> dict[str, int]:
     (2024), doi:10.1016/j.neucom.2024.128722.
     """
     _check_graph(g)
-    codes, _ = label_codes(labels, g.n, torch.device("cpu"))
+    codes, _ = label_codes(labels, g.n, g.device)
+    if g.device.type == "cuda":
+        _, _, (same, pair, distinct) = _kernels.triangle_count(*_oriented_csr(g), labels=codes.contiguous())
+        return {"same": same, "pair": pair, "distinct": distinct}
     rows, cols = _union_edges(g)
     codes = codes.numpy()
     same_class = codes[rows] == codes[cols]
@@ -90,6 +97,21 @@ def _union_edges(g: KnnGraph) -> tuple[np.ndarray, np.ndarray]:
     """Both directions of every edge of the union graph, as host arrays."""
     rows, cols, _ = g._edges("max", weighted=False)
     return rows.cpu().numpy(), cols.cpu().numpy()
+
+
+def _oriented_csr(g: KnnGraph) -> tuple[torch.Tensor, torch.Tensor]:
+    """The union graph oriented from lower to higher (degree, index) rank, as CSR
+    (indptr, columns sorted within rows) on g's device."""
+    rows, cols, _ = g._edges("max", weighted=False)  # both directions of every edge
+    n = g.n
+    degree = torch.bincount(rows, minlength=n)
+    rank = degree * n + torch.arange(n, device=g.device)  # distinct, ordered by (degree, index)
+    up = rank[rows] < rank[cols]
+    rows, cols = rows[up], cols[up]
+    order = torch.argsort(rows * n + cols)
+    indptr = torch.zeros(n + 1, dtype=torch.int64, device=g.device)
+    indptr[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
+    return indptr, cols[order].contiguous()
 
 
 def _count(rows: np.ndarray, cols: np.ndarray, n: int, per_node: bool = False):

@@ -57,7 +57,7 @@ def layer_similarity(x1, x2, k: int | None = None) -> float:
     """
     u1, u2 = _pair(x1, x2)
     if k is not None:
-        return _sparse_lsim(knn_graph(x1, k), knn_graph(x2, k))
+        return _sparse_lsim(_SparseFactor(knn_graph(x1, k)), _SparseFactor(knn_graph(x2, k)))
     return _dense_lsim(_Factor(u1), _Factor(u2))
 
 
@@ -100,13 +100,18 @@ def _tiled_rowdot(u1: torch.Tensor, u2: torch.Tensor, tile: int = 2048) -> torch
     return out
 
 
-def _sparse_lsim(g1: KnnGraph, g2: KnnGraph) -> float:
-    a1 = g1.to_scipy("mean").astype(np.float64)
-    a2 = g2.to_scipy("mean").astype(np.float64)
-    dot = np.asarray(a1.multiply(a2).sum(axis=1)).ravel()
-    n1 = np.sqrt(np.asarray(a1.multiply(a1).sum(axis=1)).ravel())
-    n2 = np.sqrt(np.asarray(a2.multiply(a2).sum(axis=1)).ravel())
-    return float(np.mean(dot / (n1 * n2)))
+class _SparseFactor:
+    """Per-layer work reused across a grid: the "mean"-mode adjacency (SciPy CSR, float64)
+    and the norms of its rows."""
+
+    def __init__(self, g: KnnGraph):
+        self.a = g.to_scipy("mean").astype(np.float64)
+        self.norm = np.sqrt(np.asarray(self.a.multiply(self.a).sum(axis=1)).ravel())
+
+
+def _sparse_lsim(f1: _SparseFactor, f2: _SparseFactor) -> float:
+    dot = np.asarray(f1.a.multiply(f2.a).sum(axis=1)).ravel()
+    return float(np.mean(dot / (f1.norm * f2.norm)))
 
 
 def _pair(x1, x2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -315,7 +320,14 @@ def similarity_matrix(acts_a: Mapping, acts_b: Mapping | None = None, measure: s
     fa = {name: prep(x, name) for name, x in acts_a.items()}
     fb = fa if same else {name: prep(x, name) for name, x in acts_b.items()}
     pair = _pair_measure(measure, k)
-    values = np.array([[pair(fa[a], fb[b]) for b in fb] for a in fa])
+    a_list, b_list = list(fa.values()), list(fb.values())
+    values = np.empty((len(a_list), len(b_list)))
+    for i, f in enumerate(a_list):
+        # every measure is symmetric: a grid of one set with itself fills its lower half by mirroring
+        for j in range(i if same else 0, len(b_list)):
+            values[i, j] = pair(f, b_list[j])
+            if same:
+                values[j, i] = values[i, j]
     return SimilarityMatrix(values, list(fa), list(fb), measure, {"k": k})
 
 
@@ -325,6 +337,8 @@ def _preparer(measure: str, k: int | None):
     if measure == "cka":
         return lambda x, name: _CkaFactor(as_features(x, f"layer {name!r}"))
     kk = k if k is not None else 10
+    if measure == "lsim":
+        return lambda x, name: _SparseFactor(knn_graph(x, kk))
     return lambda x, name: knn_graph(x, kk)
 
 

@@ -1,0 +1,143 @@
+// Running top-k selection of cosine neighbours over similarity tiles.
+//
+// The host computes a tile S (rows of block A against rows of block B) with a GEMM and
+// launches topk_merge once per tile (and once more on the transposed tile, so that an
+// off-diagonal tile of the symmetric matrix X X^T feeds both blocks). One thread block
+// owns one tile row: it holds that row's current best k (value descending, then index
+// ascending) in shared memory, streams the tile row once, appends the entries that can
+// still enter the top k to a candidate buffer, and merges the buffer with a bitonic sort
+// whenever it could overflow, and at the end.
+//
+// margin == 0: the tile is exact; an entry is a candidate if it beats the current k-th.
+// margin > 0:  the tile was computed in low precision (tf32, bf16) with |s_low - s| <=
+//              margin; an entry is a candidate if s_low >= kth - margin, and candidates
+//              are re-scored exactly in float32 from the unit rows xr, xc before merging.
+//
+// Compiled by gpugraph/_kernels.py with NVRTC (cupy.RawModule); no host headers.
+
+#ifndef SORT_CAP
+#define SORT_CAP 2048  // entries sorted at once in shared memory: the state plus candidates
+#endif
+#ifndef THREADS
+#define THREADS 256
+#endif
+#define NO_INDEX 0x7fffffff
+
+__device__ __forceinline__ bool better(float va, int ia, float vb, int ib) {
+    return va > vb || (va == vb && ia < ib);
+}
+
+// Sort sv/si[0..total) best-first in place (bitonic over the next power of two), then
+// leave the best k in sv/si[0..k). Called by every thread of the block.
+__device__ void merge_sorted(float* sv, int* si, int total) {
+    int size_p = 1;
+    while (size_p < total) size_p <<= 1;
+    const float neg_inf = __int_as_float(0xff800000);
+    for (int t = total + threadIdx.x; t < size_p; t += blockDim.x) {
+        sv[t] = neg_inf;
+        si[t] = NO_INDEX;
+    }
+    __syncthreads();
+    for (int size = 2; size <= size_p; size <<= 1) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int t = threadIdx.x; t < size_p / 2; t += blockDim.x) {
+                const int lo = 2 * t - (t & (stride - 1));  // the pair (lo, lo + stride)
+                const int hi = lo + stride;
+                const bool best_first = (lo & size) == 0;
+                const bool swap = best_first ? better(sv[hi], si[hi], sv[lo], si[lo])
+                                             : better(sv[lo], si[lo], sv[hi], si[hi]);
+                if (swap) {
+                    const float v = sv[lo];
+                    sv[lo] = sv[hi];
+                    sv[hi] = v;
+                    const int i = si[lo];
+                    si[lo] = si[hi];
+                    si[hi] = i;
+                }
+            }
+            __syncthreads();
+        }
+    }
+}
+
+// Exact float32 dot products for the candidates sv/si[k..k+count): one warp each.
+__device__ void rescore(float* sv, const int* si, int k, int count, const float* xrow,
+                        const float* __restrict__ xc, int col0, int d) {
+    const int lane = threadIdx.x & 31;
+    const int warps = blockDim.x >> 5;
+    for (int c = threadIdx.x >> 5; c < count; c += warps) {
+        const float* xcol = xc + (long long)(si[k + c] - col0) * d;
+        float acc = 0.f;
+        for (int t = lane; t < d; t += 32) acc = fmaf(xrow[t], xcol[t], acc);
+        for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+        if (lane == 0) sv[k + c] = acc;
+    }
+    __syncthreads();
+}
+
+// grid: one block per tile row (rows blocks), THREADS threads.
+// Tile entry (p, q) is tile[p * row_stride + q * col_stride]; it is the similarity of
+// global row row0 + p with global column col0 + q. The diagonal (q == p when
+// row0 == col0) is skipped. best_v/best_i: (N, k) running state, best first, initialised
+// to (-inf, -1). xr: (rows, d) unit rows of the row block; xc: (cols, d) of the column
+// block (read only when margin > 0).
+extern "C" __global__ void __launch_bounds__(THREADS)
+topk_merge(const float* __restrict__ tile, long long row_stride, long long col_stride,
+           int rows, int cols, long long row0, long long col0,
+           float* __restrict__ best_v, long long* __restrict__ best_i, int k, float margin,
+           const float* __restrict__ xr, const float* __restrict__ xc, int d) {
+    __shared__ float sv[SORT_CAP];
+    __shared__ int si[SORT_CAP];
+    __shared__ int count;
+    __shared__ int dirty;
+    const int p = blockIdx.x;
+    if (p >= rows) return;  // uniform over the block
+    const long long grow = row0 + p;
+    float* bv = best_v + grow * k;
+    long long* bi = best_i + grow * k;
+    for (int t = threadIdx.x; t < k; t += blockDim.x) {
+        sv[t] = bv[t];
+        si[t] = (int)bi[t];
+    }
+    if (threadIdx.x == 0) {
+        count = 0;
+        dirty = 0;
+    }
+    __syncthreads();
+    const float* row = tile + (long long)p * row_stride;
+    const float* xrow = xr + (long long)p * d;
+    const int cap = SORT_CAP - k;  // the host guarantees cap >= 2 * blockDim.x
+    for (int base = 0; base < cols; base += blockDim.x) {
+        const float thr_v = sv[k - 1];
+        const int thr_i = si[k - 1];
+        const int q = base + threadIdx.x;
+        if (q < cols && col0 + q != grow) {
+            const float v = row[(long long)q * col_stride];
+            const int gcol = (int)(col0 + q);
+            const bool cand = margin > 0.f ? v >= thr_v - margin : better(v, gcol, thr_v, thr_i);
+            if (cand) {
+                const int slot = atomicAdd(&count, 1);
+                sv[k + slot] = v;
+                si[k + slot] = gcol;
+            }
+        }
+        __syncthreads();
+        const int pending = count;  // the same in every thread after the barrier
+        const bool last = base + (int)blockDim.x >= cols;
+        if (pending > 0 && (last || pending > cap - (int)blockDim.x)) {
+            if (margin > 0.f) rescore(sv, si, k, pending, xrow, xc, (int)col0, d);
+            merge_sorted(sv, si, k + pending);
+            if (threadIdx.x == 0) {
+                count = 0;
+                dirty = 1;
+            }
+        }
+        __syncthreads();
+    }
+    if (dirty) {
+        for (int t = threadIdx.x; t < k; t += blockDim.x) {
+            bv[t] = sv[t];
+            bi[t] = si[t];
+        }
+    }
+}

@@ -1,0 +1,242 @@
+"""The CUDA kernels: they compile and ship everywhere; on a GPU they equal the CPU path.
+
+The GPU tests skip with a reason where torch sees no CUDA device. The tests of the graph
+measures in test_graph.py and test_knn.py also run on CUDA there (DEVICES).
+"""
+
+import importlib.resources
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+from conftest import clustered
+
+import gpugraph as gg
+from gpugraph import _kernels
+from gpugraph.knn import _knn_cuda, _knn_tiled, _RowBlocks
+from gpugraph.motifs import _oriented_csr
+
+SOURCES = sorted(p.name for p in importlib.resources.files("gpugraph.kernels").iterdir() if p.name.endswith(".cu"))
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none visible to torch)")
+
+
+def test_every_kernel_source_is_found():
+    assert SOURCES == ["graph.cu", "topk.cu"]
+    assert "topk_merge" in _kernels.source("topk.cu")
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+@pytest.mark.parametrize("name", SOURCES)
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_kernel_compiles_with_nvcc(tmp_path, name, arch):
+    path = importlib.resources.files("gpugraph.kernels").joinpath(name)
+    out = subprocess.run(
+        ["nvcc", f"-arch={arch}", *_kernels._OPTIONS, "--Werror", "all-warnings", "-c", str(path),
+         "-o", str(tmp_path / "k.o")],
+        capture_output=True, text=True,
+    )
+    assert out.returncode == 0, out.stderr
+
+
+def test_kernel_sources_ship_in_the_wheel(tmp_path):
+    pytest.importorskip("setuptools")
+    root = importlib.resources.files("gpugraph").joinpath("..")
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(root)],
+        capture_output=True, text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    (wheel,) = tmp_path.glob("gpugraph-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {f"gpugraph/kernels/{s}" for s in SOURCES} <= set(names)
+
+
+def test_missing_cupy_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` raise ImportError
+    with pytest.raises(gg.GpuGraphError, match=r'CuPy is not installed; pip install "gpugraph\[gpu\]"'):
+        _kernels._cupy()
+
+
+def test_kernel_wrappers_check_their_inputs():
+    v = torch.zeros(4, 2)
+    i = torch.zeros(4, 2, dtype=torch.int64)
+    s = torch.zeros(2, 2)
+    with pytest.raises(ValueError, match=r"best_i must have best_v's shape \(4, 2\), got \(4, 3\)"):
+        _kernels.topk_merge(s, 0, 0, v, torch.zeros(4, 3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="takes 1 <= k <= 256, got k=300"):
+        _kernels.topk_merge(s, 0, 0, torch.zeros(4, 300), torch.zeros(4, 300, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"tile rows 3..5 or columns 0..2 fall outside N=4"):
+        _kernels.topk_merge(s, 3, 0, v, i)
+    with pytest.raises(ValueError, match=r"needs the unit rows xr and xc"):
+        _kernels.topk_merge(s, 0, 0, v, i, margin=0.1)
+    with pytest.raises(ValueError, match=r"xr must be \(2, D\) and xc \(2, D\), got \(3, 5\) and \(2, 5\)"):
+        _kernels.topk_merge(s, 0, 0, v, i, margin=0.1, xr=torch.zeros(3, 5), xc=torch.zeros(2, 5))
+    with pytest.raises(ValueError, match=r"tile must be a CUDA tensor, got one on cpu; move it with .cuda\(\)"):
+        _kernels.topk_merge(torch.zeros(2, 2), 0, 0, v, i)
+    with pytest.raises(TypeError, match="weights must be float32 or float64, got torch.float16"):
+        _kernels.edge_partners(i, v.half())
+    with pytest.raises(TypeError, match="indptr must be a torch tensor, got ndarray"):
+        _kernels.triangle_count(np.zeros(3), torch.zeros(2))
+
+
+def test_device_argument_errors():
+    x = torch.randn(20, 3)
+    assert gg.knn_graph(x, k=3, device="cpu").device.type == "cpu"
+    with pytest.raises(ValueError, match="device must be a torch device or a string like 'cuda:0', got 'gpu0'"):
+        gg.knn_graph(x, k=3, device="gpu0")
+    with pytest.raises(ValueError, match="device must be a CPU or CUDA device, got 'meta'"):
+        gg.knn_graph(x, k=3, device="meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(gg.GpuGraphError, match="torch sees no CUDA device"):
+            gg.knn_graph(x, k=3, device="cuda")
+
+
+def test_streamed_row_blocks_give_the_resident_result():
+    x, _ = clustered(n=700, d=16, seed=5)
+    xn = torch.nn.functional.normalize(x, dim=1)
+    resident = _knn_tiled(_RowBlocks(xn, xn.device, streamed=False), 7, 100)
+    streamed = _knn_tiled(_RowBlocks(xn, xn.device, streamed=True), 7, 100)
+    assert torch.equal(resident[0], streamed[0]) and torch.equal(resident[1], streamed[1])
+
+
+def _count_like_the_kernel(indptr, cols, labels):
+    """graph.cu's triangle_count, one oriented edge at a time, in Python."""
+    indptr, cols = indptr.tolist(), cols.tolist()
+    total, per_node, motifs = 0, np.zeros(len(indptr) - 1, dtype=np.int64), [0, 0, 0]
+    for u in range(len(indptr) - 1):
+        out_u = set(cols[indptr[u] : indptr[u + 1]])
+        for v in cols[indptr[u] : indptr[u + 1]]:
+            for w in out_u.intersection(cols[indptr[v] : indptr[v + 1]]):
+                total += 1
+                per_node[[u, v, w]] += 1
+                classes = len({labels[u], labels[v], labels[w]})
+                motifs[{1: 0, 2: 1, 3: 2}[classes]] += 1
+    return total, per_node, motifs
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_oriented_csr_finds_every_triangle_once(seed):
+    x, labels = clustered(n=150, d=4, classes=3, seed=seed)
+    g = gg.knn_graph(x, k=6)
+    indptr, cols = _oriented_csr(g)
+    for u in range(g.n):  # rows sorted, every edge rising in (degree, index) rank
+        row = cols[indptr[u] : indptr[u + 1]]
+        assert torch.equal(row, row.sort().values)
+    total, per_node, motifs = _count_like_the_kernel(indptr, cols, labels)
+    ref = nx.triangles(g.to_networkx("max", weighted=False))
+    assert total == sum(ref.values()) // 3 == gg.triangles(g)
+    assert per_node.tolist() == [ref[i] for i in range(g.n)]
+    assert dict(zip(["same", "pair", "distinct"], motifs)) == gg.motifs(g, labels)
+
+
+def test_to_cugraph_without_rapids_names_what_to_install():
+    pytest.importorskip("torch")
+    try:
+        import cugraph  # noqa: F401
+
+        pytest.skip("cuGraph is installed")
+    except ImportError:
+        pass
+    g = gg.knn_graph(torch.randn(10, 3), k=2)
+    with pytest.raises(gg.GpuGraphError, match="pip install cugraph-cu12 cudf-cu12"):
+        g.to_cugraph()
+
+
+def test_to_cugraph_wants_a_cuda_graph(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cudf", type(sys)("cudf"))
+    monkeypatch.setitem(sys.modules, "cugraph", type(sys)("cugraph"))
+    g = gg.knn_graph(torch.randn(10, 3), k=2)
+    with pytest.raises(ValueError, match=r"needs a graph on a CUDA device, this one is on cpu; call .to\('cuda'\)"):
+        g.to_cugraph()
+
+
+# ---- on a GPU ----------------------------------------------------------------------------
+
+
+def _same_neighbours(a: gg.KnnGraph, b: gg.KnnGraph, atol: float = 1e-5) -> None:
+    """Equal lists, except where a swap is between two neighbours tied within atol."""
+    ia, ib = a.indices.cpu(), b.indices.cpu()
+    wa, wb = a.weights.cpu(), b.weights.cpu()
+    torch.testing.assert_close(wa, wb, atol=atol, rtol=0)
+    differ = (ia != ib).any(dim=1)
+    assert float(differ.float().mean()) < 0.01
+    for r in differ.nonzero().flatten().tolist():  # only the order of near-ties may differ
+        kth = float(wa[r, -1])
+        sa = set(ia[r][wa[r] > kth + atol].tolist())
+        assert sa == set(ib[r][wb[r] > kth + atol].tolist())
+
+
+@cuda
+@pytest.mark.parametrize("n,k,tile", [(500, 1, 128), (3000, 10, 700), (5000, 64, 1024), (2000, 256, 600)])
+@pytest.mark.parametrize("precision", ["exact", "tf32", "bf16"])
+def test_cuda_knn_equals_the_cpu_path(n, k, tile, precision):
+    x, _ = clustered(n=n, d=48, classes=8, seed=n)
+    cpu = gg.knn_graph(x, k=k, tile=tile)
+    gpu = gg.knn_graph(x.cuda(), k=k, tile=tile, precision=precision)
+    assert gpu.device.type == "cuda"
+    _same_neighbours(cpu, gpu)
+
+
+@cuda
+def test_cuda_knn_float64_and_large_k_take_the_torch_path():
+    x, _ = clustered(n=800, d=12, seed=3)
+    _same_neighbours(gg.knn_graph(x.double(), k=5), gg.knn_graph(x.double().cuda(), k=5))
+    _same_neighbours(gg.knn_graph(x, k=300), gg.knn_graph(x.cuda(), k=300))
+
+
+@cuda
+def test_selection_kernel_reads_a_transposed_tile_like_a_copy():
+    x = torch.nn.functional.normalize(torch.randn(600, 32, device="cuda"), dim=1)
+    s = x[:200] @ x[200:].T  # (200, 400)
+    states = []
+    for transpose in (True, False):
+        v = torch.full((600, 9), -float("inf"), device="cuda")
+        i = torch.full((600, 9), -1, dtype=torch.int64, device="cuda")
+        _kernels.topk_merge(s if transpose else s.T.contiguous(), 200, 0, v, i, transpose=transpose)
+        states.append((v, i))
+    assert torch.equal(states[0][0], states[1][0]) and torch.equal(states[0][1], states[1][1])
+    ref = torch.topk(s.T, 9, dim=1)
+    torch.testing.assert_close(states[0][0][200:], ref.values)
+
+
+@cuda
+def test_kernel_wrappers_check_cuda_inputs():
+    v = torch.zeros(4, 2, device="cuda")
+    i = torch.zeros(4, 2, dtype=torch.int64, device="cuda")
+    with pytest.raises(TypeError, match="tile must be torch.float32, got torch.float64"):
+        _kernels.topk_merge(torch.zeros(2, 2, dtype=torch.float64, device="cuda"), 0, 0, v, i)
+    with pytest.raises(ValueError, match="tile must be contiguous; call .contiguous"):
+        _kernels.topk_merge(torch.zeros(2, 4, device="cuda")[:, ::2], 0, 0, v, i)
+    if torch.cuda.device_count() > 1:
+        with pytest.raises(ValueError, match="tile is on cuda:1 but the other inputs are on cuda:0"):
+            _kernels.topk_merge(torch.zeros(2, 2, device="cuda:1"), 0, 0, v, i)
+
+
+@cuda
+def test_cuda_knn_streams_x_from_host_memory():
+    x, _ = clustered(n=3000, d=32, seed=8)
+    xn = torch.nn.functional.normalize(x, dim=1)
+    streamed = _knn_cuda(_RowBlocks(xn.pin_memory(), torch.device("cuda", 0), streamed=True), 10, 700, "exact")
+    resident = gg.knn_graph(x.cuda(), k=10, tile=700)
+    assert torch.equal(streamed[0], resident.indices)
+    host = gg.knn_graph(x, k=10, device="cuda")  # fits: copied, same answer
+    assert host.device.type == "cuda" and torch.equal(host.indices, resident.indices)
+
+
+@cuda
+def test_cuda_partners_triangles_and_modularity_equal_the_cpu():
+    x, labels = clustered(n=4000, d=16, classes=6, seed=2)
+    cpu = gg.knn_graph(x, k=10)
+    gpu = cpu.to("cuda")
+    for c, g in zip(cpu._partners(), gpu._partners()):
+        assert torch.equal(c, g.cpu())
+    assert gg.triangles(gpu) == gg.triangles(cpu)
+    assert torch.equal(gg.triangles(gpu, per_node=True).cpu(), gg.triangles(cpu, per_node=True))
+    assert gg.motifs(gpu, labels) == gg.motifs(cpu, labels)
+    for mode in ("mean", "max", "mutual"):
+        assert gg.modularity(gpu, labels, mode=mode) == pytest.approx(gg.modularity(cpu, labels, mode=mode), abs=1e-9)
