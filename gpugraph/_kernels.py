@@ -38,7 +38,7 @@ def source(name: str) -> str:
     return importlib.resources.files("gpugraph.kernels").joinpath(name).read_text()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _module(name: str, device_index: int):
     cupy = _cupy()
     with cupy.cuda.Device(device_index):

@@ -231,11 +231,14 @@ def _screen_error(precision: str, d: int) -> float:
     return 0.0
 
 
-def _knn_cuda(rows: _RowBlocks, k: int, tile: int, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _knn_cuda(rows: _RowBlocks, k: int, tile: int, precision: str,
+              transpose_copy: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k over the upper-triangular tiles of X X^T: GEMM by torch, selection by topk.cu.
 
     Diagonal tiles are computed exactly first; off-diagonal tiles in ``precision``, each
-    offered to its row block and, transposed, to its column block. Screened candidates
+    offered to its row block and, transposed, to its column block: through a contiguous
+    copy (coalesced reads, one more pass over the tile), or with ``transpose_copy=False``
+    read in place with strides (benchmarks/bench_gpu.py times both). Screened candidates
     are re-scored inside the kernel from the unit rows of the two blocks.
     """
     n, device = rows.n, rows.device
@@ -252,8 +255,10 @@ def _knn_cuda(rows: _RowBlocks, k: int, tile: int, precision: str) -> tuple[torc
             xb = rows.get(b0, b1)
             s = _gemm(xa, xb, precision)  # (ta, tb)
             _kernels.topk_merge(s, a0, b0, best_v, best_i, margin=err, xr=xa, xc=xb)
-            # the column block reads the transposed tile; a coalesced copy beats strided reads
-            _kernels.topk_merge(s.T.contiguous(), b0, a0, best_v, best_i, margin=err, xr=xb, xc=xa)
+            if transpose_copy:
+                _kernels.topk_merge(s.T.contiguous(), b0, a0, best_v, best_i, margin=err, xr=xb, xc=xa)
+            else:
+                _kernels.topk_merge(s, b0, a0, best_v, best_i, transpose=True, margin=err, xr=xb, xc=xa)
     return best_i, best_v.clamp_(-1.0, 1.0)
 
 
