@@ -10,6 +10,7 @@ gathered and merged, so selection costs a comparison pass per tile, not a sort.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 
@@ -105,7 +106,8 @@ def knn_graph(
     if target.type == "cuda" and rows.dtype == torch.float32 and k <= _kernels.MAX_K:
         indices, weights = _knn_cuda(rows, k, tile, precision)
     else:
-        indices, weights = _knn_tiled(rows, k, tile, torch.bfloat16 if precision == "bf16" else None)
+        with _tf32(False):
+            indices, weights = _knn_tiled(rows, k, tile, torch.bfloat16 if precision == "bf16" else None)
     return KnnGraph(indices, weights.to(torch.float32), validate=False)
 
 
@@ -266,11 +268,18 @@ def _gemm(a: torch.Tensor, b: torch.Tensor, precision: str) -> torch.Tensor:
     """a @ b.T as float32, in the arithmetic ``precision`` names (TF32 off unless asked)."""
     if precision == "bf16":
         return (a.to(torch.bfloat16) @ b.to(torch.bfloat16).T).float()
+    with _tf32(precision == "tf32"):
+        return a @ b.T
+
+
+@contextlib.contextmanager
+def _tf32(enabled: bool):
+    """Set whether CUDA float32 matmuls may use TF32, restoring torch's setting after."""
     matmul = torch.backends.cuda.matmul
     saved = matmul.allow_tf32
-    matmul.allow_tf32 = precision == "tf32"
+    matmul.allow_tf32 = enabled
     try:
-        return a @ b.T
+        yield
     finally:
         matmul.allow_tf32 = saved
 

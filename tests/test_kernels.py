@@ -221,6 +221,20 @@ def test_cuda_knn_float64_and_large_k_take_the_torch_path():
 
 
 @cuda
+def test_exact_ignores_a_global_tf32_setting():
+    x, _ = clustered(n=2000, d=256, seed=4)
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        for k in (10, 300):  # the kernel path and the torch path
+            gpu = gg.knn_graph(x.cuda(), k=k, tile=500)
+            _same_neighbours(gg.knn_graph(x, k=k, tile=500), gpu, atol=1e-6)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+    assert torch.backends.cuda.matmul.allow_tf32 == saved
+
+
+@cuda
 def test_selection_kernel_reads_a_transposed_tile_like_a_copy():
     x = torch.nn.functional.normalize(torch.randn(600, 32, device="cuda"), dim=1)
     s = x[:200] @ x[200:].T  # (200, 400)
