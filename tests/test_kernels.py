@@ -4,6 +4,7 @@ The GPU tests skip with a reason where torch sees no CUDA device. The tests of t
 measures in test_graph.py and test_knn.py also run on CUDA there (DEVICES).
 """
 
+import ctypes
 import importlib.resources
 import shutil
 import subprocess
@@ -163,6 +164,121 @@ def test_oriented_csr_finds_every_triangle_once(seed):
     assert total == sum(ref.values()) // 3 == gg.triangles(g)
     assert per_node.tolist() == [ref[i] for i in range(g.n)]
     assert dict(zip(["same", "pair", "distinct"], motifs)) == gg.motifs(g, labels)
+
+
+# ---- the kernel sources run on the host (tests/cuda_host/shim.h) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def host_kernels(tmp_path_factory):
+    """kernels/*.cu compiled as C++ with a CUDA shim: every CUDA thread a std::thread."""
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not installed")
+    here = importlib.resources.files("gpugraph").joinpath("../tests/cuda_host")
+    lib = tmp_path_factory.mktemp("host") / "kernels.so"
+    # 64 threads a block (the GPU uses 256; the kernels take any multiple of 32): fewer
+    # std::threads to start, and the candidate buffer flushes more often
+    defines = ["-DTHREADS=64", f"-DSORT_CAP={_kernels.SORT_CAP}"]
+    out = subprocess.run(
+        ["g++", "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", *defines, str(here / "launch.cpp"), "-o", str(lib)],
+        capture_output=True, text=True, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return ctypes.CDLL(str(lib))
+
+
+def _ptr(a: np.ndarray):
+    return a.ctypes.data_as(ctypes.c_void_p)
+
+
+def _host_merge(lib, tile, row0, col0, best_v, best_i, *, transpose=False, margin=0.0, xr=None, xc=None):
+    """_kernels.topk_merge's launch, on NumPy arrays, through the host build."""
+    tile = np.ascontiguousarray(tile, dtype=np.float32)
+    rows, cols = (tile.shape[1], tile.shape[0]) if transpose else tile.shape
+    strides = (1, tile.shape[1]) if transpose else (tile.shape[1], 1)
+    xr = np.ascontiguousarray(xr if xr is not None else tile, dtype=np.float32)
+    xc = np.ascontiguousarray(xc if xc is not None else tile, dtype=np.float32)
+    lib.host_topk_merge(
+        _ptr(tile), ctypes.c_longlong(strides[0]), ctypes.c_longlong(strides[1]), ctypes.c_int(rows),
+        ctypes.c_int(cols), ctypes.c_longlong(row0), ctypes.c_longlong(col0), _ptr(best_v), _ptr(best_i),
+        ctypes.c_int(best_v.shape[1]), ctypes.c_float(margin), _ptr(xr), _ptr(xc),
+        ctypes.c_int(xr.shape[1] if margin > 0 else 0),
+    )
+
+
+@pytest.mark.parametrize("k", [1, 9, 200])
+def test_topk_source_on_the_host_follows_its_contract(host_kernels, k):
+    rng = np.random.default_rng(k)
+    n, d = 400, 16
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x[5] = x[3]  # an exact duplicate: equal similarities, ties go to the lower index
+    s = np.round(x @ x.T, 2).astype(np.float32)  # coarse values: many ties
+    state = [(np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)) for _ in range(2)]
+    ref = [(torch.from_numpy(v.copy()), torch.from_numpy(i.copy())) for v, i in state[:1]][0]
+    offers = [  # (rows block, columns block, transpose): a diagonal tile, then both sides of one
+        ((0, 40), (0, 40), False), ((0, 40), (40, 400), False), ((0, 40), (40, 400), True),
+    ]
+    hv, hi = state[0]
+    for (a0, a1), (b0, b1), transpose in offers:
+        tile = s[a0:a1, b0:b1]
+        r0, c0 = (b0, a0) if transpose else (a0, b0)
+        _host_merge(host_kernels, tile, r0, c0, hv, hi, transpose=transpose)
+        _merge_like_the_kernel(torch.from_numpy(tile), r0, c0, *ref, transpose=transpose)
+    np.testing.assert_array_equal(hi, ref[1].numpy())
+    np.testing.assert_array_equal(hv, ref[0].numpy())
+
+
+@pytest.mark.parametrize("k", [3, 250])
+def test_topk_source_on_the_host_flushes_a_long_row_many_times(host_kernels, k):
+    # 5000 columns against an empty state: the candidate buffer (2048 - k) fills repeatedly
+    rng = np.random.default_rng(k)
+    tile = np.round(rng.normal(size=(3, 5000)), 1).astype(np.float32)  # many ties
+    hv, hi = np.full((5003, k), -np.inf, np.float32), np.full((5003, k), -1, np.int64)
+    _host_merge(host_kernels, tile, 5000, 0, hv, hi)
+    rv, ri = torch.full((5003, k), -float("inf")), torch.full((5003, k), -1, dtype=torch.int64)
+    _merge_like_the_kernel(torch.from_numpy(tile), 5000, 0, rv, ri)
+    np.testing.assert_array_equal(hi[5000:], ri[5000:].numpy())
+    np.testing.assert_array_equal(hv[5000:], rv[5000:].numpy())
+
+
+def test_topk_source_on_the_host_rescores_screened_tiles(host_kernels):
+    rng = np.random.default_rng(0)
+    n, d, k = 300, 24, 7
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    exact = x @ x.T
+    screened = (exact + rng.uniform(-0.01, 0.01, size=exact.shape)).astype(np.float32)  # error <= margin
+    hv, hi = np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
+    _host_merge(host_kernels, exact[:100, :100], 0, 0, hv, hi)
+    _host_merge(host_kernels, screened[:100, 100:], 0, 100, hv, hi, margin=0.01, xr=x[:100], xc=x[100:])
+    rv, ri = torch.full((n, k), -float("inf")), torch.full((n, k), -1, dtype=torch.int64)
+    _merge_like_the_kernel(torch.from_numpy(exact[:100, :300]), 0, 0, rv, ri)
+    np.testing.assert_array_equal(hi[:100], ri[:100].numpy())
+    np.testing.assert_allclose(hv[:100], rv[:100].numpy(), atol=1e-6)
+
+
+def test_graph_sources_on_the_host_count_like_the_cpu_path(host_kernels):
+    x, labels = clustered(n=300, d=5, classes=3, seed=11)
+    g = gg.knn_graph(x, k=6)
+    idx = g.indices.numpy().copy()
+    w = g.weights.numpy().copy()
+    recip = np.zeros(idx.shape, np.uint8)
+    pw = np.zeros(idx.shape, np.float32)
+    host_kernels.host_edge_partners_f32(_ptr(idx), _ptr(w), ctypes.c_longlong(g.n), ctypes.c_int(g.k), _ptr(recip), _ptr(pw))
+    ref_recip, ref_pw = g._partners()
+    np.testing.assert_array_equal(recip.astype(bool), ref_recip.numpy())
+    np.testing.assert_array_equal(pw, ref_pw.numpy())
+
+    indptr, cols = (t.numpy().copy() for t in _oriented_csr(g))
+    src = np.repeat(np.arange(g.n), np.diff(indptr))
+    codes = np.unique(labels, return_inverse=True)[1].astype(np.int64)
+    total, nodes, motifs = np.zeros(1, np.uint64), np.zeros(g.n, np.uint64), np.zeros(3, np.uint64)
+    host_kernels.host_triangle_count(_ptr(indptr), _ptr(cols), _ptr(src), ctypes.c_longlong(len(cols)), _ptr(codes),
+                                     _ptr(total), _ptr(nodes), _ptr(motifs), 1, 1)
+    assert int(total[0]) == gg.triangles(g)
+    np.testing.assert_array_equal(nodes.astype(np.int64), gg.triangles(g, per_node=True).numpy())
+    assert dict(zip(["same", "pair", "distinct"], motifs.tolist())) == gg.motifs(g, labels)
 
 
 def test_to_cugraph_without_rapids_names_what_to_install():
