@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -174,7 +175,7 @@ def host_kernels(tmp_path_factory):
     """kernels/*.cu compiled as C++ with a CUDA shim: every CUDA thread a std::thread."""
     if shutil.which("g++") is None:
         pytest.skip("g++ is not installed")
-    here = importlib.resources.files("gpugraph").joinpath("../tests/cuda_host")
+    here = Path(__file__).parent / "cuda_host"
     lib = tmp_path_factory.mktemp("host") / "kernels.so"
     # 64 threads a block (the GPU uses 256; the kernels take any multiple of 32): fewer
     # std::threads to start, and the candidate buffer flushes more often
