@@ -31,8 +31,12 @@ def as_tensor(x, name: str = "x") -> torch.Tensor:
     )
 
 
-def as_features(x, name: str = "x") -> torch.Tensor:
-    """Check that ``x`` is an (N, D) finite floating-point matrix and return it as a tensor."""
+def as_features(x, name: str = "x", *, nonzero: bool = False) -> torch.Tensor:
+    """Check that ``x`` is an (N, D) floating-point matrix of finite rows; return it as a tensor.
+
+    With ``nonzero`` every row must also have a nonzero entry (cosine needs a direction).
+    Errors name ``name`` and the row, so callers pass names such as "layer 'fc1'".
+    """
     t = as_tensor(x, name)
     if t.dim() != 2:
         raise ValueError(
@@ -45,59 +49,124 @@ def as_features(x, name: str = "x") -> torch.Tensor:
         )
     if t.shape[0] == 0 or t.shape[1] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); it needs samples and features")
-    if bool(torch.isfinite(t.sum(dim=1, dtype=torch.float64)).all()):  # fast path: one pass
-        return t
-    bad = ~torch.isfinite(t).all(dim=1)
+    check_rows(t, name, nonzero=nonzero)
+    return t
+
+
+_CHUNK = 1 << 22  # elements per chunk of a pass over rows: bounded temporaries
+
+
+def row_maxabs(t: torch.Tensor) -> torch.Tensor:
+    """(N,) largest |entry| of each row, NaN for a row holding NaN, in float32 or float64."""
+    dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+    out = torch.empty(t.shape[0], dtype=dtype, device=t.device)
+    step = max(1, _CHUNK // max(1, t.shape[1]))
+    for r0 in range(0, t.shape[0], step):
+        out[r0 : r0 + step] = t[r0 : r0 + step].abs().amax(dim=1)  # NaN propagates
+    return out
+
+
+def check_rows(t: torch.Tensor, name: str = "x", *, nonzero: bool = True) -> torch.Tensor:
+    """Refuse rows holding NaN or Inf (and all-zero rows when ``nonzero``), naming the first.
+
+    Returns the rows' largest |entry| (:func:`row_maxabs`) for reuse.
+    """
+    m = row_maxabs(t)
+    bad = ~torch.isfinite(m)
     if bool(bad.any()):
         rows = bad.nonzero().flatten()
         raise ValueError(
             f"{len(rows)} rows of {name} contain NaN or Inf (first: row {int(rows[0])}); "
             "remove or repair them before building a graph"
         )
-    return t
-
-
-def unit_rows(x: torch.Tensor, name: str = "x") -> torch.Tensor:
-    """Rows of ``x`` scaled to unit L2 norm, in float64 for float64 input, float32 otherwise."""
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    x = x.to(dtype)
-    norms = torch.linalg.vector_norm(x, dim=1)
-    zero = norms == 0
-    if bool(zero.any()):
-        rows = zero.nonzero().flatten()
+    if nonzero and bool((m == 0).any()):
+        rows = (m == 0).nonzero().flatten()
         raise ValueError(
             f"{len(rows)} rows of {name} have zero norm (first: row {int(rows[0])}); "
             "cosine similarity is undefined for them: drop those samples or add a small offset"
         )
-    return (x / norms[:, None]).contiguous()
+    return m
+
+
+def unit_rows(x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    """Rows of ``x`` scaled to unit L2 norm, in float64 for float64 input, float32 otherwise.
+
+    Each row is first divided by its largest |entry|, so that its norm can neither overflow
+    (rows near 1e20 in float32) nor underflow (rows near 1e-23): every finite row with a
+    nonzero entry has a unit direction, and only all-zero rows are refused.
+    """
+    m = check_rows(x, name, nonzero=True)
+    u = x.to(m.dtype, copy=True)
+    u /= m[:, None]  # entries in [-1, 1], one of them +-1
+    u /= torch.linalg.vector_norm(u, dim=1)[:, None]  # norms in [1, sqrt(D)]
+    return u.contiguous()
 
 
 def label_codes(labels, n: int, device: torch.device) -> tuple[torch.Tensor, list]:
     """Map ``n`` hashable labels to int64 codes 0..C-1 on ``device``.
 
-    Returns the codes and the list of distinct labels (sorted where they are orderable).
+    Labels may be a tensor or array of integers, a NumPy array of strings or objects (what
+    an .npz of string labels loads as), a list, or a pandas Series. Returns the codes and
+    the list of distinct labels (sorted where they are orderable).
     """
     if isinstance(labels, (str, bytes)):
         raise TypeError("labels must be a sequence of N labels, got a single string")
-    if isinstance(labels, torch.Tensor) or hasattr(labels, "__dlpack__"):
+    if isinstance(labels, torch.Tensor) or (
+        hasattr(labels, "__dlpack__") and not isinstance(labels, np.ndarray)
+    ):
         t = as_tensor(labels, "labels")
-        if t.dim() != 1 or len(t) != n:
-            raise ValueError(
-                f"labels must have one entry per node: expected shape ({n},), got {tuple(t.shape)}"
-            )
+        _check_label_shape(tuple(t.shape), n)
         if t.dtype.is_floating_point or t.dtype.is_complex:
             raise TypeError(f"labels must be integers or other exact values, got dtype {t.dtype}")
         classes, codes = torch.unique(t, return_inverse=True)
         return codes.to(device=device, dtype=torch.int64), classes.tolist()
-    values = list(labels) if not isinstance(labels, np.ndarray) else labels
-    if len(values) != n:
-        raise ValueError(f"labels must have one entry per node: expected {n}, got {len(values)}")
-    arr = np.asarray(values) if not isinstance(values, np.ndarray) else values
-    if arr.ndim == 1 and arr.dtype.kind in "iub" + "US":
-        classes, codes = np.unique(arr, return_inverse=True)
-        return torch.from_numpy(codes.astype(np.int64)).to(device), classes.tolist()
-    if arr.ndim == 1 and arr.dtype.kind == "f":
+    arr = labels if isinstance(labels, np.ndarray) else _label_array(list(labels))
+    _check_label_shape(arr.shape, n)
+    if arr.dtype.kind == "f" or arr.dtype.kind == "c":
         raise TypeError(f"labels must be integers or other exact values, got dtype {arr.dtype}")
+    if arr.dtype.kind in "iubUS":
+        classes, codes = np.unique(arr, return_inverse=True)
+        return torch.from_numpy(codes.astype(np.int64).reshape(-1)).to(device), classes.tolist()
     index: dict = {}
-    codes = [index.setdefault(v, len(index)) for v in values]  # TypeError if unhashable
+    try:
+        codes = [index.setdefault(v, len(index)) for v in arr.tolist()]
+    except TypeError as exc:
+        bad = next(v for v in arr.tolist() if not _hashable(v))
+        raise TypeError(
+            f"labels must be hashable values (ints, strings, ...), got an entry of type "
+            f"{type(bad).__name__}: {bad!r}"
+            + ("; for one-hot rows pass their argmax" if isinstance(bad, (list, np.ndarray)) else "")
+        ) from exc
     return torch.tensor(codes, dtype=torch.int64, device=device), list(index)
+
+
+def _label_array(values: list) -> np.ndarray:
+    """A list of labels as a 1-D array: typed when NumPy finds one dtype, else of objects."""
+    try:
+        arr = np.asarray(values)
+    except ValueError:  # ragged entries
+        arr = None
+    mixed = arr is not None and arr.dtype.kind in "US" and not all(isinstance(v, (str, bytes)) for v in values)
+    if arr is None or mixed or arr.ndim != 1 or arr.dtype.kind not in "iubfUS":
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = values
+    return arr
+
+
+def _check_label_shape(shape: tuple, n: int) -> None:
+    if len(shape) != 1:
+        hint = "; one-hot labels: pass labels.argmax(1)" if len(shape) == 2 else ""
+        raise ValueError(f"labels must be 1-D, one entry per node: expected shape ({n},), got {shape}{hint}")
+    if shape[0] != n:
+        raise ValueError(
+            f"labels must have one entry per node: expected {n}, got {shape[0]} "
+            f"(expected shape ({n},), got {shape})"
+        )
+
+
+def _hashable(v) -> bool:
+    try:
+        hash(v)
+    except TypeError:
+        return False
+    return True

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gpugraph import _memory
 from gpugraph._errors import GpuGraphError
 from gpugraph._tensor import as_tensor
 
@@ -19,7 +20,8 @@ _REDUCE = ("flatten", "avgpool")
 
 
 class Activations(Mapping):
-    """Ordered mapping layer name -> (N, D) tensor of that layer's outputs, with ``labels``.
+    """Ordered mapping layer name -> (N, D) tensor of that layer's outputs, with ``labels``
+    (a tensor for numeric labels, a NumPy array for strings and other objects, or None).
 
     Iteration follows the order in which the layers ran in the forward pass.
     """
@@ -223,7 +225,7 @@ def capture(
                 if seen == 0:
                     _check_memory(outputs, total, store)
                 if y is not None:
-                    labels.append(as_tensor(y, "labels").reshape(len(inputs), *as_tensor(y).shape[1:]).cpu())
+                    labels.append(_label_batch(y, len(inputs)))
                 seen += len(inputs)
                 bar.update(len(inputs))
                 if max_samples is not None and seen >= max_samples:
@@ -240,7 +242,7 @@ def capture(
     if missing:
         raise ValueError(f"layers {missing} never ran in the forward pass; choose others")
     result = {name: torch.cat(outputs[name]) for name in order}
-    return Activations(result, torch.cat(labels) if labels else None)
+    return Activations(result, _join_labels(labels) if labels else None)
 
 
 class _Step(nn.Module):
@@ -320,12 +322,31 @@ def _is_pair(data) -> bool:
     )
 
 
+def _label_batch(y, n: int):
+    """One batch's labels, first n: a CPU tensor for numbers, a NumPy array for strings and
+    other objects (what an .npz of string labels holds)."""
+    if isinstance(y, np.ndarray) and y.dtype.kind not in "iubf":
+        return y[:n]
+    if not isinstance(y, (torch.Tensor, np.ndarray)) and not all(isinstance(v, (int, float, np.number)) for v in y):
+        arr = np.empty(len(y), dtype=object)
+        arr[:] = list(y)
+        return arr[:n]
+    t = as_tensor(y, "labels")
+    return t.reshape(len(t), *t.shape[1:])[:n].cpu()
+
+
+def _join_labels(parts: list):
+    if all(isinstance(p, torch.Tensor) for p in parts):
+        return torch.cat(parts)
+    return np.concatenate([p.numpy() if isinstance(p, torch.Tensor) else p for p in parts])
+
+
 def _batches(data, batch_size: int) -> Iterable:
     if isinstance(data, (torch.Tensor, np.ndarray)):
         t = as_tensor(data, "data")
         return (t[i : i + batch_size] for i in range(0, len(t), batch_size))
     if _is_pair(data):
-        x, y = (as_tensor(d, "data") for d in data)
+        x, y = as_tensor(data[0], "data"), data[1]
         return ((x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size))
     if isinstance(data, Iterable):
         return data
@@ -357,12 +378,7 @@ def _check_memory(outputs, total: int | None, store: torch.device) -> None:
         return
     per_sample = sum(o[0][0].numel() * o[0].element_size() for o in outputs.values() if o)
     need = per_sample * total
-    if store.type == "cuda":
-        free = torch.cuda.mem_get_info(store)[0]
-    else:
-        from gpugraph.knn import _available_host_memory
-
-        free = _available_host_memory()
+    free = _memory.available(store)
     if need > 0.8 * free:
         raise GpuGraphError(
             f"the activations of {total} samples need about {need / 2**30:.1f} GiB on {store}, "

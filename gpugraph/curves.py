@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from gpugraph._tensor import as_tensor, label_codes
+from gpugraph._tensor import as_features, label_codes
 from gpugraph.knn import knn_graph
 from gpugraph.modularity import modularity
 
@@ -175,9 +175,12 @@ def _labels_of(acts, labels):
 
 
 def _layer_items(acts):
+    """Every layer as an (N, D) tensor, each row checked once, up front: a NaN, Inf or
+    all-zero row is reported by layer and by its row in ``acts``, whichever subsets the
+    curve draws later."""
     if not isinstance(acts, Mapping) or not acts:
         raise TypeError("acts must be a non-empty mapping layer name -> (N, D) tensor (see capture)")
-    items = [(name, as_tensor(x, f"acts[{name!r}]")) for name, x in acts.items()]
+    items = [(name, as_features(x, f"layer {name!r}", nonzero=True)) for name, x in acts.items()]
     n_total = len(items[0][1])
     for name, x in items:
         if len(x) != n_total:

@@ -10,19 +10,19 @@ gathered and merged, so selection costs a comparison pass per tile, not a sort.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 
 import numpy as np
 import torch
 
-from gpugraph import _kernels
+from gpugraph import _kernels, _memory
 from gpugraph._errors import GpuGraphError
-from gpugraph._tensor import as_features, as_tensor, unit_rows
+from gpugraph._precision import bf16_product, fp32_matmul
+from gpugraph._tensor import as_features, unit_rows
+from gpugraph.graph import KnnGraph
 
-_MODES = ("mean", "max", "mutual")
-
+__all__ = ["KnnGraph", "knn_graph"]
 
 _PRECISIONS = ("exact", "bf16", "tf32")
 
@@ -101,14 +101,33 @@ def knn_graph(
     _check_k(k, n)
     target = _compute_device(device, t.device)
     _check_precision(precision, target)
+    _check_tile(tile)
     rows = _RowBlocks.place(unit_rows(t), target)
-    tile = tile or _default_tile(target, rows.dtype, k)
-    if target.type == "cuda" and rows.dtype == torch.float32 and k <= _kernels.MAX_K:
+    tile = tile if tile is not None else _default_tile(target, rows.dtype, k)
+    kernel = target.type == "cuda" and rows.dtype == torch.float32 and k <= _kernels.MAX_K
+    if kernel:
         indices, weights = _knn_cuda(rows, k, tile, precision)
     else:
-        with _tf32(False):
-            indices, weights = _knn_tiled(rows, k, tile, torch.bfloat16 if precision == "bf16" else None)
+        if target.type == "cuda":
+            why = f"k={k} > {_kernels.MAX_K}" if k > _kernels.MAX_K else f"{rows.dtype} rows"
+            warnings.warn(
+                f"knn_graph: the CUDA selection kernel takes float32 rows and k <= {_kernels.MAX_K}; "
+                f"with {why} the slower torch selection runs instead"
+                + ("; precision='tf32' has no screen there, so the tiles are computed exactly"
+                   if precision == "tf32" else ""),
+                stacklevel=2,
+            )
+        indices, weights = _knn_tiled(rows, k, tile, "exact" if precision == "tf32" else precision)
     return KnnGraph(indices, weights.to(torch.float32), validate=False)
+
+
+def _check_tile(tile) -> None:
+    if tile is None:
+        return
+    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)):
+        raise TypeError(f"tile must be a positive integer (rows per tile) or None, got {tile!r}")
+    if tile < 1:
+        raise ValueError(f"tile must be a positive integer (rows per tile) or None, got {tile}")
 
 
 def _check_k(k, n: int) -> None:
@@ -148,27 +167,12 @@ def _check_precision(precision, device: torch.device) -> None:
 
 
 def _default_tile(device: torch.device, dtype: torch.dtype, k: int) -> int:
-    """Rows per tile: a float tile plus its mask (and a transposed copy) within a memory
+    """Rows per tile: a float tile plus its mask (and a transposed copy) within the memory
     budget, GEMM-friendly."""
     size = torch.tensor([], dtype=dtype).element_size()
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        budget, cap = free // 8, 8192
-    else:
-        budget, cap = _available_host_memory() // 8, 4096
-    side = int(math.sqrt(budget / (size + 1)))
+    cap = 8192 if device.type == "cuda" else 4096
+    side = int(math.sqrt(_memory.budget(device) / (size + 1)))
     return max(2 * (k + 1), min(cap, side))
-
-
-def _available_host_memory() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 2 << 30
 
 
 class _RowBlocks:
@@ -241,7 +245,9 @@ def _knn_cuda(rows: _RowBlocks, k: int, tile: int, precision: str,
     offered to its row block and, transposed, to its column block: through a contiguous
     copy (coalesced reads, one more pass over the tile), or with ``transpose_copy=False``
     read in place with strides (benchmarks/bench_gpu.py times both). Screened candidates
-    are re-scored inside the kernel from the unit rows of the two blocks.
+    are re-scored inside the kernel from the unit rows of the two blocks; a screened tile
+    that would keep more than 64 candidates per row (tight clusters) is recomputed exactly,
+    as on the CPU path, rather than re-scored entry by entry.
     """
     n, device = rows.n, rows.device
     err = _screen_error(precision, rows.d)
@@ -256,82 +262,75 @@ def _knn_cuda(rows: _RowBlocks, k: int, tile: int, precision: str,
         for b0, b1 in blocks[bi + 1 :]:
             xb = rows.get(b0, b1)
             s = _gemm(xa, xb, precision)  # (ta, tb)
-            _kernels.topk_merge(s, a0, b0, best_v, best_i, margin=err, xr=xa, xc=xb)
+            margin = err
+            if err > 0 and (_too_many(s >= (best_v[a0:a1, k - 1] - err)[:, None])
+                            or _too_many(s >= (best_v[b0:b1, k - 1] - err)[None, :])):
+                s, margin = _gemm(xa, xb, "exact"), 0.0
+            _kernels.topk_merge(s, a0, b0, best_v, best_i, margin=margin, xr=xa, xc=xb)
             if transpose_copy:
-                _kernels.topk_merge(s.T.contiguous(), b0, a0, best_v, best_i, margin=err, xr=xb, xc=xa)
+                _kernels.topk_merge(s.T.contiguous(), b0, a0, best_v, best_i, margin=margin, xr=xb, xc=xa)
             else:
-                _kernels.topk_merge(s, b0, a0, best_v, best_i, transpose=True, margin=err, xr=xb, xc=xa)
+                _kernels.topk_merge(s, b0, a0, best_v, best_i, transpose=True, margin=margin, xr=xb, xc=xa)
     return best_i, best_v.clamp_(-1.0, 1.0)
 
 
 def _gemm(a: torch.Tensor, b: torch.Tensor, precision: str) -> torch.Tensor:
-    """a @ b.T as float32, in the arithmetic ``precision`` names (TF32 off unless asked)."""
+    """a @ b.T in the arithmetic ``precision`` names, whatever torch's global settings say:
+    "exact" in IEEE arithmetic of a's dtype, "tf32" with TF32 inputs, "bf16" with bf16
+    inputs; the last two with float32 accumulation and result."""
     if precision == "bf16":
-        return (a.to(torch.bfloat16) @ b.to(torch.bfloat16).T).float()
-    with _tf32(precision == "tf32"):
+        return bf16_product(a, b)
+    if a.dtype != torch.float32:
+        return a @ b.T
+    with fp32_matmul(a.device.type, "tf32" if precision == "tf32" else "ieee"):
         return a @ b.T
 
 
-@contextlib.contextmanager
-def _tf32(enabled: bool):
-    """Set whether CUDA float32 matmuls may use TF32, restoring torch's setting after."""
-    matmul = torch.backends.cuda.matmul
-    saved = matmul.allow_tf32
-    matmul.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        matmul.allow_tf32 = saved
-
-
 def _knn_tiled(
-    rows: _RowBlocks, k: int, tile: int, low: torch.dtype | None = None
+    rows: _RowBlocks, k: int, tile: int, precision: str = "exact"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k over the upper-triangular tiles of X X^T; device-agnostic torch code.
 
-    With ``low`` (torch.bfloat16) tiles are computed in that precision only to screen
+    With ``precision="bf16"`` tiles are computed from bf16 inputs only to screen
     candidates: an entry is kept if it is within the rounding bound of the running
     threshold, and every kept pair is re-scored in the precision of X. The neighbours
     and weights are those of the exact search; a tile whose screen keeps too many
     candidates (tightly clustered data) is recomputed exactly instead.
     """
     n, device, dtype = rows.n, rows.device, rows.dtype
-    err = _screen_error("bf16" if low is not None else "exact", rows.d)
-
-    def screened(a, b):
-        return a.to(low) @ b.to(low).T if low is not None else a @ b.T
-
+    err = _screen_error(precision, rows.d)
+    exact = precision == "exact"
     best_v = torch.full((n, k), -math.inf, dtype=dtype, device=device)  # (N, k)
     best_i = torch.full((n, k), -1, dtype=torch.int64, device=device)  # (N, k)
     blocks = _blocks(n, tile, k)
     # Diagonal tiles first: afterwards every row holds k exact candidates and a threshold.
     for a0, a1 in blocks:
         xa = rows.get(a0, a1)
-        s = screened(xa, xa)  # (ta, ta)
+        s = _gemm(xa, xa, precision)  # (ta, ta)
         s.fill_diagonal_(-math.inf)
         cut = torch.topk(s, k, dim=1, sorted=False).values.amin(dim=1)  # (ta,)
         # A true top-k entry of the tile is at most 2 err below the k-th screened value.
         mask = s >= (cut - 2 * err)[:, None]  # (ta, ta), about k per row
-        exact = low is None
+        tile_exact = exact
         if not exact and _too_many(mask):
-            s, exact = xa @ xa.T, True
+            s, tile_exact = _gemm(xa, xa, "exact"), True
             s.fill_diagonal_(-math.inf)
             mask = s >= torch.topk(s, k, dim=1, sorted=False).values.amin(dim=1)[:, None]
-        _offer(best_v, best_i, xa, xa, a0, a0, s, mask, transpose=False, exact=exact)
+        _offer(best_v, best_i, xa, xa, a0, a0, s, mask, transpose=False, exact=tile_exact)
     for bi, (a0, a1) in enumerate(blocks):
         xa = rows.get(a0, a1)
         for b0, b1 in blocks[bi + 1 :]:
             xb = rows.get(b0, b1)
-            s = screened(xa, xb)  # (ta, tb): rows a0..a1 against columns b0..b1
+            s = _gemm(xa, xb, precision)  # (ta, tb): rows a0..a1 against columns b0..b1
             row_mask = s >= (best_v[a0:a1, k - 1] - err)[:, None]  # candidates for rows of a
             col_mask = s >= (best_v[b0:b1, k - 1] - err)[None, :]  # candidates for rows of b
-            exact = low is None
+            tile_exact = exact
             if not exact and (_too_many(row_mask) or _too_many(col_mask)):
-                s, exact = xa @ xb.T, True
+                s, tile_exact = _gemm(xa, xb, "exact"), True
                 row_mask = s >= best_v[a0:a1, k - 1, None]
                 col_mask = s >= best_v[None, b0:b1, k - 1]
-            _offer(best_v, best_i, xa, xb, a0, b0, s, row_mask, transpose=False, exact=exact)
-            _offer(best_v, best_i, xa, xb, b0, a0, s, col_mask, transpose=True, exact=exact)
+            _offer(best_v, best_i, xa, xb, a0, b0, s, row_mask, transpose=False, exact=tile_exact)
+            _offer(best_v, best_i, xa, xb, b0, a0, s, col_mask, transpose=True, exact=tile_exact)
     return best_i, best_v.clamp_(-1.0, 1.0)
 
 
@@ -381,203 +380,3 @@ def _rescore(xa: torch.Tensor, xb: torch.Tensor, p: torch.Tensor, q: torch.Tenso
     for m0 in range(0, len(p), step):
         out[m0 : m0 + step] = (xa[p[m0 : m0 + step]] * xb[q[m0 : m0 + step]]).sum(dim=1)  # (m,)
     return out
-
-
-class KnnGraph:
-    """A directed k-nearest-neighbour graph: node i points to ``indices[i]``.
-
-    Parameters
-    ----------
-    indices : (N, k) integer tensor or array
-        Neighbours of each node; no self loops, no repeated neighbour within a row.
-    weights : (N, k) floating-point tensor or array
-        Edge weights aligned with ``indices`` (cosine similarities for ``knn_graph``).
-
-    Undirected views come from :meth:`adjacency` and its converters, in three modes:
-    ``"mean"`` A = (W + W^T) / 2 (the graph of Lu et al. 2022: a mutual pair keeps its
-    weight, a one-way edge gets half), ``"max"`` the union with A_ij = max(W_ij, W_ji) over
-    the directions present, ``"mutual"`` only reciprocal pairs, with the mean of their two
-    directed weights.
-    """
-
-    def __init__(self, indices, weights, *, validate: bool = True):
-        indices = as_tensor(indices, "indices")
-        weights = as_tensor(weights, "weights")
-        if validate:
-            indices, weights = _check_lists(indices, weights)
-        self.indices = indices
-        self.weights = weights
-        self._partner_cache: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    @property
-    def n(self) -> int:
-        """Number of nodes."""
-        return self.indices.shape[0]
-
-    @property
-    def k(self) -> int:
-        """Out-degree of every node."""
-        return self.indices.shape[1]
-
-    @property
-    def device(self) -> torch.device:
-        return self.indices.device
-
-    def __repr__(self) -> str:
-        return f"KnnGraph(n={self.n}, k={self.k}, device={self.device})"
-
-    def _partners(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """For every directed edge i -> j: whether j -> i exists too, and that edge's weight."""
-        if self._partner_cache is None and self.indices.is_cuda and self.weights.dtype in (torch.float32, torch.float64):
-            self._partner_cache = _kernels.edge_partners(self.indices.contiguous(), self.weights.contiguous())
-        if self._partner_cache is None:
-            n, k = self.indices.shape
-            recip = torch.empty((n, k), dtype=torch.bool, device=self.device)
-            partner_w = torch.zeros((n, k), dtype=self.weights.dtype, device=self.device)
-            step = max(1, (1 << 22) // (k * k))
-            for r0 in range(0, n, step):
-                idx = self.indices[r0 : r0 + step]  # (c, k)
-                own = torch.arange(r0, r0 + len(idx), device=self.device)  # (c,)
-                match = self.indices[idx] == own[:, None, None]  # (c, k, k): j's list holds i
-                recip[r0 : r0 + step] = match.any(dim=2)
-                partner_w[r0 : r0 + step] = (self.weights[idx] * match).sum(dim=2)
-            self._partner_cache = (recip, partner_w)
-        return self._partner_cache
-
-    def _dense_edges(self, mode: str = "mean", weighted: bool = True, dtype=torch.float64):
-        """The symmetric adjacency as two (N, k) arrays aligned with ``indices``.
-
-        ``fwd[i, a]`` is A[i, j] for j = indices[i, a], carried by that directed edge;
-        ``rev[i, a]`` is A[j, i] for a one-way edge (0 otherwise), since no edge of j
-        carries it. Every nonzero A[i, j] appears exactly once in the two arrays.
-        """
-        _check_mode(mode)
-        recip, partner_w = self._partners()
-        w = self.weights.to(dtype) if weighted else torch.ones(self.indices.shape, dtype=dtype, device=self.device)
-        pw = partner_w.to(dtype) if weighted else w
-        zero = torch.zeros((), dtype=dtype, device=self.device)
-        if mode == "mutual":
-            return torch.where(recip, (w + pw) / 2, zero), torch.zeros_like(w)
-        if mode == "mean" and weighted:
-            return torch.where(recip, (w + pw) / 2, w / 2), torch.where(recip, zero, w / 2)
-        # "max", and unweighted "mean" (every edge of the union counts 1)
-        return torch.where(recip, torch.maximum(w, pw), w), torch.where(recip, zero, w)
-
-    def _edges(self, mode: str = "mean", weighted: bool = True, dtype=torch.float64):
-        """Ordered pairs (rows, cols, values) of the symmetric adjacency, each pair once."""
-        fwd, rev = self._dense_edges(mode, weighted, dtype)
-        recip, _ = self._partners()
-        n, k = self.indices.shape
-        src = torch.arange(n, device=self.device).repeat_interleave(k)  # (N k,)
-        dst = self.indices.flatten()
-        recip = recip.flatten()
-        mutual = mode == "mutual"
-        keep = recip if mutual else torch.ones_like(recip)  # directed edges carrying A[i, j]
-        one_way = torch.zeros_like(recip) if mutual else ~recip  # edges also carrying A[j, i]
-        rows = torch.cat([src[keep], dst[one_way]])
-        cols = torch.cat([dst[keep], src[one_way]])
-        return rows, cols, torch.cat([fwd.flatten()[keep], rev.flatten()[one_way]])
-
-    def _csr_parts(self, mode: str, weighted: bool):
-        rows, cols, vals = self._edges(mode, weighted, dtype=self.weights.dtype)
-        order = torch.argsort(rows * self.n + cols)
-        crow = torch.zeros(self.n + 1, dtype=torch.int64, device=self.device)
-        crow[1:] = torch.cumsum(torch.bincount(rows, minlength=self.n), 0)
-        return crow, cols[order], vals[order]
-
-    def adjacency(self, mode: str = "mean", weighted: bool = True) -> torch.Tensor:
-        """Symmetric (N, N) adjacency as a torch sparse CSR tensor, without self loops.
-
-        Columns are sorted within each row. ``weighted=False`` gives 1 for every edge.
-        """
-        crow, col, val = self._csr_parts(mode, weighted)
-        with warnings.catch_warnings():  # torch flags sparse CSR as beta on every construction
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.sparse_csr_tensor(
-                crow, col, val, size=(self.n, self.n), check_invariants=False
-            )
-
-    def to_scipy(self, mode: str = "mean", weighted: bool = True):
-        """The adjacency as a ``scipy.sparse.csr_array`` (on the host)."""
-        import scipy.sparse
-
-        crow, col, val = (t.cpu().numpy() for t in self._csr_parts(mode, weighted))
-        return scipy.sparse.csr_array((val, col, crow), shape=(self.n, self.n))
-
-    def to_networkx(self, mode: str = "mean", weighted: bool = True):
-        """The adjacency as an undirected ``networkx.Graph`` with edge attribute ``weight``."""
-        import networkx as nx
-
-        g = nx.Graph()
-        g.add_nodes_from(range(self.n))
-        coo = self.to_scipy(mode, weighted).tocoo()
-        upper = coo.row < coo.col
-        g.add_weighted_edges_from(
-            zip(coo.row[upper].tolist(), coo.col[upper].tolist(), coo.data[upper].tolist())
-        )
-        return g
-
-    def to_cugraph(self, mode: str = "mean", weighted: bool = True):
-        """The adjacency as an undirected ``cugraph.Graph`` (RAPIDS), built on the GPU.
-
-        Each undirected edge is passed once (row < column) with its weight in column
-        "weight"; the graph must be on a CUDA device.
-        """
-        try:
-            import cudf
-            import cugraph
-        except ImportError as exc:
-            raise GpuGraphError(
-                "to_cugraph needs RAPIDS cuGraph and cuDF, which are not installed; "
-                "pip install cugraph-cu12 cudf-cu12 (see docs.rapids.ai/install), "
-                "or use to_scipy / to_networkx"
-            ) from exc
-        if not self.indices.is_cuda:
-            raise ValueError(f"to_cugraph needs a graph on a CUDA device, this one is on {self.device}; "
-                             "call .to('cuda') first")
-        rows, cols, vals = self._edges(mode, weighted, dtype=self.weights.dtype)
-        upper = rows < cols
-        frame = cudf.DataFrame({name: _kernels._arg(t[upper]) for name, t in (("src", rows), ("dst", cols), ("weight", vals))})
-        g = cugraph.Graph(directed=False)
-        g.from_cudf_edgelist(frame, source="src", destination="dst", edge_attr="weight", renumber=False)
-        return g
-
-    def to(self, device) -> KnnGraph:
-        """A copy of this graph on ``device``."""
-        return KnnGraph(self.indices.to(device), self.weights.to(device), validate=False)
-
-
-def _check_mode(mode) -> None:
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-
-
-def _check_lists(indices: torch.Tensor, weights: torch.Tensor):
-    if indices.dim() != 2:
-        raise ValueError(f"indices must be 2-D (N, k), got shape {tuple(indices.shape)}")
-    if indices.dtype.is_floating_point or indices.dtype == torch.bool:
-        raise TypeError(f"indices must be integers, got dtype {indices.dtype}")
-    if weights.shape != indices.shape:
-        raise ValueError(
-            f"weights must have the shape of indices {tuple(indices.shape)}, "
-            f"got {tuple(weights.shape)}"
-        )
-    if not weights.dtype.is_floating_point:
-        raise TypeError(f"weights must be floating point, got dtype {weights.dtype}")
-    if weights.device != indices.device:
-        raise ValueError(f"indices are on {indices.device} but weights on {weights.device}")
-    n, k = indices.shape
-    indices = indices.to(torch.int64)
-    if n and (int(indices.min()) < 0 or int(indices.max()) >= n):
-        raise ValueError(f"indices must lie in [0, N) = [0, {n}), got values outside")
-    own = torch.arange(n, device=indices.device)[:, None]
-    if bool((indices == own).any()):
-        row = int((indices == own).any(dim=1).nonzero()[0])
-        raise ValueError(f"node {row} lists itself as a neighbour; self loops are not allowed")
-    srt = indices.sort(dim=1).values
-    if k > 1 and bool((srt[:, 1:] == srt[:, :-1]).any()):
-        row = int((srt[:, 1:] == srt[:, :-1]).any(dim=1).nonzero()[0])
-        raise ValueError(f"node {row} lists the same neighbour twice; each must appear once")
-    if not bool(torch.isfinite(weights).all()):
-        raise ValueError("weights contain NaN or Inf")
-    return indices, weights

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from gpugraph._tensor import label_codes
-from gpugraph.knn import KnnGraph
+from gpugraph.graph import KnnGraph, check_graph
 
 
 _NEGATIVE = ("keep", "clip", "raise")
@@ -76,12 +76,11 @@ def modularity(
     H. Lu et al., "Understanding the Dynamics of DNNs Using Graph Modularity", ECCV 2022,
     doi:10.1007/978-3-031-19775-8_14.
     """
-    if not isinstance(g, KnnGraph):
-        raise TypeError(f"g must be a KnnGraph (from gpugraph.knn_graph), got {type(g).__name__}")
+    check_graph(g)
     if negative not in _NEGATIVE:
         raise ValueError(f"negative must be one of {_NEGATIVE}, got {negative!r}")
     codes, classes = label_codes(labels, g.n, g.device)
-    fwd, rev = g._dense_edges(mode, weighted, dtype=torch.float64)  # (N, k) each
+    fwd, rev = g.symmetric_weights(mode, weighted, dtype=torch.float64)  # (N, k) each
     if negative != "keep" and weighted and bool((fwd < 0).any() | (rev < 0).any()):
         if negative == "raise":
             count = int((fwd < 0).sum() + (rev < 0).sum()) // 2 or 1

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse
 import torch
 
 from gpugraph import _kernels
 from gpugraph._tensor import label_codes
-from gpugraph.knn import KnnGraph
+from gpugraph.graph import KnnGraph, check_graph
 
 
 def triangles(g: KnnGraph, per_node: bool = False):
@@ -39,14 +38,13 @@ def triangles(g: KnnGraph, per_node: bool = False):
     >>> gg.triangles(g)
     1
     """
-    _check_graph(g)
+    check_graph(g)
+    indptr, cols = _oriented_csr(g)
     if g.device.type == "cuda":
-        total, nodes, _ = _kernels.triangle_count(*_oriented_csr(g), per_node=per_node)
+        total, nodes, _ = _kernels.triangle_count(indptr, cols, per_node=per_node)
         return nodes if per_node else total
-    rows, cols = _union_edges(g)
-    if per_node:
-        return torch.from_numpy(_count(rows, cols, g.n, per_node=True)).to(g.device)
-    return _count(rows, cols, g.n)
+    total, nodes, _ = _count(indptr.numpy(), cols.numpy(), per_node=per_node)
+    return torch.from_numpy(nodes) if per_node else total
 
 
 def motifs(g: KnnGraph, labels) -> dict[str, int]:
@@ -55,12 +53,8 @@ def motifs(g: KnnGraph, labels) -> dict[str, int]:
     Returns ``{"same": ..., "pair": ..., "distinct": ...}``: triangles whose nodes all share
     one class, whose nodes fall in exactly two classes, and whose nodes are in three
     different classes (the labelled motifs of Chen et al., 2024). The three add up to
-    ``triangles(g)``.
-
-    A triangle has 3 same-class edges (all one class), 1 (two classes) or 0 (three classes),
-    never 2. So "same" is the triangle count of the subgraph of same-class edges, "distinct"
-    that of the subgraph of cross-class edges, and "pair" the rest: three counts, no
-    enumeration.
+    ``triangles(g)``. Each triangle is found once, as in :func:`triangles`, and classified
+    by its nodes' labels there.
 
     Examples
     --------
@@ -74,35 +68,20 @@ def motifs(g: KnnGraph, labels) -> dict[str, int]:
     Z. Chen et al., "Graph-Based Similarity of Deep Neural Networks", Neurocomputing 614
     (2024), doi:10.1016/j.neucom.2024.128722.
     """
-    _check_graph(g)
+    check_graph(g)
     codes, _ = label_codes(labels, g.n, g.device)
+    indptr, cols = _oriented_csr(g)
     if g.device.type == "cuda":
-        _, _, (same, pair, distinct) = _kernels.triangle_count(*_oriented_csr(g), labels=codes.contiguous())
-        return {"same": same, "pair": pair, "distinct": distinct}
-    rows, cols = _union_edges(g)
-    codes = codes.numpy()
-    same_class = codes[rows] == codes[cols]
-    total = _count(rows, cols, g.n)
-    same = _count(rows[same_class], cols[same_class], g.n)
-    distinct = _count(rows[~same_class], cols[~same_class], g.n)
-    return {"same": same, "pair": total - same - distinct, "distinct": distinct}
-
-
-def _check_graph(g) -> None:
-    if not isinstance(g, KnnGraph):
-        raise TypeError(f"g must be a KnnGraph (from gpugraph.knn_graph), got {type(g).__name__}")
-
-
-def _union_edges(g: KnnGraph) -> tuple[np.ndarray, np.ndarray]:
-    """Both directions of every edge of the union graph, as host arrays."""
-    rows, cols, _ = g._edges("max", weighted=False)
-    return rows.cpu().numpy(), cols.cpu().numpy()
+        _, _, counts = _kernels.triangle_count(indptr, cols, labels=codes.contiguous())
+    else:
+        _, _, counts = _count(indptr.numpy(), cols.numpy(), labels=codes.numpy())
+    return dict(zip(("same", "pair", "distinct"), counts))
 
 
 def _oriented_csr(g: KnnGraph) -> tuple[torch.Tensor, torch.Tensor]:
     """The union graph oriented from lower to higher (degree, index) rank, as CSR
     (indptr, columns sorted within rows) on g's device."""
-    rows, cols, _ = g._edges("max", weighted=False)  # both directions of every edge
+    rows, cols, _ = g.edges("max", weighted=False)  # both directions of every edge
     n = g.n
     degree = torch.bincount(rows, minlength=n)
     rank = degree * n + torch.arange(n, device=g.device)  # distinct, ordered by (degree, index)
@@ -114,16 +93,47 @@ def _oriented_csr(g: KnnGraph) -> tuple[torch.Tensor, torch.Tensor]:
     return indptr, cols[order].contiguous()
 
 
-def _count(rows: np.ndarray, cols: np.ndarray, n: int, per_node: bool = False):
-    """Triangles of the undirected graph given by both directions of each edge."""
-    degree = np.bincount(rows, minlength=n)
-    rank = np.empty(n, dtype=np.int64)
-    rank[np.lexsort((np.arange(n), degree))] = np.arange(n)
-    up = rank[rows] < rank[cols]
-    ones = np.ones(int(up.sum()), dtype=np.int64)
-    a = scipy.sparse.csr_array((ones, (rows[up], cols[up])), shape=(n, n))  # oriented
-    closed = (a @ a) * a  # [u, w]: wedges u -> v -> w closed by u -> w
-    if not per_node:
-        return int(closed.sum())
-    middle = (a.T @ a) * a  # [v, w]: wedges v <- u -> w closed by v -> w
-    return closed.sum(axis=1) + closed.sum(axis=0) + middle.sum(axis=1)
+_WEDGES = 1 << 22  # wedges examined at once: bounded temporaries
+
+
+def _count(indptr: np.ndarray, cols: np.ndarray, *, per_node: bool = False, labels=None):
+    """Triangles of an oriented CSR graph (rows sorted), the algorithm of graph.cu on the host.
+
+    A triangle u < v < w (by rank) is the wedge u -> v -> w closed by u -> w: for each
+    oriented edge (u, v), the out-neighbours w of v are looked up in u's sorted row (one
+    binary search each over the sorted edge keys u * n + w). Wedges are taken in chunks of
+    bounded size, so memory is O(m + chunk), never a wedge matrix.
+
+    Returns (total, (N,) int64 per-node counts or None, [same, pair, distinct] or None).
+    """
+    n = len(indptr) - 1
+    out_degree = np.diff(indptr)
+    src = np.repeat(np.arange(n, dtype=np.int64), out_degree)  # (m,)
+    keys = src * n + cols  # (m,) sorted: rows ascending, columns sorted within rows
+    work = out_degree[cols]  # (m,) wedges u -> v -> * at each edge
+    ends = np.cumsum(work)
+    total = 0
+    nodes = np.zeros(n, dtype=np.int64) if per_node else None
+    motif = np.zeros(3, dtype=np.int64) if labels is not None else None
+    e0 = 0
+    while e0 < len(cols):
+        e1 = max(e0 + 1, int(np.searchsorted(ends, ends[e0] - work[e0] + _WEDGES, side="right")))
+        cnt = work[e0:e1]  # (c,)
+        u = np.repeat(src[e0:e1], cnt)  # (W,)
+        v = np.repeat(cols[e0:e1], cnt)  # (W,)
+        offset = np.arange(len(u)) - np.repeat(np.cumsum(cnt) - cnt, cnt)  # position in v's row
+        w = cols[indptr[v] + offset]  # (W,)
+        query = u * n + w
+        pos = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+        hit = keys[pos] == query  # the wedge is closed by u -> w
+        u, v, w = u[hit], v[hit], w[hit]
+        total += len(u)
+        if per_node:
+            nodes += np.bincount(u, minlength=n) + np.bincount(v, minlength=n) + np.bincount(w, minlength=n)
+        if labels is not None:
+            lu, lv, lw = labels[u], labels[v], labels[w]
+            same = int(((lu == lv) & (lv == lw)).sum())
+            distinct = int(((lu != lv) & (lv != lw) & (lu != lw)).sum())
+            motif += (same, len(u) - same - distinct, distinct)
+        e0 = e1
+    return total, nodes, motif.tolist() if labels is not None else None

@@ -8,13 +8,16 @@ baselines users compare it with, in the same API.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 
-from gpugraph._tensor import as_features, unit_rows
-from gpugraph.knn import KnnGraph, knn_graph
+from gpugraph import _gram
+from gpugraph._tensor import as_features, check_rows
+from gpugraph.graph import KnnGraph, check_graph
+from gpugraph.knn import knn_graph
 
 _MEASURES = ("lsim", "cka", "knn_overlap", "mutual_knn")
 
@@ -28,9 +31,11 @@ def layer_similarity(x1, x2, k: int | None = None) -> float:
     an integer k they are the kNN graphs in "mean" mode, (W + W^T)/2.
 
     Dense graphs are never formed. With unit rows U1 (N, D1), U2 (N, D2) and S = U U^T,
-        <A1[i], A2[i]> = u1_i^T (U1^T U2) u2_i - 1,   |A[i]|^2 = u_i^T (U^T U) u_i - 1,
-    which costs O(N D1 D2) with D1 x D2 Gram factors; when D1 D2 exceeds N (wide layers,
-    few samples) the same row sums are taken over row tiles of S1 and S2 instead, O(N^2 D).
+        <A1[i], A2[i]> = sum_j S1[i, j] S2[i, j] - 1,   |A[i]|^2 = sum_j S[i, j]^2 - 1,
+    summed either through the D1 x D2 matrix U1^T U2 (O(N D1 D2)) or through row tiles of
+    S1 and S2 (O(N^2 (D1 + D2))), whichever costs fewer FLOPs, in float64 and in blocks
+    sized by the memory budget (see gpugraph._gram). Rows are scaled by their largest
+    entry before their norm is taken, so very large or very small rows are handled exactly.
 
     Parameters
     ----------
@@ -42,6 +47,12 @@ def layer_similarity(x1, x2, k: int | None = None) -> float:
     -------
     float in [-1, 1]; 1 for x1 == x2. Invariant to orthogonal transforms and isotropic
     scaling of either representation.
+
+    Raises
+    ------
+    ValueError
+        If the inputs are not (N, D) matrices of the same N >= 3, hold NaN, Inf or all-zero
+        rows, or a node's adjacency row is zero in one graph.
 
     Examples
     --------
@@ -55,49 +66,27 @@ def layer_similarity(x1, x2, k: int | None = None) -> float:
     Z. Chen et al., "Graph-Based Similarity of Deep Neural Networks", Neurocomputing 614
     (2024), doi:10.1016/j.neucom.2024.128722.
     """
-    u1, u2 = _pair(x1, x2)
+    t1, t2 = _pair(x1, x2)
     if k is not None:
-        return _sparse_lsim(_SparseFactor(knn_graph(x1, k)), _SparseFactor(knn_graph(x2, k)))
-    return _dense_lsim(_Factor(u1), _Factor(u2))
+        return _sparse_lsim(_SparseFactor(knn_graph(t1, k)), _SparseFactor(knn_graph(t2, k)))
+    return _dense_lsim(_Factor(_gram.Rows.unit(t1, "x1")), _Factor(_gram.Rows.unit(t2, "x2")))
 
 
 class _Factor:
-    """Per-layer work reused across a grid: unit rows (float64) and |A[i]|^2."""
+    """Per-layer work reused across a grid: the unit rows (scaled on the fly, no copy) and
+    the squared norms |A[i]|^2 of the dense graph's rows."""
 
-    def __init__(self, u: torch.Tensor):
-        self.u = u.to(torch.float64)
-        n, d = self.u.shape
-        if d * d <= n * n:
-            self.row_sq = ((self.u @ (self.u.T @ self.u)) * self.u).sum(1) - 1.0  # (N,)
-        else:
-            self.row_sq = _tiled_rowdot(self.u, self.u)
-
-    @property
-    def n(self) -> int:
-        return self.u.shape[0]
+    def __init__(self, rows: _gram.Rows):
+        self.rows = rows
+        self.row_sq = _gram.rowdot(rows, rows) - 1.0  # (N,)
 
 
 def _dense_lsim(f1: _Factor, f2: _Factor) -> float:
-    n, d1 = f1.u.shape
-    d2 = f2.u.shape[1]
-    if d1 * d2 <= n * (d1 + d2):  # feature form O(N D1 D2) against tiles O(N^2 (D1 + D2))
-        cross = ((f1.u @ (f1.u.T @ f2.u)) * f2.u).sum(1) - 1.0  # (N,)
-    else:
-        cross = _tiled_rowdot(f1.u, f2.u)
-    denom = torch.sqrt(f1.row_sq * f2.row_sq)
+    cross = _gram.rowdot(f1.rows, f2.rows) - 1.0  # (N,) on f1's device
+    denom = torch.sqrt(f1.row_sq * f2.row_sq.to(f1.row_sq.device))
     if bool((denom == 0).any()):
         raise ValueError("a node's adjacency row is zero in one graph (all other samples orthogonal)")
     return float((cross / denom).mean())
-
-
-def _tiled_rowdot(u1: torch.Tensor, u2: torch.Tensor, tile: int = 2048) -> torch.Tensor:
-    """sum_j S1[i, j] S2[i, j] over j != i, by row tiles of S1 = U1 U1^T and S2 = U2 U2^T."""
-    out = torch.empty(len(u1), dtype=u1.dtype, device=u1.device)
-    for r0 in range(0, len(u1), tile):
-        s1 = u1[r0 : r0 + tile] @ u1.T  # (t, N)
-        s2 = u2[r0 : r0 + tile] @ u2.T  # (t, N)
-        out[r0 : r0 + tile] = (s1 * s2).sum(1) - 1.0  # the diagonal term is 1 * 1
-    return out
 
 
 class _SparseFactor:
@@ -114,25 +103,38 @@ def _sparse_lsim(f1: _SparseFactor, f2: _SparseFactor) -> float:
     return float(np.mean(dot / (f1.norm * f2.norm)))
 
 
-def _pair(x1, x2) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair(x1, x2, least: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
     t1, t2 = as_features(x1, "x1"), as_features(x2, "x2")
     if len(t1) != len(t2):
         raise ValueError(
             f"x1 and x2 must hold the same samples: x1 has N={len(t1)}, x2 has N={len(t2)}"
         )
-    if len(t1) < 3:
-        raise ValueError(f"need at least 3 samples to compare graphs, got N={len(t1)}")
-    return unit_rows(t1, "x1"), unit_rows(t2, "x2").to(t1.device)
+    if len(t1) < least:
+        raise ValueError(f"need at least {least} samples to compare representations, got N={len(t1)}")
+    return t1, t2
 
 
 def cka(x1, x2, unbiased: bool = False) -> float:
     """Linear centred kernel alignment between two representations of the same samples.
 
-    CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) with K = X1 X1^T and L = X2 X2^T, in
-    the feature-space form |X2c^T X1c|_F^2 / (|X1c^T X1c|_F |X2c^T X2c|_F) of centred
-    columns (Kornblith et al., 2019). ``unbiased=True`` uses the unbiased HSIC estimator
-    of Song et al. (2012), the form Nguyen et al. (2021) average over minibatches; see
-    :class:`MinibatchCKA` for streaming.
+    CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) with K = X1 X1^T and L = X2 X2^T
+    (Kornblith et al., 2019). The default is the plug-in estimator on centred columns,
+    |X2c^T X1c|_F^2 / (|X1c^T X1c|_F |X2c^T X2c|_F); ``unbiased=True`` uses the unbiased
+    HSIC estimator of Song et al. (2012), the form Nguyen et al. (2021) average over
+    minibatches (see :class:`MinibatchCKA`).
+
+    Notes
+    -----
+    The sums are taken in float64 through D1 x D2 blocks of X1^T X2 or through N x N tiles
+    of K and L, whichever costs fewer FLOPs, in blocks sized by the memory budget: no
+    D x D or N x N matrix is held whole (see gpugraph._gram).
+
+    Raises
+    ------
+    ValueError
+        If a representation is constant across samples (CKA is 0 / 0), N < 2 (N < 4 for
+        the unbiased estimator), or the unbiased HSIC of a representation with itself is
+        not positive (too few samples for the estimator).
 
     Examples
     --------
@@ -140,36 +142,73 @@ def cka(x1, x2, unbiased: bool = False) -> float:
     >>> x = torch.randn(100, 6, generator=torch.Generator().manual_seed(0))
     >>> round(gg.cka(x, 2 * x + 1), 6)
     1.0
+
+    References
+    ----------
+    S. Kornblith et al., "Similarity of Neural Network Representations Revisited", ICML 2019.
+    L. Song et al., "Feature Selection via Dependence Maximization", JMLR 13 (2012).
+    T. Nguyen et al., "Do Wide and Deep Networks Learn the Same Things?", ICLR 2021.
     """
-    t1, t2 = as_features(x1, "x1").double(), as_features(x2, "x2").double().to(as_features(x1).device)
-    if len(t1) != len(t2):
-        raise ValueError(f"x1 and x2 must hold the same samples: N={len(t1)} and N={len(t2)}")
+    t1, t2 = _pair(x1, x2, least=4 if unbiased else 2)
     if unbiased:
-        k, l_ = t1 @ t1.T, t2 @ t2.T
-        return float(_hsic1(k, l_) / torch.sqrt(_hsic1(k, k) * _hsic1(l_, l_)))
-    c1, c2 = t1 - t1.mean(0), t2 - t2.mean(0)
-    cross = torch.linalg.matrix_norm(c2.T @ c1) ** 2
-    return float(cross / (torch.linalg.matrix_norm(c1.T @ c1) * torch.linalg.matrix_norm(c2.T @ c2)))
+        kl, kk, ll = _unbiased_hsic(t1, t2)
+        return _cka_ratio(kl, kk, ll)
+    a, b = _gram.Rows.centred(t1, "x1"), _gram.Rows.centred(t2, "x2")
+    return _cka_ratio(_gram.total(a, b), _gram.total(a, a), _gram.total(b, b))
 
 
-def _hsic1(k: torch.Tensor, l_: torch.Tensor) -> torch.Tensor:
-    """Unbiased HSIC estimator (Song et al., 2012) of two (n, n) Gram matrices, n > 3."""
-    n = k.shape[0]
-    if n < 4:
-        raise ValueError(f"the unbiased CKA estimator needs at least 4 samples, got {n}")
-    k = k - torch.diag(torch.diag(k))
-    l_ = l_ - torch.diag(torch.diag(l_))
-    ones = torch.ones(n, dtype=k.dtype, device=k.device)
-    term = (k * l_).sum() + (ones @ k @ ones) * (ones @ l_ @ ones) / ((n - 1) * (n - 2))
-    term = term - 2.0 / (n - 2) * (ones @ k @ (l_ @ ones))
-    return term / (n * (n - 3))
+def _cka_ratio(kl, kk, ll) -> float:
+    kl, kk, ll = float(kl), float(kk), float(ll)
+    if not (kk > 0 and ll > 0):
+        raise ValueError(
+            f"the HSIC of a representation with itself is {min(kk, ll):.3g}, not positive: "
+            "the unbiased estimator needs more samples (or the representation is constant)"
+        )
+    return kl / math.sqrt(kk * ll)
+
+
+class _HsicSide:
+    """One representation's share of the unbiased HSIC (Song et al., 2012, eq. 5): with
+    K~ = K - diag(K), the diagonal of K, K~ 1 and 1^T K~ 1, all O(N D)."""
+
+    def __init__(self, x: torch.Tensor, name: str):
+        top = check_rows(x, name, nonzero=False).amax().to(torch.float64)
+        self.rows = _gram.Rows(x, (top,) if float(top) > 0 else ())  # global scale: no overflow
+        n, device = len(x), x.device
+        step = max(1, (1 << 22) // x.shape[1])
+        col_sum = torch.zeros(x.shape[1], dtype=torch.float64, device=device)
+        self.diag = torch.empty(n, dtype=torch.float64, device=device)  # (N,) K_ii
+        for r0, r1 in self.rows.blocks(step):
+            b = self.rows.block(r0, r1)
+            col_sum += b.sum(dim=0)
+            self.diag[r0:r1] = (b * b).sum(dim=1)
+        self.k1 = torch.empty(n, dtype=torch.float64, device=device)  # (N,) K~ 1
+        for r0, r1 in self.rows.blocks(step):
+            self.k1[r0:r1] = self.rows.block(r0, r1) @ col_sum - self.diag[r0:r1]
+        self.sum = self.k1.sum()  # 1^T K~ 1
+
+    def hsic(self, other: _HsicSide) -> torch.Tensor:
+        n = len(self.diag)
+        trace = _gram.total(self.rows, other.rows) - (self.diag * other.diag.to(self.diag.device)).sum()
+        term = trace + self.sum * other.sum.to(self.sum.device) / ((n - 1) * (n - 2))
+        term = term - 2.0 / (n - 2) * (self.k1 @ other.k1.to(self.k1.device))
+        return term / (n * (n - 3))
+
+
+def _unbiased_hsic(x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unbiased HSIC of (K, L), (K, K) and (L, L); needs N >= 4."""
+    if len(x1) < 4:
+        raise ValueError(f"the unbiased CKA estimator needs at least 4 samples, got {len(x1)}")
+    s1, s2 = _HsicSide(x1, "x1"), _HsicSide(x2, "x2")
+    return s1.hsic(s2), s1.hsic(s1), s2.hsic(s2)
 
 
 class MinibatchCKA:
     """Linear CKA accumulated over minibatches (Nguyen et al., 2021).
 
-    Averages the unbiased HSIC estimates of each minibatch, then forms the ratio, so that
-    representations of many samples are compared without holding them at once.
+    Averages the unbiased HSIC estimates of each minibatch (the same estimator as
+    ``cka(unbiased=True)``), then forms the ratio, so that representations of many samples
+    are compared without holding them at once.
 
     >>> import torch, gpugraph as gg
     >>> x = torch.randn(400, 6, generator=torch.Generator().manual_seed(0))
@@ -184,18 +223,14 @@ class MinibatchCKA:
         self.batches = 0
 
     def update(self, x1, x2) -> None:
-        t1, t2 = as_features(x1, "x1").double(), as_features(x2, "x2").double()
-        if len(t1) != len(t2):
-            raise ValueError(f"a minibatch must pair the same samples: N={len(t1)} and N={len(t2)}")
-        k, l_ = t1 @ t1.T, t2.to(t1.device) @ t2.to(t1.device).T
-        self._sums += torch.stack([_hsic1(k, l_), _hsic1(k, k), _hsic1(l_, l_)]).cpu()
+        t1, t2 = _pair(x1, x2, least=4)
+        self._sums += torch.stack([v.cpu() for v in _unbiased_hsic(t1, t2)])
         self.batches += 1
 
     def compute(self) -> float:
         if not self.batches:
             raise ValueError("no minibatch seen: call update(x1, x2) first")
-        kl, kk, ll = self._sums
-        return float(kl / torch.sqrt(kk * ll))
+        return _cka_ratio(*self._sums)
 
 
 def knn_overlap(g1: KnnGraph, g2: KnnGraph) -> float:
@@ -233,9 +268,8 @@ def mutual_knn(x1, x2, k: int = 10) -> float:
 
 def _shared_neighbours(g1: KnnGraph, g2: KnnGraph) -> torch.Tensor:
     """(N,) count of neighbours common to each node's lists in g1 and g2."""
-    for name, g in (("g1", g1), ("g2", g2)):
-        if not isinstance(g, KnnGraph):
-            raise TypeError(f"{name} must be a KnnGraph, got {type(g).__name__}")
+    check_graph(g1, "g1")
+    check_graph(g2, "g2")
     if g1.n != g2.n:
         raise ValueError(
             f"the graphs must be over the same nodes: g1 has N={g1.n}, g2 has N={g2.n}"
@@ -307,18 +341,15 @@ def similarity_matrix(acts_a: Mapping, acts_b: Mapping | None = None, measure: s
     """
     if measure not in _MEASURES:
         raise ValueError(f"measure must be one of {_MEASURES}, got {measure!r}")
+    if measure == "cka" and k is not None:
+        raise ValueError(f"k={k} has no meaning for measure='cka' (CKA uses no graph); leave k out")
     same = acts_b is None
-    acts_b = acts_a if same else acts_b
-    for name, acts in (("acts_a", acts_a), ("acts_b", acts_b)):
-        if not isinstance(acts, Mapping) or not acts:
-            raise TypeError(f"{name} must be a non-empty mapping layer name -> (N, D) tensor (see capture)")
-    na = len(next(iter(acts_a.values())))
-    nb = len(next(iter(acts_b.values())))
-    if na != nb:
-        raise ValueError(f"both activation sets must hold the same samples: N={na} and N={nb}")
+    layers_a = _checked_layers(acts_a, "acts_a")
+    n = len(next(iter(layers_a.values())))
+    layers_b = layers_a if same else _checked_layers(acts_b, "acts_b", n)
     prep = _preparer(measure, k)
-    fa = {name: prep(x, name) for name, x in acts_a.items()}
-    fb = fa if same else {name: prep(x, name) for name, x in acts_b.items()}
+    fa = {name: prep(x, label) for name, (x, label) in _labelled(layers_a, "acts_a").items()}
+    fb = fa if same else {name: prep(x, label) for name, (x, label) in _labelled(layers_b, "acts_b").items()}
     pair = _pair_measure(measure, k)
     a_list, b_list = list(fa.values()), list(fb.values())
     values = np.empty((len(a_list), len(b_list)))
@@ -331,15 +362,44 @@ def similarity_matrix(acts_a: Mapping, acts_b: Mapping | None = None, measure: s
     return SimilarityMatrix(values, list(fa), list(fb), measure, {"k": k})
 
 
+def _checked_layers(acts, label: str, n: int | None = None) -> dict[str, torch.Tensor]:
+    """Every layer of ``acts`` as an (N, D) tensor with finite rows and the same N (``n``,
+    or the first layer's), or an error naming the layer."""
+    if not isinstance(acts, Mapping) or not acts:
+        raise TypeError(f"{label} must be a non-empty mapping layer name -> (N, D) tensor (see capture)")
+    layers = {}
+    for name, x in acts.items():
+        t = as_features(x, f"layer {name!r} of {label}")
+        n = len(t) if n is None else n
+        if len(t) != n:
+            raise ValueError(
+                f"every layer must hold the same samples: layer {name!r} of {label} has N={len(t)}, "
+                f"expected N={n}"
+            )
+        layers[name] = t
+    if n < 3:
+        raise ValueError(f"need at least 3 samples to compare representations, got N={n}")
+    return layers
+
+
+def _labelled(layers: dict, label: str) -> dict:
+    return {name: (x, f"layer {name!r} of {label}") for name, x in layers.items()}
+
+
 def _preparer(measure: str, k: int | None):
     if measure == "lsim" and k is None:
-        return lambda x, name: _Factor(unit_rows(as_features(x, f"layer {name!r}"), f"layer {name!r}"))
+        return lambda x, name: _Factor(_gram.Rows.unit(x, name))
     if measure == "cka":
-        return lambda x, name: _CkaFactor(as_features(x, f"layer {name!r}"))
+        return lambda x, name: _CkaFactor(_gram.Rows.centred(x, name))
     kk = k if k is not None else 10
+
+    def graph(x, name):
+        check_rows(x, name, nonzero=True)  # errors name the layer, not "x"
+        return knn_graph(x, kk)
+
     if measure == "lsim":
-        return lambda x, name: _SparseFactor(knn_graph(x, kk))
-    return lambda x, name: knn_graph(x, kk)
+        return lambda x, name: _SparseFactor(graph(x, name))
+    return graph
 
 
 def _pair_measure(measure: str, k: int | None):
@@ -354,18 +414,11 @@ def _pair_measure(measure: str, k: int | None):
 
 
 class _CkaFactor:
-    """Centred columns and |C^T C|_F of one layer, by the cheaper of D x D or N x N."""
+    """One layer's centred rows (scaled on the fly, no copy) and |C^T C|_F."""
 
-    def __init__(self, x: torch.Tensor):
-        self.c = x.double() - x.double().mean(0)
-        n, d = self.c.shape
-        self.norm = torch.linalg.matrix_norm(self.c.T @ self.c if d <= n else self.c @ self.c.T)
+    def __init__(self, rows: _gram.Rows):
+        self.rows = rows
+        self.self_total = _gram.total(rows, rows)
 
     def cka(self, other: _CkaFactor) -> float:
-        c1, c2 = self.c, other.c.to(self.c.device)
-        n, d1, d2 = len(c1), c1.shape[1], c2.shape[1]
-        if d1 * d2 <= n * n:
-            cross = torch.linalg.matrix_norm(c2.T @ c1) ** 2  # |C2^T C1|_F^2
-        else:
-            cross = ((c1 @ c1.T) * (c2 @ c2.T)).sum()  # tr(K1 K2), the same number
-        return float(cross / (self.norm * other.norm))
+        return _cka_ratio(_gram.total(self.rows, other.rows), self.self_total, other.self_total)

@@ -1,8 +1,17 @@
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import torch
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# Every device-parametrised test shows on every machine: the CUDA cases skip with a reason.
+HAS_CUDA = torch.cuda.is_available()
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device (none visible to torch)")),
+]
 
 
 def clustered(n=600, d=24, classes=4, spread=0.6, seed=0):
@@ -27,3 +36,25 @@ def exact_knn(x, k):
     np.fill_diagonal(s, -np.inf)
     order = np.argsort(-s, axis=1, kind="stable")[:, :k]
     return order, np.take_along_axis(s, order, axis=1)
+
+
+def peak_growth(setup: str, call: str) -> tuple[int, str]:
+    """Bytes by which one call raises the peak resident memory of a fresh process.
+
+    ``setup`` runs first (imports, data); then the high-water mark is read, ``call`` runs,
+    and the mark is read again. A fresh process, so no earlier test's peak can hide the
+    call's own. Returns (bytes, repr of the call's value).
+    """
+    code = textwrap.dedent(f"""
+        import resource
+        {textwrap.indent(textwrap.dedent(setup), '        ').strip()}
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        value = {call}
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print((after - before) * 1024)
+        print(repr(value))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    grown, value = out.stdout.strip().splitlines()[-2:]
+    return int(grown), value

@@ -1,4 +1,5 @@
 import itertools
+import sys
 
 import igraph
 import networkx as nx
@@ -243,3 +244,91 @@ def test_knn_overlap_errors():
         gg.knn_overlap(g1, g2)
     with pytest.raises(TypeError, match="g2 must be a KnnGraph"):
         gg.knn_overlap(g1, "graph")
+
+
+def test_a_graph_cannot_be_reassigned_and_in_place_edits_refresh_its_cache():
+    x, labels = clustered(n=120, d=5, classes=3, seed=3)
+    g = gg.knn_graph(x, k=4)
+    for name in ("indices", "weights", "n"):
+        with pytest.raises(AttributeError, match=f"KnnGraph is immutable: cannot set '{name}'"):
+            setattr(g, name, None)
+    before = gg.modularity(g, labels)  # caches the reciprocity of the edges
+    g.weights.mul_(0.5).add_(0.25)  # an in-place edit of the array itself
+    g.indices[0] = g.indices[0].flip(0)
+    g.indices[5, 0] = int(g.indices[6, 0]) if int(g.indices[6, 0]) not in (5, *g.indices[5].tolist()) else int(g.indices[5, 0])
+    ref = nx_reference_modularity(g.to_scipy("mean").toarray(), labels)
+    assert gg.modularity(g, labels) == pytest.approx(ref, abs=1e-9) and ref != pytest.approx(before)
+    recip, partner = g.reciprocity()
+    lists = [set(r) for r in g.indices.tolist()]
+    assert recip.tolist() == [[i in lists[j] for j in row] for i, row in enumerate(g.indices.tolist())]
+
+
+def test_a_user_built_graph_owns_its_arrays():
+    idx = np.array([[1], [0], [3], [2]])
+    w = np.ones((4, 1), dtype=np.float32)
+    g = gg.KnnGraph(idx, w)
+    assert gg.modularity(g, [0, 0, 1, 1]) == 0.5
+    idx[:] = [[2], [3], [0], [1]]  # the caller's array changes; the graph does not
+    w[:] = 7
+    assert g.indices.flatten().tolist() == [1, 0, 3, 2] and gg.modularity(g, [0, 0, 1, 1]) == 0.5
+
+
+def test_public_edge_views_agree_with_the_adjacency():
+    x, _ = clustered(n=80, d=4, seed=6)
+    g = gg.knn_graph(x, k=3)
+    for mode in ("mean", "max", "mutual"):
+        rows, cols, vals = g.edges(mode)
+        dense = np.zeros((80, 80))
+        dense[rows.numpy(), cols.numpy()] = vals.numpy()
+        np.testing.assert_allclose(dense, paper_adjacency(x.numpy(), 3, mode, weights=g.weights.numpy()), atol=1e-12)
+        fwd, rev = g.symmetric_weights(mode)
+        assert float(fwd.sum() + rev.sum()) == pytest.approx(dense.sum(), abs=1e-9)
+
+
+@pytest.mark.parametrize("indices,match", [
+    (torch.zeros((5, 0), dtype=torch.int64), r"at least one node and one neighbour per node, got indices of shape \(5, 0\)"),
+    (torch.zeros((0, 2), dtype=torch.int64), r"got indices of shape \(0, 2\)"),
+])
+def test_an_empty_graph_is_refused(indices, match):
+    with pytest.raises(ValueError, match=match):
+        gg.KnnGraph(indices, torch.zeros(indices.shape))
+
+
+@pytest.mark.parametrize("kind", ["numpy str", "numpy object", "list", "pandas"])
+def test_string_labels_work_in_every_measure(kind):
+    pd = pytest.importorskip("pandas")
+    x, labels = clustered(n=90, d=4, classes=3, seed=2)
+    names = np.array(["cat", "dog", "emu"])[labels]
+    given = {"numpy str": names, "numpy object": names.astype(object), "list": names.tolist(),
+             "pandas": pd.Series(names)}[kind]
+    g = gg.knn_graph(x, k=5)
+    assert gg.modularity(g, given) == pytest.approx(gg.modularity(g, labels), abs=1e-15)
+    assert gg.motifs(g, given) == gg.motifs(g, labels)
+    curve = gg.modularity_curve({"x": x}, given, k=3, n=30, repeats=2)
+    np.testing.assert_allclose(curve.values, gg.modularity_curve({"x": x}, labels, k=3, n=30, repeats=2).values, atol=1e-12)
+
+
+@pytest.mark.parametrize("labels,error,match", [
+    ([[1, 0], [0, 1], [1, 0]], TypeError, r"hashable values .* type list: \[1, 0\]; for one-hot rows pass their argmax"),
+    (np.eye(3, dtype=int), ValueError, r"labels must be 1-D.* got \(3, 3\); one-hot labels: pass labels.argmax\(1\)"),
+    ([{1}, {2}, {3}], TypeError, "hashable values .* type set"),
+])
+def test_labels_of_the_wrong_shape_or_kind_are_refused_clearly(labels, error, match):
+    g = gg.KnnGraph(torch.tensor([[1], [2], [0]]), torch.ones(3, 1))
+    with pytest.raises(error, match=match):
+        gg.modularity(g, labels)
+
+
+def test_triangle_counts_are_exact_across_chunk_boundaries(monkeypatch):
+    motifs_module = sys.modules["gpugraph.motifs"]
+
+    x, labels = clustered(n=400, d=4, classes=3, spread=1.2, seed=9)
+    g = gg.knn_graph(x, k=7)
+    union = g.to_networkx("max", weighted=False)
+    per_node = nx.triangles(union)
+    ref = brute_force_motifs(nx.to_numpy_array(union, nodelist=range(400)) > 0, labels)
+    for chunk in (1, 7, 1000):  # wedges examined at once: many chunks, one edge a chunk
+        monkeypatch.setattr(motifs_module, "_WEDGES", chunk)
+        assert gg.triangles(g) == sum(per_node.values()) // 3
+        assert gg.triangles(g, per_node=True).tolist() == [per_node[i] for i in range(400)]
+        assert gg.motifs(g, labels) == ref

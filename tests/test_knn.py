@@ -132,3 +132,99 @@ def test_precision_errors():
         gg.knn_graph(torch.randn(10, 3), k=2, precision="fp8")
     with pytest.raises(ValueError, match="'tf32' needs a CUDA device"):
         gg.knn_graph(torch.randn(10, 3), k=2, precision="tf32")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_rows_of_extreme_magnitude_are_normalised_safely(device):
+    # |row|^2 overflows float32 at 1e20: the rows must still get their directions.
+    big = torch.tensor([[1e20, 1e20], [1e20, -1e20], [1e20, 0.9e20], [1e20, 0.0]], device=device)
+    g = gg.knn_graph(big, k=1)
+    # by hand: row 1 = (1, -1) is at 45 degrees from row 3 = (1, 0), nearer than from row 2
+    assert g.indices.flatten().tolist() == [2, 3, 0, 2]
+    ref_idx, ref_sim = exact_knn(big.cpu().double().numpy() / 1e20, 1)
+    assert g.indices.cpu().numpy().tolist() == ref_idx.tolist()
+    np.testing.assert_allclose(g.weights.cpu().numpy(), ref_sim, atol=1e-6)
+    # Valid rows near 1e-23 (their squares underflow float32) are not zero rows.
+    x, _ = clustered(n=200, d=8, seed=4)
+    for scale in (1e-23, 1e-38, 1e20):
+        scaled = gg.knn_graph((x.double() * scale).float().to(device), k=5)
+        assert torch.equal(scaled.indices.cpu(), gg.knn_graph(x, k=5).indices)
+    tiny64 = gg.knn_graph(x.double().to(device) * 1e-300, k=5)  # squares underflow float64
+    assert torch.equal(tiny64.indices.cpu(), gg.knn_graph(x.double(), k=5).indices)
+
+
+@pytest.mark.parametrize("tile,error,match", [
+    (-5, ValueError, "tile must be a positive integer .* got -5"),
+    (0, ValueError, "tile must be a positive integer .* got 0"),
+    (2.5, TypeError, "tile must be a positive integer .* got 2.5"),
+    ("a", TypeError, "tile must be a positive integer .* got 'a'"),
+    (True, TypeError, "tile must be a positive integer .* got True"),
+])
+def test_tile_must_be_a_positive_integer(tile, error, match):
+    with pytest.raises(error, match=match):
+        gg.knn_graph(torch.randn(20, 3), k=2, tile=tile)
+
+
+def test_a_cpu_call_leaves_the_users_matmul_precision_alone():
+    saved = torch.get_float32_matmul_precision()
+    try:
+        for setting in ("medium", "high", "highest"):
+            torch.set_float32_matmul_precision(setting)
+            before = torch.backends.mkldnn.matmul.fp32_precision
+            x, _ = clustered(n=300, d=16, seed=1)
+            g = gg.knn_graph(x, k=5)
+            assert torch.get_float32_matmul_precision() == setting  # raised here before
+            assert torch.backends.mkldnn.matmul.fp32_precision == before
+            ref_idx, ref_sim = exact_knn(x.numpy(), 5)
+            np.testing.assert_allclose(g.weights.numpy(), ref_sim, atol=1e-6)  # exact under "medium" too
+    finally:
+        torch.set_float32_matmul_precision(saved)
+
+
+def test_precision_scopes_set_and_restore_only_what_they_must():
+    from gpugraph._precision import _current, fp32_matmul
+
+    mkl = torch.backends.mkldnn.matmul
+    saved = mkl.fp32_precision
+    try:
+        mkl.fp32_precision = "bf16"
+        with fp32_matmul("cpu", "ieee"):
+            assert _current("cpu") == "ieee"
+            with fp32_matmul("cpu", "ieee"):  # the same arithmetic nests
+                assert _current("cpu") == "ieee"
+            assert _current("cpu") == "ieee"
+        assert mkl.fp32_precision == "bf16"
+        mkl.fp32_precision = "none"
+        with fp32_matmul("cpu", "ieee"):  # already IEEE: nothing is touched
+            assert mkl.fp32_precision == "none"
+    finally:
+        mkl.fp32_precision = saved
+
+
+def test_a_scope_asking_for_other_arithmetic_waits_for_the_live_one():
+    # Flags only: this runs on machines without a GPU, as the CUDA path would.
+    import threading
+    import time
+
+    from gpugraph._precision import _current, fp32_matmul
+
+    matmul = torch.backends.cuda.matmul
+    saved = matmul.fp32_precision
+    seen = []
+
+    def tf32_call():
+        with fp32_matmul("cuda", "tf32"):
+            seen.append(("tf32 in", _current("cuda")))
+
+    try:
+        matmul.fp32_precision = "none"
+        with fp32_matmul("cuda", "ieee"):
+            other = threading.Thread(target=tf32_call)
+            other.start()
+            time.sleep(0.2)  # the tf32 scope must not enter while this exact one lives
+            seen.append(("ieee still", _current("cuda")))
+        other.join(timeout=5)
+        assert seen == [("ieee still", "ieee"), ("tf32 in", "tf32")]
+        assert matmul.fp32_precision == "none"
+    finally:
+        matmul.fp32_precision = saved

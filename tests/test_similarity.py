@@ -118,7 +118,7 @@ def test_similarity_errors():
         gg.layer_similarity(torch.randn(10, 3), torch.randn(12, 3))
     with pytest.raises(ValueError, match="measure must be one of"):
         gg.similarity_matrix({"a": torch.randn(10, 3)}, measure="svcca")
-    with pytest.raises(ValueError, match="same samples: N=10 and N=11"):
+    with pytest.raises(ValueError, match="layer .b. of acts_b has N=11, expected N=10"):
         gg.similarity_matrix({"a": torch.randn(10, 3)}, {"b": torch.randn(11, 3)})
     with pytest.raises(TypeError, match="non-empty mapping"):
         gg.similarity_matrix({})

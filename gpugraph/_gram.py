@@ -1,0 +1,172 @@
+"""Sums over the entries of two Gram matrices, in float64 and bounded memory.
+
+Dense LSim and CKA both reduce to the same sums over K = A A^T and L = B B^T of two
+representations A (N, D1), B (N, D2) of the same samples:
+
+    rowdot(A, B)[i] = sum_j K[i, j] L[i, j]          (LSim: the dot of two adjacency rows)
+    total(A, B)     = sum_ij K[i, j] L[i, j] = |A^T B|_F^2     (CKA: HSIC)
+
+Each has two forms, and :func:`rowdot` / :func:`total` take the one with fewer FLOPs:
+
+- feature form: through the D1 x D2 matrix A^T B, taken a column block of B at a time so
+  that no more than the budget is held: 4 N D1 D2 FLOPs for rowdot (2 N D1 D2 for total);
+- Gram form: through N x N tiles of K and L, a block of rows against a block of columns:
+  2 N^2 (D1 + D2) FLOPs.
+
+Neither form holds an N x N, D1 x D2 or float64 N x D array: the rows are read from the
+layer's own tensor a block at a time, scaled (and shifted) on the fly by :class:`Rows`.
+Block sizes come from the shared memory budget (gpugraph._memory).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from gpugraph import _memory
+from gpugraph._tensor import check_rows
+
+_F64 = 8  # bytes
+
+
+class Rows:
+    """A layer's rows as float64 blocks: row i is (x[i] / d[i] for each divisor d) - shift.
+
+    Keeps a reference to ``x`` and O(N + D) factors, never a converted copy of x.
+    """
+
+    def __init__(self, x: torch.Tensor, divisors: tuple = (), shift: torch.Tensor | None = None):
+        self.x, self.divisors, self.shift = x, divisors, shift
+
+    @classmethod
+    def unit(cls, x: torch.Tensor, name: str = "x") -> Rows:
+        """The rows of x scaled to unit L2 norm (each divided by its largest |entry| first,
+        then by the norm of the result, so neither overflows nor underflows)."""
+        m = check_rows(x, name, nonzero=True).to(torch.float64)  # (N,)
+        norms = torch.empty_like(m)
+        scaled = cls(x, (m,))
+        for r0, r1 in scaled.blocks(_row_step(x.shape[1], x.device)):
+            norms[r0:r1] = torch.linalg.vector_norm(scaled.block(r0, r1), dim=1)
+        return cls(x, (m, norms))
+
+    @classmethod
+    def centred(cls, x: torch.Tensor, name: str = "x") -> Rows:
+        """The rows of x minus their mean, all divided by the largest |entry| of x (a global
+        scale, which CKA does not see, so that no square overflows). Refuses a
+        representation that is constant across samples (CKA is 0 / 0 there)."""
+        top = check_rows(x, name, nonzero=False).amax().to(torch.float64)
+        if len(x) < 2 or float(top) == 0.0:
+            raise ValueError(_constant_message(name, len(x)))
+        scaled = cls(x, (top,))
+        mean = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+        for r0, r1 in scaled.blocks(_row_step(x.shape[1], x.device)):
+            mean += scaled.block(r0, r1).sum(dim=0)
+        mean /= len(x)
+        rows = cls(x, (top,), mean)
+        spread = max(float(rows.block(r0, r1).abs().amax()) for r0, r1 in rows.blocks(_row_step(x.shape[1], x.device)))
+        if spread <= 1e3 * 2.0**-52:  # every row equal to the mean, up to float64 rounding
+            raise ValueError(_constant_message(name, len(x)))
+        return rows
+
+    @property
+    def n(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.x.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    def block(self, r0: int, r1: int, device: torch.device | None = None) -> torch.Tensor:
+        """Rows r0..r1 as a float64 (r1 - r0, D) tensor on ``device`` (default: x's)."""
+        b = self.x[r0:r1].to(torch.float64, copy=True)
+        for d in self.divisors:
+            b /= d[r0:r1, None] if d.dim() else d
+        if self.shift is not None:
+            b -= self.shift
+        return b if device is None else b.to(device)
+
+    def blocks(self, step: int):
+        return ((r0, min(r0 + step, self.n)) for r0 in range(0, self.n, step))
+
+
+def _constant_message(name: str, n: int) -> str:
+    if n < 2:
+        return f"CKA compares how samples vary, so it needs at least 2 samples; {name} has N={n}"
+    return (f"{name} is the same for every sample (constant features), so its centred Gram matrix "
+            "is zero and CKA is 0 / 0; drop this layer or check how it was captured")
+
+
+def _row_step(width: int, device: torch.device, copies: int = 2) -> int:
+    """Rows per block so that ``copies`` float64 blocks of ``width`` columns fit the budget."""
+    return max(1, _memory.budget(device) // (copies * _F64 * max(1, width)))
+
+
+def rowdot(a: Rows, b: Rows) -> torch.Tensor:
+    """(N,) float64 on a's device: sum_j (a_i . a_j)(b_i . b_j) over all j, i included."""
+    if a.n != b.n:
+        raise ValueError(f"the two representations must hold the same samples: N={a.n} and N={b.n}")
+    n, d1, d2 = a.n, a.d, b.d
+    if 4 * d1 * d2 <= 2 * n * (d1 + d2):
+        return _rowdot_features(a, b)
+    return _rowdot_gram(a, b)
+
+
+def total(a: Rows, b: Rows) -> torch.Tensor:
+    """float64 scalar sum_ij (a_i . a_j)(b_i . b_j) = |A^T B|_F^2."""
+    if a.n != b.n:
+        raise ValueError(f"the two representations must hold the same samples: N={a.n} and N={b.n}")
+    n, d1, d2 = a.n, a.d, b.d
+    if 2 * d1 * d2 <= 2 * n * (d1 + d2):
+        out = torch.zeros((), dtype=torch.float64, device=a.device)
+        for _, _, cross in _cross_columns(a, b):
+            out += (cross * cross).sum()
+        return out
+    return _rowdot_gram(a, b).sum()
+
+
+def _column_step(a: Rows, b: Rows) -> int:
+    """Columns of B per pass: a D1 x dc block of A^T B within a quarter of the budget."""
+    return max(1, min(b.d, _memory.budget(a.device) // (4 * _F64 * a.d)))
+
+
+def _cross_columns(a: Rows, b: Rows):
+    """Yield (c0, c1, A^T B[:, c0:c1]) a column block of B at a time, each (D1, dc) float64."""
+    device = a.device
+    dc = _column_step(a, b)
+    step = _row_step(a.d + b.d, device)
+    for c0 in range(0, b.d, dc):
+        c1 = min(c0 + dc, b.d)
+        cross = torch.zeros((a.d, c1 - c0), dtype=torch.float64, device=device)  # (D1, dc)
+        for r0, r1 in a.blocks(step):
+            cross += a.block(r0, r1).T @ b.block(r0, r1, device)[:, c0:c1]
+        yield c0, c1, cross
+
+
+def _rowdot_features(a: Rows, b: Rows) -> torch.Tensor:
+    device = a.device
+    out = torch.zeros(a.n, dtype=torch.float64, device=device)
+    step = _row_step(a.d + b.d, device, copies=3)
+    for c0, c1, cross in _cross_columns(a, b):
+        for r0, r1 in a.blocks(step):
+            out[r0:r1] += ((a.block(r0, r1) @ cross) * b.block(r0, r1, device)[:, c0:c1]).sum(dim=1)
+    return out
+
+
+def _rowdot_gram(a: Rows, b: Rows) -> torch.Tensor:
+    device = a.device
+    width = a.d + b.d
+    room = _memory.budget(device) // _F64
+    # two t x t tiles and four t-row blocks: 2 t^2 + 4 t width <= room
+    t = max(1, int((-2 * width + math.sqrt(4 * width * width + 2 * room)) / 2))
+    out = torch.zeros(a.n, dtype=torch.float64, device=device)
+    for r0, r1 in a.blocks(t):
+        ar, br = a.block(r0, r1), b.block(r0, r1, device)
+        for c0, c1 in a.blocks(t):
+            ac, bc = (ar, br) if c0 == r0 else (a.block(c0, c1), b.block(c0, c1, device))
+            out[r0:r1] += ((ar @ ac.T) * (br @ bc.T)).sum(dim=1)  # (t, t) tiles of K and L
+    return out

@@ -1,0 +1,32 @@
+"""How much memory a computation may use for its temporaries: one budget for every measure.
+
+Every tiled computation (kNN tiles, Gram sums for LSim and CKA) sizes its blocks from
+:func:`budget`, a fraction of the memory free on the device it runs on, so the same code
+takes big blocks on a big machine and small ones on a small one, and none of them ever
+holds an N x N matrix or a D x D matrix that does not fit.
+"""
+
+from __future__ import annotations
+
+import torch
+
+BUDGET_FRACTION = 8  # temporaries may take 1/8 of the free memory
+
+
+def available(device: torch.device) -> int:
+    """Bytes free now on ``device`` (MemAvailable for the host)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 2 << 30
+
+
+def budget(device: torch.device) -> int:
+    """Bytes a computation on ``device`` may use for its temporaries."""
+    return max(1 << 24, available(device) // BUDGET_FRACTION)
