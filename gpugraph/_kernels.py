@@ -19,7 +19,7 @@ from gpugraph._errors import GpuGraphError
 THREADS = 256  # threads per block of every launch
 SORT_CAP = 2048  # topk.cu: entries merged at once in shared memory (a power of two)
 MAX_K = 256  # largest k the selection kernel takes; larger k uses the torch path
-_OPTIONS = ("--std=c++17", f"-DTHREADS={THREADS}", f"-DSORT_CAP={SORT_CAP}")
+_OPTIONS = ("--std=c++17", f"-DTHREADS={THREADS}", f"-DSORT_CAP={SORT_CAP}", f"-DMAX_K={MAX_K}")
 
 
 def _cupy():

@@ -151,8 +151,7 @@ def cka(x1, x2, unbiased: bool = False) -> float:
     """
     t1, t2 = _pair(x1, x2, least=4 if unbiased else 2)
     if unbiased:
-        kl, kk, ll = _unbiased_hsic(t1, t2)
-        return _cka_ratio(kl, kk, ll)
+        return _cka_ratio(*_unbiased_hsic(t1, t2)[0])
     a, b = _gram.Rows.centred(t1, "x1"), _gram.Rows.centred(t2, "x2")
     return _cka_ratio(_gram.total(a, b), _gram.total(a, a), _gram.total(b, b))
 
@@ -169,11 +168,17 @@ def _cka_ratio(kl, kk, ll) -> float:
 
 class _HsicSide:
     """One representation's share of the unbiased HSIC (Song et al., 2012, eq. 5): with
-    K~ = K - diag(K), the diagonal of K, K~ 1 and 1^T K~ 1, all O(N D)."""
+    K~ = K - diag(K), the diagonal of K, K~ 1 and 1^T K~ 1, all O(N D).
 
-    def __init__(self, x: torch.Tensor, name: str):
-        top = check_rows(x, name, nonzero=False).amax().to(torch.float64)
-        self.rows = _gram.Rows(x, (top,) if float(top) > 0 else ())  # global scale: no overflow
+    The rows are divided by ``scale`` (default: the largest |entry|) so that no square
+    overflows; HSIC values then carry a factor 1 / scale^2 per side, which a ratio of
+    HSICs taken in one scale does not see.
+    """
+
+    def __init__(self, x: torch.Tensor, name: str, scale: float | None = None):
+        top = float(check_rows(x, name, nonzero=False).amax())
+        self.scale = scale if scale is not None else (top or 1.0)
+        self.rows = _gram.Rows(x, (torch.tensor(self.scale, dtype=torch.float64, device=x.device),))
         n, device = len(x), x.device
         step = max(1, (1 << 22) // x.shape[1])
         col_sum = torch.zeros(x.shape[1], dtype=torch.float64, device=device)
@@ -195,12 +200,13 @@ class _HsicSide:
         return term / (n * (n - 3))
 
 
-def _unbiased_hsic(x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Unbiased HSIC of (K, L), (K, K) and (L, L); needs N >= 4."""
+def _unbiased_hsic(x1: torch.Tensor, x2: torch.Tensor, scales=(None, None)):
+    """Unbiased HSIC of (K, L), (K, K) and (L, L) of rows divided by ``scales`` (default:
+    each side's largest |entry|), and the scales used; needs N >= 4."""
     if len(x1) < 4:
         raise ValueError(f"the unbiased CKA estimator needs at least 4 samples, got {len(x1)}")
-    s1, s2 = _HsicSide(x1, "x1"), _HsicSide(x2, "x2")
-    return s1.hsic(s2), s1.hsic(s1), s2.hsic(s2)
+    s1, s2 = _HsicSide(x1, "x1", scales[0]), _HsicSide(x2, "x2", scales[1])
+    return (s1.hsic(s2), s1.hsic(s1), s2.hsic(s2)), (s1.scale, s2.scale)
 
 
 class MinibatchCKA:
@@ -220,11 +226,13 @@ class MinibatchCKA:
 
     def __init__(self):
         self._sums = torch.zeros(3, dtype=torch.float64)
+        self._scales = (None, None)  # fixed by the first batch: every batch in one scale
         self.batches = 0
 
     def update(self, x1, x2) -> None:
         t1, t2 = _pair(x1, x2, least=4)
-        self._sums += torch.stack([v.cpu() for v in _unbiased_hsic(t1, t2)])
+        values, self._scales = _unbiased_hsic(t1, t2, self._scales)
+        self._sums += torch.stack([v.cpu() for v in values])
         self.batches += 1
 
     def compute(self) -> float:

@@ -21,7 +21,16 @@
 #ifndef THREADS
 #define THREADS 256
 #endif
+#ifndef MAX_K
+#define MAX_K 256  // the largest k a launch may pass (gpugraph/_kernels.py checks it)
+#endif
 #define NO_INDEX 0x7fffffff
+
+// The invariants the code below relies on, checked where it is compiled.
+static_assert(THREADS % 32 == 0, "THREADS must be a multiple of 32: rescore() gives one warp a candidate");
+static_assert((SORT_CAP & (SORT_CAP - 1)) == 0, "SORT_CAP must be a power of two (bitonic sort)");
+static_assert(MAX_K >= 1 && SORT_CAP - MAX_K >= 2 * THREADS,
+              "the candidate buffer SORT_CAP - k must hold two rounds of THREADS entries for every k <= MAX_K");
 
 __device__ __forceinline__ bool better(float va, int ia, float vb, int ib) {
     return va > vb || (va == vb && ia < ib);
@@ -106,7 +115,7 @@ topk_merge(const float* __restrict__ tile, long long row_stride, long long col_s
     __syncthreads();
     const float* row = tile + (long long)p * row_stride;
     const float* xrow = xr + (long long)p * d;
-    const int cap = SORT_CAP - k;  // the host guarantees cap >= 2 * blockDim.x
+    const int cap = SORT_CAP - k;  // >= 2 * THREADS for every k <= MAX_K (static_assert above)
     for (int base = 0; base < cols; base += blockDim.x) {
         const float thr_v = sv[k - 1];
         const int thr_i = si[k - 1];

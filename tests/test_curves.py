@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import clustered
+from conftest import clustered, nx_reference_modularity, paper_adjacency
 from models import TinyResNet
 
 import gpugraph as gg
@@ -25,6 +25,40 @@ def test_curve_equals_modularity_layer_by_layer():
     whole = gg.modularity_curve(acts, labels, k=4, n=None)
     assert whole.values.shape == (1, 3)
     assert whole.mean[0] == pytest.approx(gg.modularity(gg.knn_graph(x, k=4), labels))
+
+
+def networkx_curve(acts, labels, k, n, repeats, seed):
+    """The paper's pipeline per layer and subset, written independently: float64 cosine,
+    exact top-k by a full sort, (W + W^T)/2, networkx modularity."""
+    labels = np.asarray(labels)
+    parts = gg.curves.subsets(len(labels), n, repeats, seed)  # the subsets themselves: plain NumPy
+    return np.array([[nx_reference_modularity(paper_adjacency(np.asarray(x, dtype=np.float64)[p], k), labels[p])
+                      for x in acts.values()] for p in parts])
+
+
+def test_curve_equals_networkx_on_the_papers_construction():
+    x, labels = clustered(n=240, d=10, classes=3, seed=2)
+    acts = {"raw": x, "relu": torch.relu(x @ torch.randn(10, 16, generator=torch.Generator().manual_seed(1))),
+            "noise": torch.randn(240, 6, generator=torch.Generator().manual_seed(2))}
+    curve = gg.modularity_curve(acts, labels, k=3, n=80, repeats=3, seed=4)
+    ref = networkx_curve(acts, labels, 3, 80, 3, 4)
+    np.testing.assert_allclose(curve.values, ref, atol=1e-6)  # float32 weights against float64
+    assert curve.mean[0] > curve.mean[2]
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "zero"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_bad_row_is_named_by_layer_and_original_row_whatever_the_subsets(bad, seed):
+    x, labels = clustered(n=100, d=6, seed=3)
+    broken = x.clone()
+    broken[37] = {"nan": float("nan"), "inf": float("inf"), "zero": 0.0}[bad]
+    what = "have zero norm" if bad == "zero" else "contain NaN or Inf"
+    with pytest.raises(ValueError, match=rf"1 rows of layer 'b' {what} \(first: row 37\)"):
+        gg.modularity_curve({"a": x, "b": broken}, labels, k=3, n=10, repeats=2, seed=seed)
+    with pytest.raises(ValueError, match=rf"1 rows of layer 'b' {what} \(first: row 37\)"):
+        gg.motif_curve({"a": x, "b": broken}, labels, k=3, n=10, repeats=2, seed=seed)
+    with pytest.raises(ValueError, match=rf"1 rows of layer 'b' of acts_a {what} \(first: row 37\)"):
+        gg.similarity_matrix({"a": x, "b": broken})
 
 
 def test_redundancy_rule_on_constructed_curves():
@@ -75,9 +109,16 @@ def test_cli_curve_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "layer1.0" in out and "redundant layers" in out
     saved = json.loads((tmp_path / "out" / "curve.json").read_text())
-    acts = gg.capture(model, (x, y))
-    ref = gg.modularity_curve(acts, n=20, repeats=3)
-    np.testing.assert_allclose(saved["mean"], ref.mean, atol=1e-12)
+    acts = gg.capture(model, (x, y))  # itself checked against a manual forward in test_capture
+    ref = networkx_curve(acts, y.numpy(), 3, 20, 3, 0)
+    np.testing.assert_allclose(saved["values"], ref, atol=1e-6)
+    x_nan = x.clone()
+    x_nan[41, 0, 2, 2] = float("nan")
+    np.savez(tmp_path / "nan.npz", x=x_nan.numpy(), y=y.numpy())
+    for n in ("20", "0"):  # the subsets drawn never matter: the row is found up front
+        assert main(["curve", str(tmp_path / "model.pt"), str(tmp_path / "nan.npz"), "--n", n, "--repeats", "2",
+                     "--out", str(tmp_path / "out"), "--no-progress"]) == 1
+        assert "rows of layer 'conv1' contain NaN or Inf (first: row 41)" in capsys.readouterr().err
     assert (tmp_path / "out" / "curve.png").read_bytes()[:4] == b"\x89PNG"
     torch.save({"x": x, "y": y[:10]}, tmp_path / "bad.pt")
     assert main(["curve", str(tmp_path / "model.pt"), str(tmp_path / "bad.pt")]) == 1

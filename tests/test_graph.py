@@ -6,41 +6,11 @@ import networkx as nx
 import numpy as np
 import pytest
 import torch
-from conftest import DEVICES, clustered, exact_knn
+from conftest import DEVICES, clustered, exact_knn, nx_reference_modularity, paper_adjacency
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from networkx.algorithms.community import modularity as nx_modularity
 
 import gpugraph as gg
-
-
-def paper_adjacency(x, k, mode="mean", weighted=True, weights=None):
-    """Dense construction of Lu et al.: cosine, top-k per row, symmetrised; float64.
-
-    ``weights`` (N, k) replaces the float64 similarities of the exact search, so that a
-    reference can be built on exactly the float32 weights of the graph under test.
-    Unweighted: 1 on every edge of the mode's graph."""
-    idx, sim = exact_knn(x, k)
-    if weights is not None:
-        sim = np.asarray(weights, dtype=np.float64)
-    n = len(idx)
-    w = np.zeros((n, n))
-    w[np.arange(n)[:, None], idx] = sim
-    present = np.zeros((n, n), dtype=bool)
-    present[np.arange(n)[:, None], idx] = True
-    if mode == "mean":
-        a = (w + w.T) / 2
-    elif mode == "max":
-        a = np.where(present | present.T, np.maximum(np.where(present, w, -np.inf), np.where(present.T, w.T, -np.inf)), 0.0)
-    else:
-        a = np.where(present & present.T, (w + w.T) / 2, 0.0)
-    return a if weighted else (a != 0).astype(float)
-
-
-def nx_reference_modularity(adj, labels, resolution=1.0):
-    graph = nx.from_numpy_array(adj)
-    classes = [set(np.flatnonzero(labels == c)) for c in np.unique(labels)]
-    return nx_modularity(graph, classes, weight="weight", resolution=resolution)
 
 
 @pytest.mark.parametrize("device", DEVICES)

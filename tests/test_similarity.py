@@ -1,7 +1,9 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
-from conftest import clustered
+from conftest import clustered, exact_knn, paper_adjacency, peak_growth
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import ortho_group
@@ -82,19 +84,30 @@ def test_mutual_knn_is_mean_shared_fraction():
     assert gg.mutual_knn(x1, x2, k=4) == pytest.approx(ref, abs=1e-12)
 
 
+def knn_lsim(x1, x2, k):
+    """LSim of the "mean"-mode kNN graphs, from the exact float64 search (no gpugraph)."""
+    a1, a2 = paper_adjacency(x1, k), paper_adjacency(x2, k)
+    return float(np.mean((a1 * a2).sum(1) / (np.linalg.norm(a1, axis=1) * np.linalg.norm(a2, axis=1))))
+
+
+def neighbour_sets(x, k):
+    return [set(r) for r in exact_knn(x, k)[0].tolist()]
+
+
 @pytest.mark.parametrize("measure,k", [("lsim", None), ("lsim", 5), ("cka", None), ("knn_overlap", 5), ("mutual_knn", 5)])
-def test_similarity_matrix_entries_equal_pairwise_calls(tmp_path, measure, k):
+def test_similarity_matrix_equals_independent_references(tmp_path, measure, k):
     x, _ = clustered(n=120, d=8, seed=3)
     acts = {"a": x, "b": torch.relu(x), "c": x @ torch.randn(8, 12, generator=torch.Generator().manual_seed(0))}
     m = gg.similarity_matrix(acts, measure=measure, k=k)
     pair = {
-        "lsim": lambda p, q: gg.layer_similarity(p, q, k=k),
-        "cka": gg.cka,
-        "knn_overlap": lambda p, q: gg.knn_overlap(gg.knn_graph(p, k), gg.knn_graph(q, k)),
-        "mutual_knn": lambda p, q: gg.mutual_knn(p, q, k),
+        "lsim": (lambda p, q: dense_lsim(p, q)) if k is None else (lambda p, q: knn_lsim(p, q, k)),
+        "cka": numpy_cka,
+        "knn_overlap": lambda p, q: np.mean([len(s & t) / len(s | t) for s, t in zip(neighbour_sets(p, k), neighbour_sets(q, k))]),
+        "mutual_knn": lambda p, q: np.mean([len(s & t) / k for s, t in zip(neighbour_sets(p, k), neighbour_sets(q, k))]),
     }[measure]
-    ref = np.array([[pair(acts[a], acts[b]) for b in acts] for a in acts])
-    np.testing.assert_allclose(m.values, ref, atol=1e-9)
+    arrays = {name: a.double().numpy() for name, a in acts.items()}
+    ref = np.array([[pair(arrays[a], arrays[b]) for b in acts] for a in acts])
+    np.testing.assert_allclose(m.values, ref, atol=1e-6)  # float32 inputs
     np.testing.assert_allclose(np.diag(m.values), 1.0, atol=1e-9)
     assert m.identify() == ["a", "b", "c"]
     assert m.plot(tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
@@ -102,15 +115,116 @@ def test_similarity_matrix_entries_equal_pairwise_calls(tmp_path, measure, k):
 
 
 def test_lsim_at_20000_samples_holds_no_n_by_n_matrix():
-    import resource
+    setup = """
+        import torch, gpugraph as gg
+        x1 = torch.randn(20000, 32, generator=torch.Generator().manual_seed(0))
+        x2 = torch.tanh(x1[:, :16])
+        gg.layer_similarity(x1[:100], x2[:100])  # imports and first-call allocations
+    """
+    grown, value = peak_growth(setup, "gg.layer_similarity(x1, x2)")
+    assert grown < 20000**2 * 8 / 8  # an eighth of one float64 N x N matrix (3.2 GB)
     x1 = torch.randn(20000, 32, generator=torch.Generator().manual_seed(0))
     x2 = torch.tanh(x1[:, :16])
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    value = gg.layer_similarity(x1, x2)
-    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
-    assert grown < 20000**2 * 8 / 4  # far below one float64 N x N matrix (3.2 GB)
     sub = slice(0, 2000)
-    assert 0 < value < 1 and abs(value - dense_lsim(x1[sub], x2[sub])) < 0.05
+    assert 0 < float(value) < 1 and abs(float(value) - dense_lsim(x1[sub], x2[sub])) < 0.05
+
+
+def test_wide_cka_holds_no_d_by_d_matrix():
+    # N = 200, D = 8000: one float64 D x D matrix is 512 MB; the N x N form needs 0.3 MB.
+    setup = """
+        import torch, gpugraph as gg
+        g = torch.Generator().manual_seed(0)
+        x1 = torch.randn(200, 8000, generator=g)
+        x2 = torch.relu(x1[:, :4000]) + 0.1 * torch.randn(200, 4000, generator=g)
+        gg.cka(x1[:10, :10], x2[:10, :10]); gg.cka(x1[:10, :10], x2[:10, :10], unbiased=True)
+    """
+    for call in ("gg.cka(x1, x2)", "gg.cka(x1, x2, unbiased=True)",
+                 "gg.similarity_matrix({'a': x1, 'b': x2}, measure='cka').values"):
+        grown, _ = peak_growth(setup, call)
+        assert grown < 8000**2 * 8 / 4, call
+
+
+@pytest.mark.parametrize("n,d1,d2", [(60, 4, 7), (30, 80, 50)])  # feature form, Gram form
+def test_blocked_sums_are_exact_under_a_tiny_memory_budget(monkeypatch, n, d1, d2):
+    from gpugraph import _memory
+
+    rng = np.random.default_rng(n)
+    x1 = rng.normal(size=(n, d1)) + 0.3
+    x2 = np.tanh(x1[:, :1] * rng.normal(size=(1, d2)) + rng.normal(size=(n, d2)))
+    lsim, ck, unb = gg.layer_similarity(x1, x2), gg.cka(x1, x2), gg.cka(x1, x2, unbiased=True)
+    monkeypatch.setattr(_memory, "budget", lambda device: 2048)  # blocks of a few rows and columns
+    assert gg.layer_similarity(x1, x2) == pytest.approx(dense_lsim(x1, x2), abs=1e-12)
+    assert gg.layer_similarity(x1, x2) == pytest.approx(lsim, abs=1e-12)
+    assert gg.cka(x1, x2) == pytest.approx(numpy_cka(x1, x2), abs=1e-12) and gg.cka(x1, x2) == pytest.approx(ck, abs=1e-12)
+    assert gg.cka(x1, x2, unbiased=True) == pytest.approx(u_statistic_cka(x1[:9], x2[:9]) if n < 10 else unb, abs=1e-12)
+
+
+def u_statistic_hsic(k, l_):
+    """The unbiased HSIC as its U-statistic, summed over ordered 4-tuples of distinct
+    indices (Song et al., 2012): h = K_ij L_ij + K_ij L_qr - 2 K_ij L_iq. float64 loops."""
+    n = len(k)
+    total = 0.0
+    for i, j, q, r in itertools.permutations(range(n), 4):
+        total += k[i, j] * l_[i, j] + k[i, j] * l_[q, r] - 2 * k[i, j] * l_[i, q]
+    return total / (n * (n - 1) * (n - 2) * (n - 3))
+
+
+def u_statistic_cka(x1, x2):
+    k, l_ = x1 @ x1.T, x2 @ x2.T
+    return u_statistic_hsic(k, l_) / np.sqrt(u_statistic_hsic(k, k) * u_statistic_hsic(l_, l_))
+
+
+def test_unbiased_cka_and_minibatch_cka_equal_the_u_statistic():
+    rng = np.random.default_rng(5)
+    x1 = rng.normal(size=(14, 6))
+    x2 = x1 @ rng.normal(size=(6, 3)) + 0.5 * rng.normal(size=(14, 3))
+    a, b = x1[:7], x2[:7]
+    assert gg.cka(a, b, unbiased=True) == pytest.approx(u_statistic_cka(a, b), abs=1e-12)
+    acc = gg.MinibatchCKA()
+    acc.update(x1[:7], x2[:7])
+    acc.update(x1[7:], x2[7:])
+    parts = [(x1[:7], x2[:7]), (x1[7:], x2[7:])]
+    kl = sum(u_statistic_hsic(p @ p.T, q @ q.T) for p, q in parts)
+    kk = sum(u_statistic_hsic(p @ p.T, p @ p.T) for p, q in parts)
+    ll = sum(u_statistic_hsic(q @ q.T, q @ q.T) for p, q in parts)
+    assert acc.compute() == pytest.approx(kl / np.sqrt(kk * ll), abs=1e-12)
+    acc = gg.MinibatchCKA()  # batches of very different magnitude average in one scale
+    acc.update(x1[:7], x2[:7])
+    acc.update(1e3 * x1[7:], x2[7:])
+    kl = u_statistic_hsic(*(p @ p.T for p in (x1[:7], x2[:7]))) + u_statistic_hsic(1e6 * x1[7:] @ x1[7:].T, x2[7:] @ x2[7:].T)
+    kk = u_statistic_hsic(*(x1[:7] @ x1[:7].T,) * 2) + 1e12 * u_statistic_hsic(*(x1[7:] @ x1[7:].T,) * 2)
+    assert acc.compute() == pytest.approx(kl / np.sqrt(kk * ll), abs=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-23])
+def test_similarities_of_rows_of_extreme_magnitude(scale):
+    rng = np.random.default_rng(1)
+    x1 = rng.normal(size=(50, 6))
+    x2 = np.tanh(x1 @ rng.normal(size=(6, 4)))
+    big = torch.tensor([[1e20, 1e20], [1e20, -1e20], [1e20, 0.9e20], [1e20, 0.0]])
+    assert gg.layer_similarity(big, big) == pytest.approx(1.0, abs=1e-12)  # was -1
+    t1 = (torch.tensor(x1) * scale).float()
+    t2 = (torch.tensor(x2) * scale).float()
+    ref1 = t1.double().numpy() / scale  # the float32 values, rescaled exactly enough
+    ref2 = t2.double().numpy() / scale
+    assert gg.layer_similarity(t1, t2) == pytest.approx(dense_lsim(ref1, ref2), abs=1e-6)
+    assert gg.cka(t1, t2) == pytest.approx(numpy_cka(ref1, ref2), abs=1e-6)
+    assert gg.cka(t1, t2, unbiased=True) == pytest.approx(gg.cka(ref1, ref2, unbiased=True), abs=1e-6)
+    huge = torch.tensor(x1) * 1e200  # float64 whose squares overflow
+    assert gg.cka(huge, x2) == pytest.approx(numpy_cka(x1, x2), abs=1e-12)
+    assert gg.layer_similarity(huge, x2) == pytest.approx(dense_lsim(x1, x2), abs=1e-12)
+
+
+@pytest.mark.parametrize("x1,kwargs,match", [
+    (torch.ones(10, 3), {}, r"x1 is the same for every sample \(constant features\).* CKA is 0 / 0"),
+    (torch.ones(10, 3), {"unbiased": True}, r"HSIC of a representation with itself is .*not positive"),
+    (torch.randn(1, 3), {}, r"at least 2 samples to compare representations, got N=1"),
+    (torch.randn(3, 3), {"unbiased": True}, r"at least 4 samples .* got N=3"),
+])
+def test_cka_refuses_what_it_cannot_measure(x1, kwargs, match):
+    x2 = torch.randn(len(x1), 4, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=match):
+        gg.cka(x1, x2, **kwargs)
 
 
 def test_similarity_errors():
@@ -122,6 +236,12 @@ def test_similarity_errors():
         gg.similarity_matrix({"a": torch.randn(10, 3)}, {"b": torch.randn(11, 3)})
     with pytest.raises(TypeError, match="non-empty mapping"):
         gg.similarity_matrix({})
+    with pytest.raises(ValueError, match="layer 'c' of acts_a has N=9, expected N=10"):
+        gg.similarity_matrix({"a": torch.randn(10, 3), "b": torch.randn(10, 2), "c": torch.randn(9, 3)})
+    with pytest.raises(ValueError, match=r"layer 'b' of acts_b must be 2-D \(N, D\), got shape \(10,\)"):
+        gg.similarity_matrix({"a": torch.randn(10, 3)}, {"b": torch.randn(10)})
+    with pytest.raises(ValueError, match="k=5 has no meaning for measure='cka'"):
+        gg.similarity_matrix({"a": torch.randn(10, 3)}, measure="cka", k=5)
 
 
 def test_motif_curve_counts_and_share():
