@@ -47,30 +47,29 @@ def _backend(device_type: str):
     return getattr(torch.backends.mkldnn, "matmul", None)
 
 
+def _read(device_type: str) -> str:
+    """The backend's setting as torch reports it ('none' defers to the global one)."""
+    backend = _backend(device_type)
+    if hasattr(backend, "fp32_precision"):
+        return backend.fp32_precision
+    # torch < 2.9: only CUDA's legacy flag exists
+    return "tf32" if device_type == "cuda" and torch.backends.cuda.matmul.allow_tf32 else "ieee"
+
+
 def _current(device_type: str) -> str:
     """The arithmetic a float32 matmul on ``device_type`` gets now: 'ieee', 'tf32' or 'bf16'."""
-    backend = _backend(device_type)
-    value = getattr(backend, "fp32_precision", None)
-    if value is None:  # torch < 2.9: only CUDA's legacy flag exists
-        return "tf32" if device_type == "cuda" and torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    value = _read(device_type)
     if value == "none":
         value = getattr(torch.backends, "fp32_precision", "none")
     return "ieee" if value == "none" else value
 
 
-def _set(device_type: str, value) -> None:
+def _set(device_type: str, value: str) -> None:
     backend = _backend(device_type)
     if hasattr(backend, "fp32_precision"):
         backend.fp32_precision = value
     elif device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = value == "tf32"
-
-
-def _read(device_type: str):
-    backend = _backend(device_type)
-    if hasattr(backend, "fp32_precision"):
-        return backend.fp32_precision
-    return "tf32" if device_type == "cuda" and torch.backends.cuda.matmul.allow_tf32 else "ieee"
 
 
 @contextlib.contextmanager

@@ -173,8 +173,9 @@ def _is_torchscript(path: str) -> bool:
         return any(name.endswith("/constants.pkl") for name in z.namelist())
 
 
-def load_data(path: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and labels from a .pt (dict or (x, y) tuple) or .npz file."""
+def load_data(path: str):
+    """Inputs (a tensor) and labels (a tensor, or a NumPy array of strings or objects) from a
+    .pt (dict or (x, y) tuple) or .npz file."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"data file {path!r} does not exist")
     if path.endswith(".npz"):
@@ -191,8 +192,10 @@ def load_data(path: str) -> tuple[torch.Tensor, torch.Tensor]:
             raise ValueError(f"{path} must hold inputs under 'x' and labels under 'y'; found keys {sorted(data)}")
     else:
         raise ValueError(f"{path} must hold a dict {{'x': inputs, 'y': labels}} or a tuple (x, y)")
-    x, y = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x), torch.as_tensor(
-        np.asarray(y) if not torch.is_tensor(y) else y)
+    x = x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x))
+    if not torch.is_tensor(y):
+        y = np.asarray(y)
+        y = torch.from_numpy(y) if y.dtype.kind in "iub" else y  # strings, objects stay NumPy
     if len(x) != len(y):
         raise ValueError(f"{path}: {len(x)} inputs but {len(y)} labels")
     return x, y

@@ -45,8 +45,9 @@ def knn_graph(
         Neighbours per node, 1 <= k < N.
     precision : {"exact", "bf16", "tf32"}
         Arithmetic of the similarity tiles. Every choice returns the exact neighbours and
-        exact weights: "exact" computes the tiles in the compute dtype (on CUDA with TF32
-        switched off, whatever torch's global setting); "bf16" (and "tf32", CUDA only)
+        exact weights: "exact" computes the tiles in IEEE arithmetic of the compute dtype,
+        whatever torch's matmul precision settings say (TF32 on CUDA, bf16 in oneDNN on the
+        CPU), and leaves those settings as it found them; "bf16" (and "tf32", CUDA only)
         computes them in low precision only to screen candidates, keeping every entry
         within a proven rounding bound of the running threshold, and re-scores the kept
         pairs in the compute dtype. Screening pays where low-precision GEMM is much faster

@@ -94,38 +94,46 @@ def _oriented_csr(g: KnnGraph) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 _WEDGES = 1 << 22  # wedges examined at once: bounded temporaries
+_MARKS = 1 << 24  # entries of the membership table: out-rows of a span of sources, N each
 
 
 def _count(indptr: np.ndarray, cols: np.ndarray, *, per_node: bool = False, labels=None):
     """Triangles of an oriented CSR graph (rows sorted), the algorithm of graph.cu on the host.
 
     A triangle u < v < w (by rank) is the wedge u -> v -> w closed by u -> w: for each
-    oriented edge (u, v), the out-neighbours w of v are looked up in u's sorted row (one
-    binary search each over the sorted edge keys u * n + w). Wedges are taken in chunks of
-    bounded size, so memory is O(m + chunk), never a wedge matrix.
+    oriented edge (u, v), each out-neighbour w of v is looked up in u's row. The rows of a
+    span of sources are marked in a boolean table (source - first, w) of at most _MARKS
+    entries, so each look-up is one read; wedges are taken in chunks of at most _WEDGES.
+    Memory is O(m + _MARKS + chunk), never a wedge matrix.
 
     Returns (total, (N,) int64 per-node counts or None, [same, pair, distinct] or None).
     """
     n = len(indptr) - 1
+    m = len(cols)
     out_degree = np.diff(indptr)
     src = np.repeat(np.arange(n, dtype=np.int64), out_degree)  # (m,)
-    keys = src * n + cols  # (m,) sorted: rows ascending, columns sorted within rows
     work = out_degree[cols]  # (m,) wedges u -> v -> * at each edge
     ends = np.cumsum(work)
+    span = max(1, min(n, _MARKS // max(1, n)))  # sources whose rows are marked at once
+    marks = np.zeros(span * n, dtype=bool)  # (span, N) flattened
     total = 0
     nodes = np.zeros(n, dtype=np.int64) if per_node else None
     motif = np.zeros(3, dtype=np.int64) if labels is not None else None
     e0 = 0
-    while e0 < len(cols):
-        e1 = max(e0 + 1, int(np.searchsorted(ends, ends[e0] - work[e0] + _WEDGES, side="right")))
+    while e0 < m:
+        u0 = int(src[e0])
+        e1 = int(np.searchsorted(ends, ends[e0] - work[e0] + _WEDGES, side="right"))
+        e1 = max(e0 + 1, min(e1, int(indptr[min(n, u0 + span)])))  # sources u0 .. u0 + span - 1
+        lo, hi = int(indptr[u0]), int(indptr[src[e1 - 1] + 1])  # their whole rows
+        slots = (src[lo:hi] - u0) * n + cols[lo:hi]
+        marks[slots] = True
         cnt = work[e0:e1]  # (c,)
         u = np.repeat(src[e0:e1], cnt)  # (W,)
         v = np.repeat(cols[e0:e1], cnt)  # (W,)
         offset = np.arange(len(u)) - np.repeat(np.cumsum(cnt) - cnt, cnt)  # position in v's row
         w = cols[indptr[v] + offset]  # (W,)
-        query = u * n + w
-        pos = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
-        hit = keys[pos] == query  # the wedge is closed by u -> w
+        hit = marks[(u - u0) * n + w]  # the wedge is closed by u -> w
+        marks[slots] = False
         u, v, w = u[hit], v[hit], w[hit]
         total += len(u)
         if per_node:

@@ -68,7 +68,7 @@ def layer_similarity(x1, x2, k: int | None = None) -> float:
     """
     t1, t2 = _pair(x1, x2)
     if k is not None:
-        return _sparse_lsim(_SparseFactor(knn_graph(t1, k)), _SparseFactor(knn_graph(t2, k)))
+        return _sparse_lsim(_SparseFactor(_graph_of(t1, k, "x1")), _SparseFactor(_graph_of(t2, k, "x2")))
     return _dense_lsim(_Factor(_gram.Rows.unit(t1, "x1")), _Factor(_gram.Rows.unit(t2, "x2")))
 
 
@@ -269,9 +269,15 @@ def mutual_knn(x1, x2, k: int = 10) -> float:
     >>> gg.mutual_knn(x, 5 * x, k=3)
     1.0
     """
-    _pair(x1, x2)
-    g1, g2 = knn_graph(x1, k), knn_graph(x2, k)
+    t1, t2 = _pair(x1, x2)
+    g1, g2 = _graph_of(t1, k, "x1"), _graph_of(t2, k, "x2")
     return float(_shared_neighbours(g1, g2).double().mean() / k)
+
+
+def _graph_of(x: torch.Tensor, k: int, name: str) -> KnnGraph:
+    """knn_graph(x, k), with bad rows reported under ``name`` (a layer's), not as "x"."""
+    check_rows(x, name, nonzero=True)
+    return knn_graph(x, k)
 
 
 def _shared_neighbours(g1: KnnGraph, g2: KnnGraph) -> torch.Tensor:
@@ -400,14 +406,9 @@ def _preparer(measure: str, k: int | None):
     if measure == "cka":
         return lambda x, name: _CkaFactor(_gram.Rows.centred(x, name))
     kk = k if k is not None else 10
-
-    def graph(x, name):
-        check_rows(x, name, nonzero=True)  # errors name the layer, not "x"
-        return knn_graph(x, kk)
-
     if measure == "lsim":
-        return lambda x, name: _SparseFactor(graph(x, name))
-    return graph
+        return lambda x, name: _SparseFactor(_graph_of(x, kk, name))
+    return lambda x, name: _graph_of(x, kk, name)
 
 
 def _pair_measure(measure: str, k: int | None):

@@ -161,6 +161,30 @@ def test_cli_similarity_end_to_end(tmp_path, capsys):
     np.testing.assert_allclose(np.diag(saved["values"]), 1.0, atol=1e-9)
     assert main(["similarity", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), str(tmp_path / "data.pt"),
                  "--measure", "cka", "--out", str(tmp_path / "out2"), "--no-progress"]) == 0
-    ref = gg.similarity_matrix(gg.capture(a, (x, y)), gg.capture(b, (x, y)), measure="cka")
+    acts_a, acts_b = gg.capture(a, (x, y)), gg.capture(b, (x, y))
+
+    def numpy_cka(p, q):  # the definition on centred columns, float64
+        p, q = p.double().numpy(), q.double().numpy()
+        p, q = p - p.mean(0), q - q.mean(0)
+        return np.linalg.norm(q.T @ p) ** 2 / (np.linalg.norm(p.T @ p) * np.linalg.norm(q.T @ q))
+
+    ref = [[numpy_cka(acts_a[i], acts_b[j]) for j in acts_b] for i in acts_a]
     saved = json.loads((tmp_path / "out2" / "similarity.json").read_text())
-    np.testing.assert_allclose(saved["values"], ref.values, atol=1e-12)
+    np.testing.assert_allclose(saved["values"], ref, atol=1e-9)
+
+
+def test_cli_and_capture_take_string_labels(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = TinyResNet()
+    torch.save(model, tmp_path / "model.pt")
+    x, y = torch.randn(60, 3, 8, 8), torch.randint(0, 3, (60,))
+    names = np.array(["cat", "dog", "emu"])[y.numpy()]
+    np.savez(tmp_path / "data.npz", x=x.numpy(), y=names)  # loads back as a NumPy str array
+    assert main(["curve", str(tmp_path / "model.pt"), str(tmp_path / "data.npz"), "--n", "20", "--repeats", "3",
+                 "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    saved = json.loads((tmp_path / "out" / "curve.json").read_text())
+    acts = gg.capture(model, (x, names))
+    assert acts.labels.tolist() == names.tolist()
+    np.testing.assert_allclose(saved["values"], networkx_curve(acts, y.numpy(), 3, 20, 3, 0), atol=1e-6)
+    batches = [(x[i : i + 16], names[i : i + 16].tolist()) for i in range(0, 60, 16)]  # lists of strings
+    assert gg.capture(model, batches).labels.tolist() == names.tolist()

@@ -297,8 +297,9 @@ def test_triangle_counts_are_exact_across_chunk_boundaries(monkeypatch):
     union = g.to_networkx("max", weighted=False)
     per_node = nx.triangles(union)
     ref = brute_force_motifs(nx.to_numpy_array(union, nodelist=range(400)) > 0, labels)
-    for chunk in (1, 7, 1000):  # wedges examined at once: many chunks, one edge a chunk
+    for chunk, marks in ((1, 400), (7, 1200), (1000, 1 << 24), (50, 300)):  # many chunks, one edge a chunk
         monkeypatch.setattr(motifs_module, "_WEDGES", chunk)
+        monkeypatch.setattr(motifs_module, "_MARKS", marks)  # rows of 1 or 3 sources marked at once
         assert gg.triangles(g) == sum(per_node.values()) // 3
         assert gg.triangles(g, per_node=True).tolist() == [per_node[i] for i in range(400)]
         assert gg.motifs(g, labels) == ref

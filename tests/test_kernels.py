@@ -451,3 +451,38 @@ def test_cuda_partners_triangles_and_modularity_equal_the_cpu():
     assert gg.motifs(gpu, labels) == gg.motifs(cpu, labels)
     for mode in ("mean", "max", "mutual"):
         assert gg.modularity(gpu, labels, mode=mode) == pytest.approx(gg.modularity(cpu, labels, mode=mode), abs=1e-9)
+
+
+@cuda
+def test_the_torch_selection_on_cuda_says_so():
+    x, _ = clustered(n=700, d=12, seed=6)
+    with pytest.warns(UserWarning, match=r"with k=300 > 256 the slower torch selection runs"):
+        gg.knn_graph(x.cuda(), k=300)
+    with pytest.warns(UserWarning, match=r"torch.float64 rows .* precision='tf32' has no screen there"):
+        g = gg.knn_graph(x.double().cuda(), k=5, precision="tf32")
+    _same_neighbours(gg.knn_graph(x.double(), k=5), g)
+
+
+@cuda
+def test_bf16_screen_is_exact_when_cublas_may_reduce_in_bf16():
+    # Long dot products invite split-K; the screen's bound assumes float32 reductions.
+    x, _ = clustered(n=3000, d=4096, classes=10, seed=12)
+    matmul = torch.backends.cuda.matmul
+    saved = matmul.allow_bf16_reduced_precision_reduction
+    matmul.allow_bf16_reduced_precision_reduction = True
+    try:
+        screened = gg.knn_graph(x.cuda(), k=10, tile=1000, precision="bf16")
+    finally:
+        matmul.allow_bf16_reduced_precision_reduction = saved
+    assert matmul.allow_bf16_reduced_precision_reduction == saved
+    _same_neighbours(gg.knn_graph(x, k=10, tile=1000), screened)
+
+
+@cuda
+def test_similarity_grids_take_layers_from_several_devices():
+    x, _ = clustered(n=300, d=16, seed=7)
+    acts = {"cpu": x, "cuda": torch.relu(x).cuda(), "cuda2": (x @ torch.randn(16, 8)).cuda()}
+    for measure, k in (("lsim", None), ("lsim", 5), ("cka", None), ("knn_overlap", 5)):
+        mixed = gg.similarity_matrix(acts, measure=measure, k=k).values
+        host = gg.similarity_matrix({n: a.cpu() for n, a in acts.items()}, measure=measure, k=k).values
+        np.testing.assert_allclose(mixed, host, atol=1e-9)
