@@ -123,7 +123,7 @@ def total(a: Rows, b: Rows) -> torch.Tensor:
     n, d1, d2 = a.n, a.d, b.d
     if 2 * d1 * d2 <= 2 * n * (d1 + d2):
         out = torch.zeros((), dtype=torch.float64, device=a.device)
-        for _, _, cross in _cross_columns(a, b):
+        for _, _, cross in _cross_columns(a, b, _RowPairs(a, b, _row_step(a.d + b.d, a.device, copies=3))):
             out += (cross * cross).sum()
         return out
     return _rowdot_gram(a, b).sum()
@@ -134,26 +134,48 @@ def _column_step(a: Rows, b: Rows) -> int:
     return max(1, min(b.d, _memory.budget(a.device) // (4 * _F64 * a.d)))
 
 
-def _cross_columns(a: Rows, b: Rows):
+def _pair_block(a: Rows, b: Rows, r0: int, r1: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows r0..r1 of a and of b, float64 on a's device (one conversion when b is a)."""
+    ab = a.block(r0, r1)
+    return ab, ab if b is a else b.block(r0, r1, a.device)
+
+
+class _RowPairs:
+    """The matching row blocks of a and b (float64, on a's device), as often as iterated.
+
+    When all rows fit in one block (the usual case), the pair is converted once and kept for
+    the passes of one call; otherwise blocks are converted again on each pass.
+    """
+
+    def __init__(self, a: Rows, b: Rows, step: int):
+        self.a, self.b, self.step = a, b, step
+        self.kept = list(self._convert()) if step >= a.n else None
+
+    def _convert(self):
+        for r0, r1 in self.a.blocks(self.step):
+            yield r0, r1, *_pair_block(self.a, self.b, r0, r1)
+
+    def __iter__(self):
+        return iter(self.kept) if self.kept is not None else self._convert()
+
+
+def _cross_columns(a: Rows, b: Rows, pairs: _RowPairs):
     """Yield (c0, c1, A^T B[:, c0:c1]) a column block of B at a time, each (D1, dc) float64."""
-    device = a.device
     dc = _column_step(a, b)
-    step = _row_step(a.d + b.d, device)
     for c0 in range(0, b.d, dc):
         c1 = min(c0 + dc, b.d)
-        cross = torch.zeros((a.d, c1 - c0), dtype=torch.float64, device=device)  # (D1, dc)
-        for r0, r1 in a.blocks(step):
-            cross += a.block(r0, r1).T @ b.block(r0, r1, device)[:, c0:c1]
+        cross = torch.zeros((a.d, c1 - c0), dtype=torch.float64, device=a.device)  # (D1, dc)
+        for _, _, ab, bb in pairs:
+            cross += ab.T @ bb[:, c0:c1]
         yield c0, c1, cross
 
 
 def _rowdot_features(a: Rows, b: Rows) -> torch.Tensor:
-    device = a.device
-    out = torch.zeros(a.n, dtype=torch.float64, device=device)
-    step = _row_step(a.d + b.d, device, copies=3)
-    for c0, c1, cross in _cross_columns(a, b):
-        for r0, r1 in a.blocks(step):
-            out[r0:r1] += ((a.block(r0, r1) @ cross) * b.block(r0, r1, device)[:, c0:c1]).sum(dim=1)
+    out = torch.zeros(a.n, dtype=torch.float64, device=a.device)
+    pairs = _RowPairs(a, b, _row_step(a.d + b.d, a.device, copies=3))
+    for c0, c1, cross in _cross_columns(a, b, pairs):
+        for r0, r1, ab, bb in pairs:
+            out[r0:r1] += ((ab @ cross) * bb[:, c0:c1]).sum(dim=1)
     return out
 
 
@@ -164,9 +186,8 @@ def _rowdot_gram(a: Rows, b: Rows) -> torch.Tensor:
     # two t x t tiles and four t-row blocks: 2 t^2 + 4 t width <= room
     t = max(1, int((-2 * width + math.sqrt(4 * width * width + 2 * room)) / 2))
     out = torch.zeros(a.n, dtype=torch.float64, device=device)
-    for r0, r1 in a.blocks(t):
-        ar, br = a.block(r0, r1), b.block(r0, r1, device)
+    for r0, r1, ar, br in _RowPairs(a, b, t):
         for c0, c1 in a.blocks(t):
-            ac, bc = (ar, br) if c0 == r0 else (a.block(c0, c1), b.block(c0, c1, device))
+            ac, bc = (ar, br) if c0 == r0 else _pair_block(a, b, c0, c1)
             out[r0:r1] += ((ar @ ac.T) * (br @ bc.T)).sum(dim=1)  # (t, t) tiles of K and L
     return out
