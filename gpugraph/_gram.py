@@ -58,13 +58,13 @@ class Rows:
         top = check_rows(x, name, nonzero=False).amax().to(torch.float64)
         if len(x) < 2 or float(top) == 0.0:
             raise ValueError(_constant_message(name, len(x)))
-        scaled = cls(x, (top,))
+        scaled, step = cls(x, (top,)), _row_step(x.shape[1], x.device)
         mean = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
-        for r0, r1 in scaled.blocks(_row_step(x.shape[1], x.device)):
+        for r0, r1 in scaled.blocks(step):
             mean += scaled.block(r0, r1).sum(dim=0)
         mean /= len(x)
         rows = cls(x, (top,), mean)
-        spread = max(float(rows.block(r0, r1).abs().amax()) for r0, r1 in rows.blocks(_row_step(x.shape[1], x.device)))
+        spread = max(float(rows.block(r0, r1).abs().amax()) for r0, r1 in rows.blocks(step))
         if spread <= 1e3 * 2.0**-52:  # every row equal to the mean, up to float64 rounding
             raise ValueError(_constant_message(name, len(x)))
         return rows

@@ -114,10 +114,14 @@ def bf16_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     On CUDA the float32 output is asked for explicitly (``out_dtype``), so the reduction is
     never done in bf16; on the CPU oneDNN accumulates bf16 products in float32.
     """
+    global _MM_OUT_DTYPE
     a16, b16 = a.to(torch.bfloat16), b.to(torch.bfloat16)
     if a.is_cuda and _MM_OUT_DTYPE:
-        return torch.mm(a16, b16.T, out_dtype=torch.float32)
-    if a.is_cuda:  # torch without out_dtype: forbid bf16 split-K reductions for this product
+        try:
+            return torch.mm(a16, b16.T, out_dtype=torch.float32)
+        except (RuntimeError, NotImplementedError):  # a build or device without the overload
+            _MM_OUT_DTYPE = False
+    if a.is_cuda:  # forbid bf16 split-K reductions for this product
         with _bf16_full_reduction():
             return (a16 @ b16.T).float()
     return (a16 @ b16.T).float()

@@ -105,8 +105,7 @@ def knn_graph(
     _check_tile(tile)
     rows = _RowBlocks.place(unit_rows(t), target)
     tile = tile if tile is not None else _default_tile(target, rows.dtype, k)
-    kernel = target.type == "cuda" and rows.dtype == torch.float32 and k <= _kernels.MAX_K
-    if kernel:
+    if target.type == "cuda" and rows.dtype == torch.float32 and k <= _kernels.MAX_K:
         indices, weights = _knn_cuda(rows, k, tile, precision)
     else:
         if target.type == "cuda":
