@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from gpugraph._errors import GpuGraphError
+
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -170,3 +172,27 @@ def _hashable(v) -> bool:
     except TypeError:
         return False
     return True
+
+
+def resolve_device(device, default: torch.device) -> torch.device:
+    """``device`` (None: ``default``) as a torch.device that exists here, or a clear error:
+    the one check behind every ``device=`` argument and ``--device`` option."""
+    if device is None:
+        return default
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be a torch device or a string like 'cuda:0', got {device!r}") from exc
+    if target.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GpuGraphError(f"device={device!r} was asked for, but torch sees no CUDA device")
+        if target.index is None:
+            target = torch.device("cuda", torch.cuda.current_device())
+        elif target.index >= torch.cuda.device_count():
+            raise GpuGraphError(
+                f"device={device!r} was asked for, but torch sees {torch.cuda.device_count()} CUDA "
+                f"device(s): cuda:0 .. cuda:{torch.cuda.device_count() - 1}"
+            )
+    elif target.type != "cpu":
+        raise ValueError(f"device must be a CPU or CUDA device, got {device!r}")
+    return target

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import fnmatch
-import sys
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-from gpugraph import _memory
+from gpugraph import _memory, _progress
 from gpugraph._errors import GpuGraphError
-from gpugraph._tensor import as_tensor
+from gpugraph._tensor import as_tensor, resolve_device
 
 _INPUT_KEYS = ("x", "input", "inputs", "image", "images", "data", "pixel_values")
 _LABEL_KEYS = ("y", "label", "labels", "target", "targets")
@@ -26,9 +26,10 @@ class Activations(Mapping):
     Iteration follows the order in which the layers ran in the forward pass.
     """
 
-    def __init__(self, layers: dict[str, torch.Tensor], labels: torch.Tensor | None = None):
+    def __init__(self, layers: dict[str, torch.Tensor], labels=None, final=()):
         self._layers = dict(layers)
         self.labels = labels
+        self.final = [name for name in final if name in self._layers]
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self._layers[name]
@@ -120,6 +121,7 @@ def capture(
     dtype: torch.dtype | None = None,
     batch_size: int = 256,
     progress: bool | None = None,
+    include_input: bool = False,
 ) -> Activations:
     """Run ``data`` through ``model`` and keep the output of each chosen layer.
 
@@ -131,57 +133,90 @@ def capture(
     data : DataLoader, tensor, (inputs, labels) pair, or iterable of batches
         Batches may be tensors (inputs only), tuples/lists (inputs, labels, ...) or dicts
         with an input key (x, input, inputs, image, images, data, pixel_values) and
-        optionally a label key (y, label, labels, target, targets). A tensor or an
-        (inputs, labels) pair of equal length is split into batches of ``batch_size``.
+        optionally a label key (y, label, labels, target, targets). A tensor, or an
+        (inputs, labels) pair with one label per input, is split into batches of
+        ``batch_size``; labels may be a tensor, an array, a list (of ints or strings) or
+        one-hot rows (their argmax is taken). Floating-point inputs are cast to the
+        dtype of the model's parameters (a float64 NumPy array for a float32 model), with
+        one warning.
     layers : list of str, str, or None
         Module names or glob patterns (``"layer*.?"``); None follows :func:`default_layers`.
     reduce : "flatten", "avgpool" or callable
-        How a layer's (B, ...) output becomes (B, D): "flatten" keeps every value (the
-        paper's choice), "avgpool" averages over spatial dimensions (B, C, *S) -> (B, C),
-        a callable maps the output tensor to a (B, D) tensor.
+        How a layer's (B, ...) output becomes (B, D). "flatten" keeps every value, the
+        choice of Lu et al. (2022): the cosine between two samples then compares their
+        feature maps position by position, so spatial layout counts as much as what the
+        channels detect. "avgpool" averages over spatial dimensions, (B, C, *S) -> (B, C):
+        the channel statistics, blind to position (the usual choice for CKA). Use
+        "flatten" to reproduce the paper; if its curve is flat and high on a small CNN
+        (every layer already separates the classes by position-wise agreement, or none
+        does), "avgpool" often shows the rise with depth. A callable maps the output
+        tensor to a (B, D) tensor.
     max_samples : int, optional
         Stop after this many samples.
     device : torch.device or str, optional
         Where the activations are kept; by default the model's device.
     dtype : torch.dtype, optional
         Storage dtype of the activations (e.g. torch.float16 halves memory).
-    progress : bool, optional
-        Show a progress bar per batch; by default when stderr is a terminal.
+    batch_size : int
+        Samples per forward pass when ``data`` is a tensor or an (inputs, labels) pair.
+    progress : bool or callable, optional
+        A bar per batch: None shows it only when stderr is a terminal; a callable is called
+        as ``progress(samples_done, total)`` after each batch.
+    include_input : bool
+        Also keep the (reduced) inputs as a first layer named "input", the baseline of a
+        modularity curve.
 
     Returns
     -------
     Activations
-        Ordered by execution; ``.labels`` holds the labels when the data yields them.
+        Ordered by execution; ``.labels`` holds the labels when the data yields them;
+        ``.final`` names the layers whose output is the model's output (a classifier head
+        cannot be pruned, and curves do not mark it redundant).
 
     Raises
     ------
     ValueError
         Unknown layer names, a reduce that does not give (B, D), a layer run twice per
-        forward, batches without inputs.
+        forward, batches without inputs, an (inputs, labels) pair of different lengths.
     GpuGraphError
-        If the activations would not fit in the memory of their device.
+        If the activations would not fit in the memory of their device, or ``device`` is a
+        CUDA device torch does not see.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     modes = {m: m.training for m in model.modules()}  # restored at the end, hooks or not
     if isinstance(model, torch.jit.ScriptModule):
         model = _ScriptedSequential.wrap(model)
     reducer = _reducer(reduce)
     names = resolve_layers(model, layers)
+    if include_input and "input" in names:
+        raise ValueError("the model has a module named 'input'; capture it without include_input")
     modules = dict(model.named_modules())
-    model_device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    store = torch.device(device) if device is not None else model_device
+    params = list(model.parameters())
+    model_device = params[0].device if params else torch.device("cpu")
+    model_dtype = next((p.dtype for p in params if p.is_floating_point()), None)
+    store = resolve_device(device, model_device)
     total = _length(data)
     if max_samples is not None:
         if max_samples < 1:
             raise ValueError(f"max_samples must be at least 1, got {max_samples}")
         total = min(total, max_samples) if total is not None else max_samples
-    if progress is None:
-        progress = sys.stderr.isatty()
 
     outputs: dict[str, list[torch.Tensor]] = {name: [] for name in names}
-    order: list[str] = []
+    order: list[str] = ["input"] if include_input else []
     calls: dict[str, int] = {}
+    produced: dict[str, torch.Tensor] = {}  # this batch's raw outputs, to find the model's own
+
+    def keep(name, out):
+        flat = reducer(out.detach())
+        if flat.dim() != 2 or flat.shape[0] != out.shape[0]:
+            raise ValueError(
+                f"reduce must map layer {name!r}'s output {tuple(out.shape)} to (B, D), "
+                f"got {tuple(flat.shape)}"
+            )
+        outputs.setdefault(name, []).append(flat.to(device=store, dtype=dtype or flat.dtype))
 
     def hook_for(name):
         def hook(_module, _inputs, out):
@@ -192,30 +227,30 @@ def capture(
             calls[name] = calls.get(name, 0) + 1
             if name not in order:
                 order.append(name)
-            flat = reducer(out.detach())
-            if flat.dim() != 2 or flat.shape[0] != out.shape[0]:
-                raise ValueError(
-                    f"reduce must map layer {name!r}'s output {tuple(out.shape)} to (B, D), "
-                    f"got {tuple(flat.shape)}"
-                )
-            outputs[name].append(flat.to(device=store, dtype=dtype or flat.dtype))
+            produced[name] = out
+            keep(name, out)
 
         return hook
 
     handles = [modules[name].register_forward_hook(hook_for(name)) for name in names]
-    labels: list[torch.Tensor] = []
+    labels: list = []
+    final: list[str] = []
     seen = 0
     try:
         model.eval()
-        bar = _progress(total, progress)
+        bar = _progress.bar(progress, total, "sample", "capture")
         with torch.no_grad():
             for batch in _batches(data, batch_size):
                 inputs, y = _split(batch)
                 if max_samples is not None:
                     inputs = inputs[: max_samples - seen]
                     y = y[: len(inputs)] if y is not None else None
+                inputs = _cast(inputs.to(model_device), model_dtype)
+                if include_input:
+                    keep("input", inputs)
                 calls.clear()
-                model(inputs.to(model_device))
+                produced.clear()
+                result = model(inputs)
                 twice = [n for n, c in calls.items() if c > 1]
                 if twice:
                     raise ValueError(
@@ -224,6 +259,7 @@ def capture(
                     )
                 if seen == 0:
                     _check_memory(outputs, total, store)
+                    final = [n for n, out in produced.items() if isinstance(result, torch.Tensor) and out is result]
                 if y is not None:
                     labels.append(_label_batch(y, len(inputs)))
                 seen += len(inputs)
@@ -242,7 +278,19 @@ def capture(
     if missing:
         raise ValueError(f"layers {missing} never ran in the forward pass; choose others")
     result = {name: torch.cat(outputs[name]) for name in order}
-    return Activations(result, _join_labels(labels) if labels else None)
+    return Activations(result, _join_labels(labels) if labels else None, final=final)
+
+
+def _cast(inputs: torch.Tensor, model_dtype: torch.dtype | None) -> torch.Tensor:
+    """Floating inputs in the model's parameter dtype (integer inputs, e.g. token ids, as they are)."""
+    if model_dtype is None or not inputs.is_floating_point() or inputs.dtype == model_dtype:
+        return inputs
+    warnings.warn(
+        f"capture: inputs are {inputs.dtype} but the model's parameters are {model_dtype}; "
+        f"casting the inputs to {model_dtype}",
+        stacklevel=3,
+    )
+    return inputs.to(model_dtype)
 
 
 class _Step(nn.Module):
@@ -307,32 +355,64 @@ def _length(data) -> int | None:
             return None
     if isinstance(data, (torch.Tensor, np.ndarray)):
         return len(data)
-    if _is_pair(data):
-        return len(data[0])
-    return None
+    pair = _as_pair(data)
+    return len(pair[0]) if pair is not None else None
 
 
-def _is_pair(data) -> bool:
-    return (
-        isinstance(data, (tuple, list))
-        and len(data) == 2
-        and all(isinstance(d, (torch.Tensor, np.ndarray)) for d in data)
-        and len(data[0]) == len(data[1])
-        and np.ndim(data[1]) == 1
-    )
+def _as_pair(data):
+    """``data`` as (inputs tensor, labels) when it is an (inputs, labels) pair, else None.
+
+    A 2-sequence whose first item is an array of inputs is a pair unless its second item
+    has the inputs' per-sample shape (then it is a list of two input batches). Labels may
+    be a tensor, an array, a list or a pandas Series, one per input; one-hot rows become
+    their argmax. A pair with a different number of labels is an error, not two batches.
+    """
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        return None
+    x, y = data
+    if not isinstance(x, (torch.Tensor, np.ndarray)) or np.ndim(x) < 1:
+        return None
+    if isinstance(y, (str, bytes)) or not hasattr(y, "__len__"):
+        return None
+    shape = tuple(np.shape(y)) if isinstance(y, (torch.Tensor, np.ndarray)) else None
+    if shape is not None and len(shape) >= 2 and shape[1:] == tuple(x.shape[1:]) and not _one_hot(y):
+        return None  # a second batch of inputs
+    if len(y) != len(x):
+        raise ValueError(
+            f"data looks like an (inputs, labels) pair, but it has {len(x)} inputs and {len(y)} "
+            "labels; pass one label per input, or a list of batches"
+        )
+    return as_tensor(x, "inputs"), y
+
+
+def _one_hot(y) -> bool:
+    """Whether ``y`` is an (N, C) array of 0/1 rows with a single 1 each."""
+    t = torch.as_tensor(np.asarray(y)) if isinstance(y, np.ndarray) else y
+    if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.is_complex():
+        return False
+    return bool(((t == 0) | (t == 1)).all() and (t.sum(dim=1) == 1).all())
 
 
 def _label_batch(y, n: int):
-    """One batch's labels, first n: a CPU tensor for numbers, a NumPy array for strings and
-    other objects (what an .npz of string labels holds)."""
+    """One batch's first n labels: a CPU int64 tensor for numbers (one-hot rows become their
+    argmax), a NumPy array for strings and other objects (what an .npz of string labels holds)."""
+    if isinstance(y, (torch.Tensor, np.ndarray)) and np.ndim(y) == 2:
+        if not _one_hot(y):
+            raise ValueError(
+                f"labels must be one per sample, shape (B,), or one-hot rows (B, C); got a batch "
+                f"of shape {tuple(np.shape(y))}"
+            )
+        y = torch.as_tensor(np.asarray(y) if isinstance(y, np.ndarray) else y).argmax(dim=1)
     if isinstance(y, np.ndarray) and y.dtype.kind not in "iubf":
         return y[:n]
-    if not isinstance(y, (torch.Tensor, np.ndarray)) and not all(isinstance(v, (int, float, np.number)) for v in y):
-        arr = np.empty(len(y), dtype=object)
-        arr[:] = list(y)
-        return arr[:n]
-    t = as_tensor(y, "labels")
-    return t.reshape(len(t), *t.shape[1:])[:n].cpu()
+    if not isinstance(y, (torch.Tensor, np.ndarray)):
+        values = list(y)[:n]
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+            arr = np.empty(len(values), dtype=object)
+            arr[:] = values
+            return arr
+        return torch.tensor(values, dtype=torch.int64)
+    return as_tensor(y, "labels")[:n].cpu()
 
 
 def _join_labels(parts: list):
@@ -345,8 +425,9 @@ def _batches(data, batch_size: int) -> Iterable:
     if isinstance(data, (torch.Tensor, np.ndarray)):
         t = as_tensor(data, "data")
         return (t[i : i + batch_size] for i in range(0, len(t), batch_size))
-    if _is_pair(data):
-        x, y = as_tensor(data[0], "data"), data[1]
+    pair = _as_pair(data)
+    if pair is not None:
+        x, y = pair
         return ((x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size))
     if isinstance(data, Iterable):
         return data
@@ -385,19 +466,3 @@ def _check_memory(outputs, total: int | None, store: torch.device) -> None:
             f"but only {free / 2**30:.1f} GiB is free; pass reduce='avgpool', a smaller "
             "max_samples, dtype=torch.float16, or fewer layers"
         )
-
-
-class _NoBar:
-    def update(self, _n):
-        pass
-
-    def close(self):
-        pass
-
-
-def _progress(total, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="sample", desc="capture", leave=False)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 
+from gpugraph import _progress
 from gpugraph._tensor import as_features, label_codes
 from gpugraph.knn import knn_graph
 from gpugraph.modularity import modularity
@@ -53,13 +55,21 @@ class LayerCurve:
 
         Layer i (not the first) is redundant when the mean modularity changes by less than
         ``tol`` from layer i - 1: a plateau (|delta Q| < tol) or a dip (delta Q < 0), since
-        the layer does not improve the separation of the classes. Lu et al. (2022) prune such
+        the layer does not improve the separation of the classes. The model's output layer
+        (:attr:`final`) is never listed: it cannot be pruned. Lu et al. (2022) prune such
         layers and retrain; they mark plateaus by eye, so ``tol`` is the user's choice.
         """
         if tol < 0:
             raise ValueError(f"tol must be non-negative, got {tol}")
-        d = self.delta
-        return [name for name, dq in zip(self.layers, d) if not np.isnan(dq) and dq < tol]
+        final = set(self.final)
+        return [name for name, dq in zip(self.layers, self.delta)
+                if not np.isnan(dq) and dq < tol and name not in final]
+
+    @property
+    def final(self) -> list[str]:
+        """Layers whose output is the model's output (a classifier head): never redundant,
+        since removing them removes the model's answer (``params["final"]``, from capture)."""
+        return list(self.params.get("final", []))
 
     def to_dict(self) -> dict:
         return {
@@ -107,9 +117,10 @@ class LayerCurve:
         red = set(self.redundant(tol))
         width = max(8, *(len(n) for n in self.layers))
         lines = [f"{'layer':<{width}}  {'mean':>7}  {'std':>6}  {'delta':>7}"]
+        final = set(self.final)
         for name, m, s, d in zip(self.layers, self.mean, self.std, self.delta):
             delta = "" if np.isnan(d) else f"{d:+.3f}"
-            mark = "  redundant" if name in red else ""
+            mark = "  redundant" if name in red else "  (model output)" if name in final else ""
             lines.append(f"{name:<{width}}  {m:7.3f}  {s:6.3f}  {delta:>7}{mark}")
         return "\n".join(lines)
 
@@ -119,18 +130,23 @@ class LayerCurve:
     def __repr__(self) -> str:
         return f"LayerCurve({len(self.layers)} layers, params={self.params})"
 
-    def plot(self, path, *, label: str | None = None, others: Mapping | None = None, tol=0.01):
-        """Write a PNG: the mean with a band of one std, redundant layers marked.
+    def plot(self, path=None, *, label: str | None = None, others: Mapping | None = None, tol=0.01,
+             ax=None):
+        """Draw the mean with a band of one std, redundant layers circled.
 
         ``others`` maps a legend label to more curves over the same layers (e.g. the
-        untrained model) drawn on the same axes.
+        untrained model) drawn on the same axes. With ``path`` the figure is written as a
+        PNG and the path returned; without, the matplotlib Axes is returned (for notebooks),
+        drawn on ``ax`` if given.
         """
         import matplotlib
 
-        matplotlib.use("Agg", force=False)
+        if path is not None:
+            matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(self.layers) + 2), 4))
+        if ax is None:
+            _, ax = plt.subplots(figsize=(max(6, 0.45 * len(self.layers) + 2), 4))
         curves = {label or self.params.get("measure", "modularity"): self, **(others or {})}
         xs = np.arange(len(self.layers))
         for name, curve in curves.items():
@@ -145,9 +161,11 @@ class LayerCurve:
         ax.set_xlabel("layer")
         ax.grid(alpha=0.3)
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        if path is None:
+            return ax
+        ax.figure.tight_layout()
+        ax.figure.savefig(path, dpi=120)
+        plt.close(ax.figure)
         return path
 
 
@@ -190,7 +208,7 @@ def _layer_items(acts):
 
 def modularity_curve(
     acts, labels=None, k: int = 3, n: int | None = 500, repeats: int = 5, seed: int = 0,
-    mode: str = "mean", negative: str = "keep", progress: bool = False,
+    mode: str = "mean", negative: str = "keep", progress=None,
 ) -> LayerCurve:
     """Layer-wise modularity: per layer, the mean and std over disjoint random subsets.
 
@@ -206,7 +224,9 @@ def modularity_curve(
     k, n, repeats, seed, mode : as in Lu et al. (2022): k = 3, 5 subsets of n = 500.
         ``n=None`` uses all samples once.
     negative : passed to :func:`modularity`.
-    progress : show a progress bar per layer.
+    progress : bool or callable, optional
+        A bar per layer: None shows it only when stderr is a terminal; a callable is
+        called as ``progress(layers_done, layers)``.
 
     Returns
     -------
@@ -232,7 +252,7 @@ def modularity_curve(
     codes, _ = label_codes(labels, n_total, torch.device("cpu"))
     parts = subsets(n_total, n, repeats, seed)
     values = np.empty((len(parts), len(items)))
-    bar = _bar(len(items), progress, "modularity")
+    bar = _progress.bar(progress, len(items), "layer", "modularity")
     for j, (_, x) in enumerate(items):
         for i, idx in enumerate(parts):
             rows = torch.from_numpy(idx).to(x.device)
@@ -241,13 +261,31 @@ def modularity_curve(
         bar.update(1)
     bar.close()
     params = {"measure": "modularity", "k": k, "n": n, "repeats": len(parts), "seed": seed,
-              "mode": mode, "negative": negative}
-    return LayerCurve([name for name, _ in items], values, params)
+              "mode": mode, "negative": negative, "final": list(getattr(acts, "final", []))}
+    curve = LayerCurve([name for name, _ in items], values, params)
+    _warn_if_flat(curve)
+    return curve
+
+
+def _warn_if_flat(curve: LayerCurve) -> None:
+    """Warn when the layers cannot be told apart: the spread of the means is within two
+    standard deviations of the subsets (needs 3 layers and 2 subsets)."""
+    if len(curve.layers) < 3 or len(curve.values) < 2:
+        return
+    spread, noise = float(np.ptp(curve.mean)), float(curve.std.max())
+    if spread <= 2 * noise:
+        warnings.warn(
+            f"the modularity curve is flat within its error bars (means span {spread:.3f}, "
+            f"std up to {noise:.3f}): the layers do not differ in class separation here, so "
+            "redundant() means little; with convolutional layers try capture(..., "
+            "reduce='avgpool') (position-blind features), or larger subsets n",
+            stacklevel=3,
+        )
 
 
 def motif_curve(
     acts, labels=None, k: int = 5, n: int | None = 500, repeats: int = 5, seed: int = 0,
-    progress: bool = False,
+    progress=None,
 ) -> LayerCurve:
     """Per layer, the share of same-class triangles in the union kNN graph (Chen et al., 2024).
 
@@ -264,7 +302,7 @@ def motif_curve(
     parts = subsets(n_total, n, repeats, seed)
     values = np.empty((len(parts), len(items)))
     counts = {}
-    bar = _bar(len(items), progress, "motifs")
+    bar = _progress.bar(progress, len(items), "layer", "motifs")
     for j, (name, x) in enumerate(items):
         per = []
         for i, idx in enumerate(parts):
@@ -278,13 +316,3 @@ def motif_curve(
     params = {"measure": "same-class triangle share", "k": k, "n": n, "repeats": len(parts),
               "seed": seed, "counts": counts}
     return LayerCurve([name for name, _ in items], values, params)
-
-
-def _bar(total: int, enabled: bool, desc: str):
-    from gpugraph.capture import _NoBar
-
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="layer", desc=desc, leave=False)

@@ -9,8 +9,11 @@ the edges through the public methods :meth:`KnnGraph.reciprocity`,
 
 from __future__ import annotations
 
+import json
 import warnings
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from gpugraph import _kernels
@@ -18,6 +21,7 @@ from gpugraph._errors import GpuGraphError
 from gpugraph._tensor import as_tensor
 
 MODES = ("mean", "max", "mutual")
+_FORMAT = "gpugraph.KnnGraph/1"
 
 
 class KnnGraph:
@@ -40,9 +44,9 @@ class KnnGraph:
     graph instead), and derived data is recomputed if either array is edited in place.
     """
 
-    __slots__ = ("_indices", "_weights", "_cache")
+    __slots__ = ("_indices", "_weights", "_cache", "_meta")
 
-    def __init__(self, indices, weights, *, validate: bool = True):
+    def __init__(self, indices, weights, *, validate: bool = True, meta: dict | None = None):
         indices = as_tensor(indices, "indices")
         weights = as_tensor(weights, "weights")
         if validate:  # a graph built by a user owns copies: no outside alias can edit it
@@ -51,6 +55,7 @@ class KnnGraph:
         object.__setattr__(self, "_indices", indices)
         object.__setattr__(self, "_weights", weights)
         object.__setattr__(self, "_cache", {})
+        object.__setattr__(self, "_meta", dict(meta or {}))
 
     def __setattr__(self, name, value):
         raise AttributeError(
@@ -67,6 +72,12 @@ class KnnGraph:
     def weights(self) -> torch.Tensor:
         """(N, k) edge weights aligned with ``indices``."""
         return self._weights
+
+    @property
+    def meta(self) -> dict:
+        """How the graph was built (metric, n, d, k, dtype, precision for ``knn_graph``);
+        a copy, saved with the graph."""
+        return dict(self._meta)
 
     @property
     def n(self) -> int:
@@ -219,7 +230,37 @@ class KnnGraph:
 
     def to(self, device) -> KnnGraph:
         """A copy of this graph on ``device``."""
-        return KnnGraph(self._indices.to(device), self._weights.to(device), validate=False)
+        return KnnGraph(self._indices.to(device), self._weights.to(device), validate=False, meta=self._meta)
+
+    def save(self, path) -> Path:
+        """Write the graph to ``path`` (a NumPy .npz: indices, weights and :attr:`meta`), so
+        that a graph built once at large N is not built again. Returns the path written."""
+        from gpugraph import __version__
+
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_name(path.name + ".npz")
+        meta = {**self._meta, "gpugraph": __version__, "format": _FORMAT}
+        np.savez(path, indices=self._indices.cpu().numpy(), weights=self._weights.cpu().numpy(),
+                 meta=np.array(json.dumps(meta)))
+        return path
+
+    @classmethod
+    def load(cls, path, device=None) -> KnnGraph:
+        """A graph written by :meth:`save`, on ``device`` (default: the CPU), checked as a
+        user-built graph is (shapes, range, no self loops or repeats)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"graph file {str(path)!r} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                indices, weights, meta = f["indices"], f["weights"], json.loads(str(f["meta"]))
+        except (KeyError, ValueError, OSError) as exc:
+            raise ValueError(f"{path} is not a graph written by KnnGraph.save ({exc})") from exc
+        if meta.get("format") != _FORMAT:
+            raise ValueError(f"{path} holds graph format {meta.get('format')!r}; this gpugraph reads {_FORMAT!r}")
+        g = cls(indices, weights, meta={k: v for k, v in meta.items() if k != "format"})
+        return g if device is None else g.to(device)
 
 
 def check_graph(g, name: str = "g") -> KnnGraph:

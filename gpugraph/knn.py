@@ -16,10 +16,9 @@ import warnings
 import numpy as np
 import torch
 
-from gpugraph import _kernels, _memory
-from gpugraph._errors import GpuGraphError
+from gpugraph import _kernels, _memory, _progress
 from gpugraph._precision import bf16_product, fp32_matmul
-from gpugraph._tensor import as_features, unit_rows
+from gpugraph._tensor import as_features, resolve_device, unit_rows
 from gpugraph.graph import KnnGraph
 
 __all__ = ["KnnGraph", "knn_graph"]
@@ -28,7 +27,7 @@ _PRECISIONS = ("exact", "bf16", "tf32")
 
 
 def knn_graph(
-    x, k: int = 10, *, precision: str = "exact", tile: int | None = None, device=None
+    x, k: int = 10, *, precision: str = "exact", tile: int | None = None, device=None, progress=None
 ) -> KnnGraph:
     """Exact cosine k-nearest-neighbour graph over the rows of ``x``.
 
@@ -59,6 +58,10 @@ def knn_graph(
         Where to compute; the result lives there. Default: x's device. A host ``x`` with
         ``device="cuda"`` is copied to the GPU when it fits in half the free GPU memory,
         and otherwise streamed to it tile by tile from pinned host memory.
+    progress : bool or callable, optional
+        A bar over the tiles: None shows it only for long builds (N >= 20 000) when stderr
+        is a terminal; a callable is called as ``progress(tiles_done, tiles)`` after each
+        tile, e.g. to log or to estimate the time left.
 
     Returns
     -------
@@ -100,13 +103,15 @@ def knn_graph(
     t = as_features(x)
     n = t.shape[0]
     _check_k(k, n)
-    target = _compute_device(device, t.device)
+    target = resolve_device(device, t.device)
     _check_precision(precision, target)
     _check_tile(tile)
     rows = _RowBlocks.place(unit_rows(t), target)
     tile = tile if tile is not None else _default_tile(target, rows.dtype, k)
+    nb = len(_blocks(n, tile, k))
+    bar = _progress.bar(progress, nb * (nb + 1) // 2, "tile", "knn_graph", long=n >= 20_000)
     if target.type == "cuda" and rows.dtype == torch.float32 and k <= _kernels.MAX_K:
-        indices, weights = _knn_cuda(rows, k, tile, precision)
+        indices, weights = _knn_cuda(rows, k, tile, precision, bar=bar)
     else:
         if target.type == "cuda":
             why = f"k={k} > {_kernels.MAX_K}" if k > _kernels.MAX_K else f"{rows.dtype} rows"
@@ -117,8 +122,11 @@ def knn_graph(
                    if precision == "tf32" else ""),
                 stacklevel=2,
             )
-        indices, weights = _knn_tiled(rows, k, tile, "exact" if precision == "tf32" else precision)
-    return KnnGraph(indices, weights.to(torch.float32), validate=False)
+        indices, weights = _knn_tiled(rows, k, tile, "exact" if precision == "tf32" else precision, bar=bar)
+    bar.close()
+    meta = {"metric": "cosine", "n": n, "d": t.shape[1], "k": k, "dtype": str(t.dtype).replace("torch.", ""),
+            "precision": precision}
+    return KnnGraph(indices, weights.to(torch.float32), validate=False, meta=meta)
 
 
 def _check_tile(tile) -> None:
@@ -137,23 +145,6 @@ def _check_k(k, n: int) -> None:
         raise ValueError(
             f"k must satisfy 1 <= k < N (a node has N - 1 others), got k={k} with N={n}"
         )
-
-
-def _compute_device(device, default: torch.device) -> torch.device:
-    if device is None:
-        return default
-    try:
-        target = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device must be a torch device or a string like 'cuda:0', got {device!r}") from exc
-    if target.type == "cuda":
-        if not torch.cuda.is_available():
-            raise GpuGraphError(f"device={device!r} was asked for, but torch sees no CUDA device")
-        if target.index is None:
-            target = torch.device("cuda", torch.cuda.current_device())
-    elif target.type != "cpu":
-        raise ValueError(f"device must be a CPU or CUDA device, got {device!r}")
-    return target
 
 
 def _check_precision(precision, device: torch.device) -> None:
@@ -238,7 +229,7 @@ def _screen_error(precision: str, d: int) -> float:
 
 
 def _knn_cuda(rows: _RowBlocks, k: int, tile: int, precision: str,
-              transpose_copy: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+              transpose_copy: bool = True, bar=_progress.SILENT) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k over the upper-triangular tiles of X X^T: GEMM by torch, selection by topk.cu.
 
     Diagonal tiles are computed exactly first; off-diagonal tiles in ``precision``, each
@@ -257,6 +248,7 @@ def _knn_cuda(rows: _RowBlocks, k: int, tile: int, precision: str,
     for a0, a1 in blocks:
         xa = rows.get(a0, a1)
         _kernels.topk_merge(_gemm(xa, xa, "exact"), a0, a0, best_v, best_i)
+        bar.update(1)
     for bi, (a0, a1) in enumerate(blocks):
         xa = rows.get(a0, a1)
         for b0, b1 in blocks[bi + 1 :]:
@@ -271,6 +263,7 @@ def _knn_cuda(rows: _RowBlocks, k: int, tile: int, precision: str,
                 _kernels.topk_merge(s.T.contiguous(), b0, a0, best_v, best_i, margin=margin, xr=xb, xc=xa)
             else:
                 _kernels.topk_merge(s, b0, a0, best_v, best_i, transpose=True, margin=margin, xr=xb, xc=xa)
+            bar.update(1)
     return best_i, best_v.clamp_(-1.0, 1.0)
 
 
@@ -287,7 +280,7 @@ def _gemm(a: torch.Tensor, b: torch.Tensor, precision: str) -> torch.Tensor:
 
 
 def _knn_tiled(
-    rows: _RowBlocks, k: int, tile: int, precision: str = "exact"
+    rows: _RowBlocks, k: int, tile: int, precision: str = "exact", bar=_progress.SILENT
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k over the upper-triangular tiles of X X^T; device-agnostic torch code.
 
@@ -317,6 +310,7 @@ def _knn_tiled(
             s.fill_diagonal_(-math.inf)
             mask = s >= torch.topk(s, k, dim=1, sorted=False).values.amin(dim=1)[:, None]
         _offer(best_v, best_i, xa, xa, a0, a0, s, mask, transpose=False, exact=tile_exact)
+        bar.update(1)
     for bi, (a0, a1) in enumerate(blocks):
         xa = rows.get(a0, a1)
         for b0, b1 in blocks[bi + 1 :]:
@@ -331,6 +325,7 @@ def _knn_tiled(
                 col_mask = s >= best_v[None, b0:b1, k - 1]
             _offer(best_v, best_i, xa, xb, a0, b0, s, row_mask, transpose=False, exact=tile_exact)
             _offer(best_v, best_i, xa, xb, b0, a0, s, col_mask, transpose=True, exact=tile_exact)
+            bar.update(1)
     return best_i, best_v.clamp_(-1.0, 1.0)
 
 

@@ -241,11 +241,13 @@ class MinibatchCKA:
         return _cka_ratio(*self._sums)
 
 
-def knn_overlap(g1: KnnGraph, g2: KnnGraph) -> float:
+def knn_overlap(a, b, k: int | None = None) -> float:
     """Mean Jaccard overlap of the neighbour sets of two kNN graphs on the same N nodes.
 
     overlap = (1/N) sum_i |N1(i) & N2(i)| / |N1(i) | N2(i)|, in [0, 1]; 1 when every node
-    has the same neighbours in both. The graphs may have different k.
+    has the same neighbours in both. ``a`` and ``b`` are KnnGraphs (their k may differ) or
+    (N, D) representations, whose exact cosine k-NN graphs are built with ``k``
+    (default 10, or the k of the other argument when it is a graph).
 
     Examples
     --------
@@ -255,23 +257,44 @@ def knn_overlap(g1: KnnGraph, g2: KnnGraph) -> float:
     >>> gg.knn_overlap(g1, g2)
     0.5
     """
+    g1, g2 = _graphs(a, b, k, "knn_overlap")
     shared = _shared_neighbours(g1, g2).double()
     return float((shared / (g1.k + g2.k - shared)).mean())
 
 
-def mutual_knn(x1, x2, k: int = 10) -> float:
+def mutual_knn(a, b, k: int | None = None) -> float:
     """Mutual k-NN alignment (Huh et al., 2024): mean over nodes of |N1(i) & N2(i)| / k.
 
-    The neighbour sets are the exact cosine k-NN of each representation.
+    ``a`` and ``b`` are (N, D) representations, whose exact cosine k-NN graphs are built
+    with ``k`` (default 10), or KnnGraphs of one k.
 
     >>> import torch, gpugraph as gg
     >>> x = torch.randn(30, 4, generator=torch.Generator().manual_seed(0))
     >>> gg.mutual_knn(x, 5 * x, k=3)
     1.0
     """
-    t1, t2 = _pair(x1, x2)
-    g1, g2 = _graph_of(t1, k, "x1"), _graph_of(t2, k, "x2")
-    return float(_shared_neighbours(g1, g2).double().mean() / k)
+    g1, g2 = _graphs(a, b, k, "mutual_knn")
+    if g1.k != g2.k:
+        raise ValueError(f"mutual_knn compares neighbour lists of one k; got graphs with k={g1.k} and k={g2.k}")
+    return float(_shared_neighbours(g1, g2).double().mean() / g1.k)
+
+
+def _graphs(a, b, k: int | None, who: str) -> tuple[KnnGraph, KnnGraph]:
+    """Two kNN graphs from graphs or (N, D) representations, the latter built with k."""
+    if isinstance(a, KnnGraph) and isinstance(b, KnnGraph):
+        if k is not None and (a.k != k or b.k != k):
+            raise ValueError(f"{who}: k={k} was passed, but both arguments are graphs already "
+                             f"(k={a.k} and k={b.k}); leave k out")
+        return a, b
+    for x, name in ((a, "a"), (b, "b")):
+        if not isinstance(x, (KnnGraph, torch.Tensor, np.ndarray)) and not hasattr(x, "__dlpack__"):
+            raise TypeError(f"{who}: {name} must be a KnnGraph or an (N, D) tensor or array, got {type(x).__name__}")
+    k = k if k is not None else next((x.k for x in (a, b) if isinstance(x, KnnGraph)), 10)
+    items = [x if isinstance(x, KnnGraph) else as_features(x, name) for x, name in ((a, "a"), (b, "b"))]
+    n = [x.n if isinstance(x, KnnGraph) else len(x) for x in items]
+    if n[0] != n[1]:
+        raise ValueError(f"{who} compares the same samples: a has N={n[0]}, b has N={n[1]}")
+    return tuple(x if isinstance(x, KnnGraph) else _graph_of(x, k, name) for x, name in zip(items, "ab"))
 
 
 def _graph_of(x: torch.Tensor, k: int, name: str) -> KnnGraph:
@@ -300,12 +323,18 @@ def _shared_neighbours(g1: KnnGraph, g2: KnnGraph) -> torch.Tensor:
 class SimilarityMatrix:
     """Pairwise similarities between the layers of two captured models (or one with itself).
 
-    Attributes: ``values`` (L1, L2) float64 array, ``layers_a``, ``layers_b``, ``measure``.
+    Attributes: ``values`` (L1, L2) float64 array, rows the layers of model A
+    (``layers_a``), columns those of model B (``layers_b``); ``measure``; ``params``.
     """
 
     def __init__(self, values, layers_a, layers_b, measure: str, params: dict | None = None):
         self.values = np.asarray(values, dtype=np.float64)
         self.layers_a, self.layers_b = list(layers_a), list(layers_b)
+        if self.values.shape != (len(self.layers_a), len(self.layers_b)):
+            raise ValueError(
+                f"values must be (len(layers_a), len(layers_b)) = ({len(self.layers_a)}, "
+                f"{len(self.layers_b)}), got {self.values.shape}"
+            )
         self.measure = measure
         self.params = dict(params or {})
 
@@ -313,31 +342,85 @@ class SimilarityMatrix:
         """For each layer of a, the most similar layer of b (ties: the first)."""
         return [self.layers_b[j] for j in self.values.argmax(axis=1)]
 
+    def to_dict(self) -> dict:
+        return {"measure": self.measure, "layers_a": self.layers_a, "layers_b": self.layers_b,
+                "values": self.values.tolist(), "params": self.params}
+
     def to_json(self, path=None) -> str:
-        text = json.dumps({"measure": self.measure, "layers_a": self.layers_a, "layers_b": self.layers_b,
-                           "values": self.values.tolist(), "params": self.params}, indent=2)
+        """The matrix as JSON text; also written to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=2)
         if path is not None:
             with open(path, "w") as f:
                 f.write(text + "\n")
         return text
 
-    def plot(self, path, title: str | None = None):
-        """Write a heatmap PNG of the matrix, layers of a down, layers of b across."""
+    @classmethod
+    def from_json(cls, text_or_path) -> SimilarityMatrix:
+        """Rebuild a matrix from :meth:`to_json` output or a file holding it."""
+        text = str(text_or_path)
+        if not text.lstrip().startswith("{"):
+            with open(text) as f:
+                text = f.read()
+        data = json.loads(text)
+        return cls(data["values"], data["layers_a"], data["layers_b"], data["measure"], data.get("params"))
+
+    def to_pandas(self):
+        """A DataFrame: index the layers of model A, columns those of model B."""
+        import pandas as pd
+
+        return pd.DataFrame(self.values, index=pd.Index(self.layers_a, name="model A"),
+                            columns=pd.Index(self.layers_b, name="model B"))
+
+    def table(self) -> str:
+        """Fixed-width text: for each layer of model A its best match in model B and the
+        value, then the whole matrix when it is small enough to read."""
+        width_a = max(len("model A"), *(len(n) for n in self.layers_a))
+        width_b = max(len("best in B"), *(len(n) for n in self.layers_b))
+        lines = [f"{self.measure}: rows model A, columns model B",
+                 f"{'model A':<{width_a}}  {'best in B':<{width_b}}  {'value':>7}"]
+        for name, best, row in zip(self.layers_a, self.identify(), self.values):
+            lines.append(f"{name:<{width_a}}  {best:<{width_b}}  {row.max():7.3f}")
+        if len(self.layers_b) <= 12:
+            cols = [n[:8] for n in self.layers_b]
+            lines += ["", " " * width_a + "".join(f"  {c:>8}" for c in cols)]
+            for name, row in zip(self.layers_a, self.values):
+                lines.append(f"{name:<{width_a}}" + "".join(f"  {v:8.3f}" for v in row))
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def plot(self, path=None, title: str | None = None, *, names=("model A", "model B"), ax=None):
+        """Draw the matrix as a heat map: layers of model A down, model B across, with the
+        values written in the cells of small grids. With ``path`` the figure is written as
+        a PNG and the path returned; without, the matplotlib Axes is returned."""
         import matplotlib
 
-        matplotlib.use("Agg", force=False)
+        if path is not None:
+            matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
 
         la, lb = len(self.layers_a), len(self.layers_b)
-        fig, ax = plt.subplots(figsize=(max(4, 0.4 * lb + 2.5), max(3.5, 0.4 * la + 1.5)))
+        if ax is None:
+            _, ax = plt.subplots(figsize=(max(4, 0.45 * lb + 3), max(3.5, 0.4 * la + 2)))
         im = ax.imshow(self.values, cmap="viridis", origin="upper")
         ax.set_xticks(range(lb), self.layers_b, rotation=60, ha="right", fontsize=8)
         ax.set_yticks(range(la), self.layers_a, fontsize=8)
+        ax.set_xlabel(f"{names[1]}: layer")
+        ax.set_ylabel(f"{names[0]}: layer")
         ax.set_title(title or self.measure)
-        fig.colorbar(im, ax=ax)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        if la * lb <= 400:
+            mid = (np.nanmax(self.values) + np.nanmin(self.values)) / 2
+            for i in range(la):
+                for j in range(lb):
+                    ax.text(j, i, f"{self.values[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                            color="black" if self.values[i, j] > mid else "white")
+        ax.figure.colorbar(im, ax=ax)
+        if path is None:
+            return ax
+        ax.figure.tight_layout()
+        ax.figure.savefig(path, dpi=120)
+        plt.close(ax.figure)
         return path
 
     def __repr__(self) -> str:

@@ -212,8 +212,14 @@ def test_knn_overlap_errors():
     g2 = gg.knn_graph(torch.randn(12, 3), k=2)
     with pytest.raises(ValueError, match="same nodes: g1 has N=10, g2 has N=12"):
         gg.knn_overlap(g1, g2)
-    with pytest.raises(TypeError, match="g2 must be a KnnGraph"):
+    with pytest.raises(TypeError, match="knn_overlap: b must be a KnnGraph or an .N, D. tensor or array, got str"):
         gg.knn_overlap(g1, "graph")
+    with pytest.raises(ValueError, match="same samples: a has N=10, b has N=12"):
+        gg.knn_overlap(g1, torch.randn(12, 3))
+    with pytest.raises(ValueError, match="k=3 was passed, but both arguments are graphs already"):
+        gg.knn_overlap(g1, g1, k=3)
+    with pytest.raises(ValueError, match="one k; got graphs with k=2 and k=3"):
+        gg.mutual_knn(g1, gg.knn_graph(torch.randn(10, 3), k=3))
 
 
 def test_a_graph_cannot_be_reassigned_and_in_place_edits_refresh_its_cache():
