@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench bench-quick install clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,10 +24,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The full benchmarks: about 10 minutes on 2 cores, and 9.4 GiB at its peak (the dense N x N
+# reference of bench_similarity at N = 20k).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_knn.py
 	$(BIN)/python benchmarks/bench_graph.py
 	$(BIN)/python benchmarks/bench_similarity.py
+
+# The same scripts at small sizes: about 1 minute, under 1 GiB.
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/bench_knn.py --sizes 10000 --memory-n 20000
+	$(BIN)/python benchmarks/bench_graph.py --n 10000
+	$(BIN)/python benchmarks/bench_similarity.py --sizes 2000 5000
 
 clean:
 	rm -rf $(VENV) gpugraph-out .pytest_cache

@@ -189,15 +189,15 @@ def capture(
     modes = {m: m.training for m in model.modules()}  # restored at the end, hooks or not
     if isinstance(model, torch.jit.ScriptModule):
         model = _ScriptedSequential.wrap(model)
+    params = list(model.parameters())
+    model_device = params[0].device if params else torch.device("cpu")
+    model_dtype = next((p.dtype for p in params if p.is_floating_point()), None)
+    store = resolve_device(device, model_device)
     reducer = _reducer(reduce)
     names = resolve_layers(model, layers)
     if include_input and "input" in names:
         raise ValueError("the model has a module named 'input'; capture it without include_input")
     modules = dict(model.named_modules())
-    params = list(model.parameters())
-    model_device = params[0].device if params else torch.device("cpu")
-    model_dtype = next((p.dtype for p in params if p.is_floating_point()), None)
-    store = resolve_device(device, model_device)
     total = _length(data)
     if max_samples is not None:
         if max_samples < 1:

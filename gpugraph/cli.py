@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
+import pickle
 import sys
+import types
 import warnings
 import zipfile
 from pathlib import Path
@@ -18,19 +22,47 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    try:
-        return args.run(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
-        print(f"gpugraph {args.command}: error: {e}", file=sys.stderr)
-        return 1
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        try:
+            return args.run(args)
+        except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
+            print(f"gpugraph {args.command}: error: {e}", file=sys.stderr)
+            return 1
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"gpugraph: warning: {message}", file=sys.stderr)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _names(text: str) -> list[str]:
+    """--layers a,b: one option value, comma-separated (so it never swallows positionals)."""
+    return [t for t in (part.strip() for part in text.split(",")) if t]
 
 
 def _parser() -> argparse.ArgumentParser:
+    from gpugraph import __version__
+
     p = argparse.ArgumentParser(
         prog="gpugraph",
         description="Graph analytics of deep-network representations: layer-wise modularity "
         "curves, graph-based similarity between layers and models.",
     )
+    p.add_argument("--version", action="version", version=f"gpugraph {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     d = sub.add_parser("demo", help="train a small residual CNN on MNIST-1D offline and print its modularity curve",
@@ -38,8 +70,9 @@ def _parser() -> argparse.ArgumentParser:
                        "the layer-wise modularity curve of the trained network beside the untrained one; write "
                        "the plot and the JSON, and name the redundant layers.")
     d.add_argument("--out", default="gpugraph-out", help="output folder (default: %(default)s)")
-    d.add_argument("--epochs", type=int, default=12, help="training epochs (default: %(default)s)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--epochs", type=_positive, default=12, help="training epochs (default: %(default)s)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the weights, the data order and the subsets "
+                   "(default: %(default)s)")
     d.set_defaults(run=_demo)
 
     c = sub.add_parser("curve", help="layer-wise modularity curve of your model on your data",
@@ -49,12 +82,13 @@ def _parser() -> argparse.ArgumentParser:
                        "holding a dict with inputs under x/inputs and labels under y/labels (or a tuple (x, y)), or "
                        "an .npz with arrays x and y. Loading a pickled model runs its code: load only files you trust.")
     _model_data_args(c)
-    c.add_argument("--k", type=int, default=3, help="neighbours per node (default: %(default)s)")
-    c.add_argument("--n", type=int, default=500, help="samples per subset; 0 = all once (default: %(default)s)")
-    c.add_argument("--repeats", type=int, default=5, help="disjoint subsets (default: %(default)s)")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--k", type=_positive, default=3, help="neighbours per node (default: %(default)s)")
+    c.add_argument("--n", type=_non_negative, default=500, help="samples per subset; 0 = all once (default: %(default)s)")
+    c.add_argument("--repeats", type=_positive, default=5, help="disjoint subsets (default: %(default)s)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the random subsets (default: %(default)s)")
     c.add_argument("--mode", default="mean", choices=["mean", "max", "mutual"], help="symmetrisation (default: %(default)s)")
     c.add_argument("--tol", type=float, default=0.01, help="redundancy tolerance on dQ (default: %(default)s)")
+    c.add_argument("--include-input", action="store_true", help="add the inputs as a first layer, the curve's baseline")
     c.add_argument("--out", default="gpugraph-out", help="output folder for curve.png and curve.json")
     c.set_defaults(run=_curve)
 
@@ -65,7 +99,8 @@ def _parser() -> argparse.ArgumentParser:
                        "for each layer of A, the best-matching layer of B.")
     _model_data_args(s, second=True)
     s.add_argument("--measure", default="lsim", choices=["lsim", "cka", "knn_overlap", "mutual_knn"])
-    s.add_argument("--k", type=int, default=None, help="kNN graphs with k neighbours (lsim default: dense graphs)")
+    s.add_argument("--k", type=_positive, default=None, help="kNN graphs with k neighbours (lsim default: dense "
+                   "graphs; knn_overlap and mutual_knn default: 10; not for cka)")
     s.add_argument("--out", default="gpugraph-out", help="output folder for similarity.png and similarity.json")
     s.set_defaults(run=_similarity)
     return p
@@ -76,12 +111,20 @@ def _model_data_args(p: argparse.ArgumentParser, second: bool = False) -> None:
     if second:
         p.add_argument("model_b", help="second model file (the same file twice compares a model with itself)")
     p.add_argument("data", help="data file (.pt or .npz) with inputs and labels")
-    p.add_argument("--layers", nargs="+", default=None, help="module names or glob patterns (default: see docs)")
-    p.add_argument("--reduce", default="flatten", choices=["flatten", "avgpool"], help="(default: %(default)s)")
+    p.add_argument("--layers", type=_names, action="extend", default=None, metavar="NAMES",
+                   help="module names or glob patterns, comma-separated; repeat the option for more "
+                   "(default: stem and blocks of ResNets, convolutions of VGG-like nets, see the docs)")
+    p.add_argument("--reduce", default="flatten", choices=["flatten", "avgpool"],
+                   help="flatten: every value of a layer's output, as Lu et al. do; avgpool: the mean over "
+                   "positions per channel, often clearer on small CNNs (default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--max-samples", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--max-samples", type=_positive, default=None, help="use only the first N samples")
+    p.add_argument("--batch-size", type=_positive, default=256, help="samples per forward pass (default: %(default)s)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE",
+                   help="import this module or .py file first, so that a model pickled from it (even from a "
+                   "script run as __main__) finds its classes; repeatable")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: only when stderr is a terminal)")
 
 
 def _demo(args) -> int:
@@ -95,17 +138,19 @@ def _curve(args) -> int:
     from gpugraph.capture import capture
     from gpugraph.curves import modularity_curve
 
+    _check_files(args.model)
     device = _device(args.device)
-    model = load_model(args.model, device)
     x, y = load_data(args.data)
-    acts = capture(model, (x, y), layers=args.layers, reduce=args.reduce, max_samples=args.max_samples,
-                   batch_size=args.batch_size, progress=not args.no_progress)
     n = args.n or None
-    if n is not None and n * args.repeats > acts.n:
+    available = min(len(x), args.max_samples or len(x))
+    if n is not None and n * args.repeats > available:
         raise ValueError(f"--n {n} x --repeats {args.repeats} needs {n * args.repeats} samples, the data has "
-                         f"{acts.n}; lower them or pass --n 0 to use all samples once")
+                         f"{available}; lower them or pass --n 0 to use all samples once")
+    model = load_model(args.model, device, args.imports)
+    acts = capture(model, (x, y), layers=args.layers, reduce=args.reduce, max_samples=args.max_samples,
+                   batch_size=args.batch_size, progress=args.progress, include_input=args.include_input)
     curve = modularity_curve(acts, k=args.k, n=n, repeats=args.repeats, seed=args.seed, mode=args.mode,
-                             progress=not args.no_progress)
+                             progress=args.progress)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(curve.table(args.tol))
@@ -121,48 +166,119 @@ def _similarity(args) -> int:
     from gpugraph.capture import capture
     from gpugraph.similarity import similarity_matrix
 
+    if args.measure == "cka" and args.k is not None:
+        raise ValueError(f"--k {args.k} has no meaning with --measure cka (CKA uses no graph); leave it out")
+    _check_files(args.model, args.model_b)
     device = _device(args.device)
     x, y = load_data(args.data)
     acts = [
-        capture(load_model(path, device), (x, y), layers=args.layers, reduce=args.reduce,
-                max_samples=args.max_samples, batch_size=args.batch_size, progress=not args.no_progress)
+        capture(load_model(path, device, args.imports), (x, y), layers=args.layers, reduce=args.reduce,
+                max_samples=args.max_samples, batch_size=args.batch_size, progress=args.progress)
         for path in (args.model, args.model_b)
     ]
     m = similarity_matrix(acts[0], acts[1], measure=args.measure, k=args.k)
-    width = max(len(n) for n in m.layers_a)
-    print(f"{args.measure}: best-matching layer of B for each layer of A")
-    for name, best, row in zip(m.layers_a, m.identify(), m.values):
-        print(f"{name:<{width}}  ->  {best}  ({row.max():.3f})")
+    print(m.table())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    m.plot(out / "similarity.png")
+    m.plot(out / "similarity.png", names=(f"A ({Path(args.model).name})", f"B ({Path(args.model_b).name})"))
     m.to_json(out / "similarity.json")
     print(f"wrote {out / 'similarity.png'} and {out / 'similarity.json'}")
     return 0
 
 
+def _check_files(*paths: str) -> None:
+    """Missing model files are reported before any data is read or model run."""
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"model file {path!r} does not exist")
+
+
 def _device(name: str | None) -> torch.device:
+    from gpugraph._tensor import resolve_device
+
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return resolve_device(name, torch.device("cpu"))
 
 
-def load_model(path: str, device: torch.device) -> torch.nn.Module:
-    """A whole module saved with torch.save, or a TorchScript archive."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"model file {path!r} does not exist")
+def load_model(path: str, device: torch.device, imports=()) -> torch.nn.Module:
+    """A whole module saved with torch.save, or a TorchScript archive.
+
+    ``imports``: modules or .py files to import first; a model pickled from a script run
+    as ``__main__`` finds its classes in them.
+    """
+    _check_files(path)
+    modules = [_import(name) for name in imports]
     if _is_torchscript(path):
         with warnings.catch_warnings():  # torch.jit is deprecated but still loads archives
             warnings.simplefilter("ignore", DeprecationWarning)
             model = torch.jit.load(path, map_location=device)
     else:
-        model = torch.load(path, map_location=device, weights_only=False)
+        try:
+            model = torch.load(path, map_location=device, weights_only=False, pickle_module=_pickle_with(modules))
+        except (AttributeError, ModuleNotFoundError) as exc:
+            raise ValueError(_missing_class_message(path, exc)) from exc
+        except (pickle.UnpicklingError, EOFError) as exc:
+            raise ValueError(f"{path} is not a file written by torch.save or torch.jit.save ({exc}); "
+                             "save the model with torch.save(model, path)") from exc
+        except RuntimeError as exc:
+            if "zip" in str(exc).lower() or "magic" in str(exc).lower() or "stream" in str(exc).lower():
+                raise ValueError(f"{path} is not a file written by torch.save or torch.jit.save ({exc}); "
+                                 "save the model with torch.save(model, path)") from exc
+            raise
     if not isinstance(model, torch.nn.Module):
         raise TypeError(
             f"{path} holds a {type(model).__name__}, not a module; save the whole model with "
             "torch.save(model, path) (a state_dict alone has no architecture)"
         )
     return model
+
+
+def _import(name: str):
+    """A module by dotted name, or a .py file by path (imported under its file name)."""
+    if name.endswith(".py") or "/" in name:
+        path = Path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"--import {name}: no such file")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules.setdefault(path.stem, module)
+        spec.loader.exec_module(module)  # a script's `if __name__ == "__main__":` part does not run
+        return module
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ValueError(f"--import {name}: {exc}") from exc
+
+
+def _pickle_with(modules):
+    """A pickle module for torch.load whose unpickler finds classes pickled from a script's
+    ``__main__`` in the imported ``modules``."""
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module_name, name):
+            if module_name == "__main__":
+                for module in modules:
+                    if hasattr(module, name):
+                        return getattr(module, name)
+                raise AttributeError(f"class {name!r} of module __main__ is not in any --import")
+            return super().find_class(module_name, name)
+
+    shim = types.ModuleType("gpugraph_pickle")
+    shim.__dict__.update({k: getattr(pickle, k) for k in ("load", "loads", "dump", "dumps", "Pickler",
+                                                          "UnpicklingError", "HIGHEST_PROTOCOL")})
+    shim.Unpickler = Unpickler
+    return shim
+
+
+def _missing_class_message(path: str, exc: Exception) -> str:
+    text = str(exc)
+    if "__main__" in text:
+        return (f"{path} was pickled with a class defined in the script that saved it ({text}); pass "
+                "--import path/to/that_script.py, or save a TorchScript model instead: "
+                "torch.jit.script(model).save(path)")
+    return (f"{path} needs a class gpugraph cannot import ({text}); pass --import MODULE (or the .py file "
+            "that defines it), or save a TorchScript model: torch.jit.script(model).save(path)")
 
 
 def _is_torchscript(path: str) -> bool:

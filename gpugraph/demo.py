@@ -9,6 +9,7 @@ network and of the same network at initialisation, on the test signals.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,8 @@ def accuracy(model: nn.Module, x, y) -> float:
 def run(out: str | Path = "gpugraph-out", epochs: int = 12, seed: int = 0, k: int = 3,
         n: int = 200, repeats: int = 5, log=print) -> dict:
     """Train, measure both curves, print them, write the plot and the JSON; return both curves."""
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
     start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,9 +118,11 @@ def run(out: str | Path = "gpugraph-out", epochs: int = 12, seed: int = 0, k: in
 
     curves = {}
     for name, net in (("trained", model), ("untrained", untrained)):
-        acts = capture(net, (x_test, y_test))
-        layers = {"input": x_test, **acts}
-        curves[name] = modularity_curve(layers, acts.labels, k=k, n=n, repeats=repeats, seed=seed)
+        acts = capture(net, (x_test, y_test), include_input=True)
+        with warnings.catch_warnings():  # the untrained curve is flat on purpose: no warning
+            if name == "untrained":
+                warnings.simplefilter("ignore", UserWarning)
+            curves[name] = modularity_curve(acts, k=k, n=n, repeats=repeats, seed=seed)
     trained, untrained_curve = curves["trained"], curves["untrained"]
     log(f"\nmodularity per layer (k={k}, {repeats} disjoint subsets of {n} test signals; mean, std)")
     width = max(len(s) for s in trained.layers)
@@ -126,7 +131,8 @@ def run(out: str | Path = "gpugraph-out", epochs: int = 12, seed: int = 0, k: in
         log(f"{layer:<{width}}  {trained.mean[i]:7.3f} ± {trained.std[i]:5.3f}  "
             f"{untrained_curve.mean[i]:7.3f} ± {untrained_curve.std[i]:5.3f}")
     red = trained.redundant()
-    log(f"\nredundant layers of the trained network (dQ < 0.01 over the layer before): {', '.join(red) or 'none'}")
+    log(f"\nredundant layers of the trained network (dQ < 0.01 over the layer before; the output "
+        f"layer {', '.join(trained.final)} is never counted): {', '.join(red) or 'none'}")
     rise_t = trained.mean[-2] - trained.mean[0]
     rise_u = untrained_curve.mean[-2] - untrained_curve.mean[0]
     log(f"rise from input to last hidden layer: trained {rise_t:+.3f}, untrained {rise_u:+.3f}")

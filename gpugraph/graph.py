@@ -253,7 +253,10 @@ class KnnGraph:
         if not path.is_file():
             raise FileNotFoundError(f"graph file {str(path)!r} does not exist")
         try:
-            with np.load(path, allow_pickle=False) as f:
+            f = np.load(path, allow_pickle=False)
+            if not isinstance(f, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            with f:
                 indices, weights, meta = f["indices"], f["weights"], json.loads(str(f["meta"]))
         except (KeyError, ValueError, OSError) as exc:
             raise ValueError(f"{path} is not a graph written by KnnGraph.save ({exc})") from exc
