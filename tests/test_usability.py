@@ -259,3 +259,8 @@ def test_the_resnet_example_runs_offline_at_a_tiny_size(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "layer4.1" in out.stdout and (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
 
+
+
+def test_python_dash_m_gpugraph_is_the_command():
+    out = subprocess.run([sys.executable, "-m", "gpugraph", "--version"], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == f"gpugraph {gg.__version__}"

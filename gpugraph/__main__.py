@@ -1,0 +1,8 @@
+"""`python -m gpugraph ...` runs the command line, as `gpugraph ...` does (and as
+`torchrun -m gpugraph ...` needs)."""
+
+import sys
+
+from gpugraph.cli import main
+
+sys.exit(main())
