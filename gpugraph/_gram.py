@@ -25,7 +25,7 @@ import math
 import torch
 
 from gpugraph import _memory
-from gpugraph._tensor import check_rows
+from gpugraph.sources import as_source
 
 _F64 = 8  # bytes
 
@@ -33,57 +33,61 @@ _F64 = 8  # bytes
 class Rows:
     """A layer's rows as float64 blocks: row i is (x[i] / d[i] for each divisor d) - shift.
 
-    Keeps a reference to ``x`` and O(N + D) factors, never a converted copy of x.
+    Reads the layer's own :class:`~gpugraph.sources.Source` a block at a time (in memory or
+    on disk) and keeps O(N + D) factors, never a converted copy of x.
     """
 
-    def __init__(self, x: torch.Tensor, divisors: tuple = (), shift: torch.Tensor | None = None):
-        self.x, self.divisors, self.shift = x, divisors, shift
+    def __init__(self, x, divisors: tuple = (), shift: torch.Tensor | None = None):
+        self.src = as_source(x)
+        self.divisors, self.shift = divisors, shift
 
     @classmethod
-    def unit(cls, x: torch.Tensor, name: str = "x") -> Rows:
+    def unit(cls, x, name: str = "x") -> Rows:
         """The rows of x scaled to unit L2 norm (each divided by its largest |entry| first,
         then by the norm of the result, so neither overflows nor underflows)."""
-        m = check_rows(x, name, nonzero=True).to(torch.float64)  # (N,)
+        src = as_source(x, name)
+        m = src.check(nonzero=True).to(torch.float64)  # (N,)
         norms = torch.empty_like(m)
-        scaled = cls(x, (m,))
-        for r0, r1 in scaled.blocks(_row_step(x.shape[1], x.device)):
+        scaled = cls(src, (m,))
+        for r0, r1 in scaled.blocks(_row_step(src.d, src.device)):
             norms[r0:r1] = torch.linalg.vector_norm(scaled.block(r0, r1), dim=1)
-        return cls(x, (m, norms))
+        return cls(src, (m, norms))
 
     @classmethod
-    def centred(cls, x: torch.Tensor, name: str = "x") -> Rows:
+    def centred(cls, x, name: str = "x") -> Rows:
         """The rows of x minus their mean, all divided by the largest |entry| of x (a global
         scale, which CKA does not see, so that no square overflows). Refuses a
         representation that is constant across samples (CKA is 0 / 0 there)."""
-        top = check_rows(x, name, nonzero=False).amax().to(torch.float64)
-        if len(x) < 2 or float(top) == 0.0:
-            raise ValueError(_constant_message(name, len(x)))
-        scaled, step = cls(x, (top,)), _row_step(x.shape[1], x.device)
-        mean = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+        src = as_source(x, name)
+        top = src.check(nonzero=False).amax().to(torch.float64)
+        if src.n < 2 or float(top) == 0.0:
+            raise ValueError(_constant_message(name, src.n))
+        scaled, step = cls(src, (top,)), _row_step(src.d, src.device)
+        mean = torch.zeros(src.d, dtype=torch.float64, device=src.device)
         for r0, r1 in scaled.blocks(step):
             mean += scaled.block(r0, r1).sum(dim=0)
-        mean /= len(x)
-        rows = cls(x, (top,), mean)
+        mean /= src.n
+        rows = cls(src, (top,), mean)
         spread = max(float(rows.block(r0, r1).abs().amax()) for r0, r1 in rows.blocks(step))
         if spread <= 1e3 * 2.0**-52:  # every row equal to the mean, up to float64 rounding
-            raise ValueError(_constant_message(name, len(x)))
+            raise ValueError(_constant_message(name, src.n))
         return rows
 
     @property
     def n(self) -> int:
-        return self.x.shape[0]
+        return self.src.n
 
     @property
     def d(self) -> int:
-        return self.x.shape[1]
+        return self.src.d
 
     @property
     def device(self) -> torch.device:
-        return self.x.device
+        return self.src.device
 
     def block(self, r0: int, r1: int, device: torch.device | None = None) -> torch.Tensor:
         """Rows r0..r1 as a float64 (r1 - r0, D) tensor on ``device`` (default: x's)."""
-        b = self.x[r0:r1].to(torch.float64, copy=True)
+        b = self.src.rows(r0, r1).to(torch.float64, copy=True)
         for d in self.divisors:
             b /= d[r0:r1, None] if d.dim() else d
         if self.shift is not None:

@@ -33,11 +33,13 @@ def as_tensor(x, name: str = "x") -> torch.Tensor:
     )
 
 
-def as_features(x, name: str = "x", *, nonzero: bool = False) -> torch.Tensor:
+def as_features(x, name: str = "x", *, nonzero: bool = False, check: bool = True) -> torch.Tensor:
     """Check that ``x`` is an (N, D) floating-point matrix of finite rows; return it as a tensor.
 
-    With ``nonzero`` every row must also have a nonzero entry (cosine needs a direction).
-    Errors name ``name`` and the row, so callers pass names such as "layer 'fc1'".
+    With ``nonzero`` every row must also have a nonzero entry (cosine needs a direction);
+    with ``check=False`` only the shape and dtype are checked (the caller checks the rows
+    as it reads them). Errors name ``name`` and the row, so callers pass names such as
+    "layer 'fc1'".
     """
     t = as_tensor(x, name)
     if t.dim() != 2:
@@ -51,7 +53,8 @@ def as_features(x, name: str = "x", *, nonzero: bool = False) -> torch.Tensor:
         )
     if t.shape[0] == 0 or t.shape[1] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); it needs samples and features")
-    check_rows(t, name, nonzero=nonzero)
+    if check:
+        check_rows(t, name, nonzero=nonzero)
     return t
 
 
@@ -68,8 +71,9 @@ def row_maxabs(t: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def check_rows(t: torch.Tensor, name: str = "x", *, nonzero: bool = True) -> torch.Tensor:
-    """Refuse rows holding NaN or Inf (and all-zero rows when ``nonzero``), naming the first.
+def check_rows(t: torch.Tensor, name: str = "x", *, nonzero: bool = True, offset: int = 0) -> torch.Tensor:
+    """Refuse rows holding NaN or Inf (and all-zero rows when ``nonzero``), naming the first
+    (as row ``offset + i`` when ``t`` is a block of a larger matrix).
 
     Returns the rows' largest |entry| (:func:`row_maxabs`) for reuse.
     """
@@ -78,26 +82,26 @@ def check_rows(t: torch.Tensor, name: str = "x", *, nonzero: bool = True) -> tor
     if bool(bad.any()):
         rows = bad.nonzero().flatten()
         raise ValueError(
-            f"{len(rows)} rows of {name} contain NaN or Inf (first: row {int(rows[0])}); "
+            f"{len(rows)} rows of {name} contain NaN or Inf (first: row {offset + int(rows[0])}); "
             "remove or repair them before building a graph"
         )
     if nonzero and bool((m == 0).any()):
         rows = (m == 0).nonzero().flatten()
         raise ValueError(
-            f"{len(rows)} rows of {name} have zero norm (first: row {int(rows[0])}); "
+            f"{len(rows)} rows of {name} have zero norm (first: row {offset + int(rows[0])}); "
             "cosine similarity is undefined for them: drop those samples or add a small offset"
         )
     return m
 
 
-def unit_rows(x: torch.Tensor, name: str = "x") -> torch.Tensor:
+def unit_rows(x: torch.Tensor, name: str = "x", offset: int = 0) -> torch.Tensor:
     """Rows of ``x`` scaled to unit L2 norm, in float64 for float64 input, float32 otherwise.
 
     Each row is first divided by its largest |entry|, so that its norm can neither overflow
     (rows near 1e20 in float32) nor underflow (rows near 1e-23): every finite row with a
     nonzero entry has a unit direction, and only all-zero rows are refused.
     """
-    m = check_rows(x, name, nonzero=True)
+    m = check_rows(x, name, nonzero=True, offset=offset)
     u = x.to(m.dtype, copy=True)
     u /= m[:, None]  # entries in [-1, 1], one of them +-1
     u /= torch.linalg.vector_norm(u, dim=1)[:, None]  # norms in [1, sqrt(D)]

@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from gpugraph import _progress
-from gpugraph._tensor import as_features, label_codes
+from gpugraph._tensor import label_codes
 from gpugraph.knn import knn_graph
 from gpugraph.modularity import modularity
+from gpugraph.sources import as_source
 
 
 class LayerCurve:
@@ -198,11 +199,13 @@ def _layer_items(acts):
     curve draws later."""
     if not isinstance(acts, Mapping) or not acts:
         raise TypeError("acts must be a non-empty mapping layer name -> (N, D) tensor (see capture)")
-    items = [(name, as_features(x, f"layer {name!r}", nonzero=True)) for name, x in acts.items()]
-    n_total = len(items[0][1])
-    for name, x in items:
-        if len(x) != n_total:
-            raise ValueError(f"layer {name!r} has {len(x)} samples, the first layer {n_total}")
+    items = [(name, as_source(x, f"layer {name!r}")) for name, x in acts.items()]
+    n_total = items[0][1].n
+    for name, src in items:
+        if src.n != n_total:
+            raise ValueError(f"layer {name!r} has {src.n} samples, the first layer {n_total}")
+    for _, src in items:
+        src.check(nonzero=True)
     return items, n_total
 
 
@@ -253,11 +256,10 @@ def modularity_curve(
     parts = subsets(n_total, n, repeats, seed)
     values = np.empty((len(parts), len(items)))
     bar = _progress.bar(progress, len(items), "layer", "modularity")
-    for j, (_, x) in enumerate(items):
+    for j, (_, src) in enumerate(items):
         for i, idx in enumerate(parts):
-            rows = torch.from_numpy(idx).to(x.device)
-            g = knn_graph(x[rows], k=k)
-            values[i, j] = modularity(g, codes[idx].to(x.device), mode=mode, negative=negative)
+            g = knn_graph(src.take(idx), k=k)
+            values[i, j] = modularity(g, codes[idx].to(src.device), mode=mode, negative=negative)
         bar.update(1)
     bar.close()
     params = {"measure": "modularity", "k": k, "n": n, "repeats": len(parts), "seed": seed,
@@ -303,10 +305,10 @@ def motif_curve(
     values = np.empty((len(parts), len(items)))
     counts = {}
     bar = _progress.bar(progress, len(items), "layer", "motifs")
-    for j, (name, x) in enumerate(items):
+    for j, (name, src) in enumerate(items):
         per = []
         for i, idx in enumerate(parts):
-            c = motifs(knn_graph(x[torch.from_numpy(idx).to(x.device)], k=k), codes[idx])
+            c = motifs(knn_graph(src.take(idx), k=k), codes[idx])
             per.append(c)
             total = sum(c.values())
             values[i, j] = c["same"] / total if total else 0.0

@@ -18,8 +18,9 @@ import torch
 
 from gpugraph import _kernels, _memory, _progress
 from gpugraph._precision import bf16_product, fp32_matmul
-from gpugraph._tensor import as_features, resolve_device, unit_rows
+from gpugraph._tensor import resolve_device, unit_rows
 from gpugraph.graph import KnnGraph
+from gpugraph.sources import Source, as_source, parse_memory
 
 __all__ = ["KnnGraph", "knn_graph"]
 
@@ -27,7 +28,8 @@ _PRECISIONS = ("exact", "bf16", "tf32")
 
 
 def knn_graph(
-    x, k: int = 10, *, precision: str = "exact", tile: int | None = None, device=None, progress=None
+    x, k: int = 10, *, precision: str = "exact", tile: int | None = None, device=None, progress=None,
+    memory=None,
 ) -> KnnGraph:
     """Exact cosine k-nearest-neighbour graph over the rows of ``x``.
 
@@ -38,8 +40,12 @@ def knn_graph(
 
     Parameters
     ----------
-    x : (N, D) floating-point torch tensor, NumPy array or CuPy array
-        One sample per row. float16/bfloat16/float32 are computed in float32, float64 in float64.
+    x : (N, D) floating-point matrix: a torch tensor, NumPy or CuPy array in memory, or out
+        of core: a path to an .npy file, a NumPy memmap (``np.load(path, mmap_mode="r")``), a
+        zarr array
+        One sample per row. float16/bfloat16/float32 are computed in float32, float64 in
+        float64. An out-of-core X is read a block of rows at a time for both sides of each
+        tile (upcast block by block), so memory stays O(N k + tiles), never O(N D).
     k : int
         Neighbours per node, 1 <= k < N.
     precision : {"exact", "bf16", "tf32"}
@@ -52,8 +58,11 @@ def knn_graph(
         pairs in the compute dtype. Screening pays where low-precision GEMM is much faster
         (GPU tensor cores); on the CPU "exact" is usually faster.
     tile : int, optional
-        Rows per tile. By default chosen from available memory (at most 4096 on the CPU,
-        8192 on CUDA).
+        Rows per tile. By default chosen from ``memory`` (at most 4096 on the CPU, 8192 on
+        CUDA).
+    memory : int or str, optional
+        Bytes the tiles may take, e.g. ``"2GB"`` or ``"512MiB"``. Default: an eighth of the
+        memory free on the compute device.
     device : torch.device or str, optional
         Where to compute; the result lives there. Default: x's device. A host ``x`` with
         ``device="cuda"`` is copied to the GPU when it fits in half the free GPU memory,
@@ -100,14 +109,18 @@ def knn_graph(
     >>> gg.knn_graph(x, k=1).indices.flatten().tolist()
     [1, 0, 3, 2]
     """
-    t = as_features(x)
-    n = t.shape[0]
+    src = as_source(x)
+    n, d = src.shape
     _check_k(k, n)
-    target = resolve_device(device, t.device)
+    target = resolve_device(device, src.device)
     _check_precision(precision, target)
     _check_tile(tile)
-    rows = _RowBlocks.place(unit_rows(t), target)
-    tile = tile if tile is not None else _default_tile(target, rows.dtype, k)
+    budget = parse_memory(memory)
+    if src.in_memory:
+        rows = _RowBlocks.place(unit_rows(src.tensor, src.name), target)
+    else:
+        rows = _RowBlocks(src, target, streamed=True)
+    tile = tile if tile is not None else _default_tile(target, rows.dtype, k, budget)
     nb = len(_blocks(n, tile, k))
     bar = _progress.bar(progress, nb * (nb + 1) // 2, "tile", "knn_graph", long=n >= 20_000)
     if target.type == "cuda" and rows.dtype == torch.float32 and k <= _kernels.MAX_K:
@@ -124,7 +137,7 @@ def knn_graph(
             )
         indices, weights = _knn_tiled(rows, k, tile, "exact" if precision == "tf32" else precision, bar=bar)
     bar.close()
-    meta = {"metric": "cosine", "n": n, "d": t.shape[1], "k": k, "dtype": str(t.dtype).replace("torch.", ""),
+    meta = {"metric": "cosine", "n": n, "d": d, "k": k, "dtype": str(src.dtype).replace("torch.", ""),
             "precision": precision}
     return KnnGraph(indices, weights.to(torch.float32), validate=False, meta=meta)
 
@@ -157,12 +170,13 @@ def _check_precision(precision, device: torch.device) -> None:
         )
 
 
-def _default_tile(device: torch.device, dtype: torch.dtype, k: int) -> int:
-    """Rows per tile: a float tile plus its mask (and a transposed copy) within the memory
-    budget, GEMM-friendly."""
+def _default_tile(device: torch.device, dtype: torch.dtype, k: int, budget: int | None = None) -> int:
+    """Rows per tile so that the live temporaries of one tile fit the memory budget (default:
+    the shared one): the tile and its transposed copy or a second mask (2 x size bytes an
+    entry) and two boolean masks; GEMM-friendly caps."""
     size = torch.tensor([], dtype=dtype).element_size()
     cap = 8192 if device.type == "cuda" else 4096
-    side = int(math.sqrt(_memory.budget(device) / (size + 1)))
+    side = int(math.sqrt((budget or _memory.budget(device)) / (2 * size + 2)))
     return max(2 * (k + 1), min(cap, side))
 
 
@@ -170,12 +184,13 @@ class _RowBlocks:
     """Unit rows handed out by block on the compute device.
 
     Resident: slices of a tensor already there. Streamed: copies from (pinned) host memory,
-    for an X larger than the GPU; the two most recent blocks are kept, which is all the
+    for an X larger than the GPU, or blocks read from an out-of-core Source, checked and
+    normalised as they are read; the two most recent blocks are kept, which is all the
     tile loops reuse (the outer block across its inner loop).
     """
 
-    def __init__(self, xn: torch.Tensor, device: torch.device, streamed: bool):
-        self.xn, self.device, self.streamed = xn, device, streamed
+    def __init__(self, xn, device: torch.device, streamed: bool):
+        self.xn, self.device, self.streamed = xn, device, streamed  # xn: unit rows, or a Source
         self._recent: dict[tuple[int, int], torch.Tensor] = {}
 
     @classmethod
@@ -207,7 +222,11 @@ class _RowBlocks:
         if key not in self._recent:
             if len(self._recent) == 2:
                 self._recent.pop(next(iter(self._recent)))
-            self._recent[key] = self.xn[a0:a1].to(self.device, non_blocking=True)
+            if isinstance(self.xn, Source):  # out of core: read, check and normalise the block
+                block = unit_rows(self.xn.rows(a0, a1), self.xn.name, offset=a0)
+            else:
+                block = self.xn[a0:a1]
+            self._recent[key] = block.to(self.device, non_blocking=True)
         return self._recent[key]
 
 
@@ -310,6 +329,7 @@ def _knn_tiled(
             s.fill_diagonal_(-math.inf)
             mask = s >= torch.topk(s, k, dim=1, sorted=False).values.amin(dim=1)[:, None]
         _offer(best_v, best_i, xa, xa, a0, a0, s, mask, transpose=False, exact=tile_exact)
+        s = mask = None
         bar.update(1)
     for bi, (a0, a1) in enumerate(blocks):
         xa = rows.get(a0, a1)
@@ -325,6 +345,7 @@ def _knn_tiled(
                 col_mask = s >= best_v[None, b0:b1, k - 1]
             _offer(best_v, best_i, xa, xb, a0, b0, s, row_mask, transpose=False, exact=tile_exact)
             _offer(best_v, best_i, xa, xb, b0, a0, s, col_mask, transpose=True, exact=tile_exact)
+            s = row_mask = col_mask = None  # freed before the next tile is computed
             bar.update(1)
     return best_i, best_v.clamp_(-1.0, 1.0)
 

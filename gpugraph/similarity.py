@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from gpugraph import _gram
-from gpugraph._tensor import as_features, check_rows
+from gpugraph.sources import Source, as_source
 from gpugraph.graph import KnnGraph, check_graph
 from gpugraph.knn import knn_graph
 
@@ -69,7 +69,7 @@ def layer_similarity(x1, x2, k: int | None = None) -> float:
     t1, t2 = _pair(x1, x2)
     if k is not None:
         return _sparse_lsim(_SparseFactor(_graph_of(t1, k, "x1")), _SparseFactor(_graph_of(t2, k, "x2")))
-    return _dense_lsim(_Factor(_gram.Rows.unit(t1, "x1")), _Factor(_gram.Rows.unit(t2, "x2")))
+    return _dense_lsim(_Factor(_gram.Rows.unit(t1)), _Factor(_gram.Rows.unit(t2)))
 
 
 class _Factor:
@@ -103,14 +103,14 @@ def _sparse_lsim(f1: _SparseFactor, f2: _SparseFactor) -> float:
     return float(np.mean(dot / (f1.norm * f2.norm)))
 
 
-def _pair(x1, x2, least: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
-    t1, t2 = as_features(x1, "x1"), as_features(x2, "x2")
-    if len(t1) != len(t2):
+def _pair(x1, x2, least: int = 3) -> tuple[Source, Source]:
+    t1, t2 = as_source(x1, "x1"), as_source(x2, "x2")
+    if t1.n != t2.n:
         raise ValueError(
-            f"x1 and x2 must hold the same samples: x1 has N={len(t1)}, x2 has N={len(t2)}"
+            f"x1 and x2 must hold the same samples: x1 has N={t1.n}, x2 has N={t2.n}"
         )
-    if len(t1) < least:
-        raise ValueError(f"need at least {least} samples to compare representations, got N={len(t1)}")
+    if t1.n < least:
+        raise ValueError(f"need at least {least} samples to compare representations, got N={t1.n}")
     return t1, t2
 
 
@@ -152,7 +152,7 @@ def cka(x1, x2, unbiased: bool = False) -> float:
     t1, t2 = _pair(x1, x2, least=4 if unbiased else 2)
     if unbiased:
         return _cka_ratio(*_unbiased_hsic(t1, t2)[0])
-    a, b = _gram.Rows.centred(t1, "x1"), _gram.Rows.centred(t2, "x2")
+    a, b = _gram.Rows.centred(t1, t1.name), _gram.Rows.centred(t2, t2.name)
     return _cka_ratio(_gram.total(a, b), _gram.total(a, a), _gram.total(b, b))
 
 
@@ -175,13 +175,14 @@ class _HsicSide:
     HSICs taken in one scale does not see.
     """
 
-    def __init__(self, x: torch.Tensor, name: str, scale: float | None = None):
-        top = float(check_rows(x, name, nonzero=False).amax())
+    def __init__(self, x, name: str, scale: float | None = None):
+        src = as_source(x, name)
+        top = float(src.check(nonzero=False).amax())
         self.scale = scale if scale is not None else (top or 1.0)
-        self.rows = _gram.Rows(x, (torch.tensor(self.scale, dtype=torch.float64, device=x.device),))
-        n, device = len(x), x.device
-        step = max(1, (1 << 22) // x.shape[1])
-        col_sum = torch.zeros(x.shape[1], dtype=torch.float64, device=device)
+        self.rows = _gram.Rows(src, (torch.tensor(self.scale, dtype=torch.float64, device=src.device),))
+        n, device = src.n, src.device
+        step = max(1, (1 << 22) // src.d)
+        col_sum = torch.zeros(src.d, dtype=torch.float64, device=device)
         self.diag = torch.empty(n, dtype=torch.float64, device=device)  # (N,) K_ii
         for r0, r1 in self.rows.blocks(step):
             b = self.rows.block(r0, r1)
@@ -287,20 +288,20 @@ def _graphs(a, b, k: int | None, who: str) -> tuple[KnnGraph, KnnGraph]:
                              f"(k={a.k} and k={b.k}); leave k out")
         return a, b
     for x, name in ((a, "a"), (b, "b")):
-        if not isinstance(x, (KnnGraph, torch.Tensor, np.ndarray)) and not hasattr(x, "__dlpack__"):
-            raise TypeError(f"{who}: {name} must be a KnnGraph or an (N, D) tensor or array, got {type(x).__name__}")
+        if isinstance(x, (str, bytes)) and not str(x).endswith(".npy"):
+            raise TypeError(f"{who}: {name} must be a KnnGraph, an (N, D) tensor or array, or an .npy path, "
+                            f"got {type(x).__name__} {x!r}")
     k = k if k is not None else next((x.k for x in (a, b) if isinstance(x, KnnGraph)), 10)
-    items = [x if isinstance(x, KnnGraph) else as_features(x, name) for x, name in ((a, "a"), (b, "b"))]
-    n = [x.n if isinstance(x, KnnGraph) else len(x) for x in items]
+    items = [x if isinstance(x, KnnGraph) else as_source(x, name) for x, name in ((a, "a"), (b, "b"))]
+    n = [x.n for x in items]
     if n[0] != n[1]:
         raise ValueError(f"{who} compares the same samples: a has N={n[0]}, b has N={n[1]}")
     return tuple(x if isinstance(x, KnnGraph) else _graph_of(x, k, name) for x, name in zip(items, "ab"))
 
 
-def _graph_of(x: torch.Tensor, k: int, name: str) -> KnnGraph:
+def _graph_of(x, k: int, name: str) -> KnnGraph:
     """knn_graph(x, k), with bad rows reported under ``name`` (a layer's), not as "x"."""
-    check_rows(x, name, nonzero=True)
-    return knn_graph(x, k)
+    return knn_graph(as_source(x, name), k)
 
 
 def _shared_neighbours(g1: KnnGraph, g2: KnnGraph) -> torch.Tensor:
@@ -445,8 +446,8 @@ def similarity_matrix(acts_a: Mapping, acts_b: Mapping | None = None, measure: s
     n = len(next(iter(layers_a.values())))
     layers_b = layers_a if same else _checked_layers(acts_b, "acts_b", n)
     prep = _preparer(measure, k)
-    fa = {name: prep(x, label) for name, (x, label) in _labelled(layers_a, "acts_a").items()}
-    fb = fa if same else {name: prep(x, label) for name, (x, label) in _labelled(layers_b, "acts_b").items()}
+    fa = {name: prep(src) for name, src in layers_a.items()}
+    fb = fa if same else {name: prep(src) for name, src in layers_b.items()}
     pair = _pair_measure(measure, k)
     a_list, b_list = list(fa.values()), list(fb.values())
     values = np.empty((len(a_list), len(b_list)))
@@ -459,18 +460,18 @@ def similarity_matrix(acts_a: Mapping, acts_b: Mapping | None = None, measure: s
     return SimilarityMatrix(values, list(fa), list(fb), measure, {"k": k})
 
 
-def _checked_layers(acts, label: str, n: int | None = None) -> dict[str, torch.Tensor]:
-    """Every layer of ``acts`` as an (N, D) tensor with finite rows and the same N (``n``,
-    or the first layer's), or an error naming the layer."""
+def _checked_layers(acts, label: str, n: int | None = None) -> dict[str, Source]:
+    """Every layer of ``acts`` as an (N, D) source of the same N (``n``, or the first
+    layer's), or an error naming the layer; rows are checked as the measures read them."""
     if not isinstance(acts, Mapping) or not acts:
         raise TypeError(f"{label} must be a non-empty mapping layer name -> (N, D) tensor (see capture)")
     layers = {}
     for name, x in acts.items():
-        t = as_features(x, f"layer {name!r} of {label}")
-        n = len(t) if n is None else n
-        if len(t) != n:
+        t = as_source(x, f"layer {name!r} of {label}")
+        n = t.n if n is None else n
+        if t.n != n:
             raise ValueError(
-                f"every layer must hold the same samples: layer {name!r} of {label} has N={len(t)}, "
+                f"every layer must hold the same samples: layer {name!r} of {label} has N={t.n}, "
                 f"expected N={n}"
             )
         layers[name] = t
@@ -479,19 +480,16 @@ def _checked_layers(acts, label: str, n: int | None = None) -> dict[str, torch.T
     return layers
 
 
-def _labelled(layers: dict, label: str) -> dict:
-    return {name: (x, f"layer {name!r} of {label}") for name, x in layers.items()}
-
-
 def _preparer(measure: str, k: int | None):
+    """The per-layer work of a measure, from a layer's Source (whose name errors use)."""
     if measure == "lsim" and k is None:
-        return lambda x, name: _Factor(_gram.Rows.unit(x, name))
+        return lambda src: _Factor(_gram.Rows.unit(src))
     if measure == "cka":
-        return lambda x, name: _CkaFactor(_gram.Rows.centred(x, name))
+        return lambda src: _CkaFactor(_gram.Rows.centred(src, src.name))
     kk = k if k is not None else 10
     if measure == "lsim":
-        return lambda x, name: _SparseFactor(_graph_of(x, kk, name))
-    return lambda x, name: _graph_of(x, kk, name)
+        return lambda src: _SparseFactor(knn_graph(src, kk))
+    return lambda src: knn_graph(src, kk)
 
 
 def _pair_measure(measure: str, k: int | None):

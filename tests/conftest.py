@@ -42,19 +42,24 @@ def exact_knn(x, k):
 
 
 def peak_growth(setup: str, call: str) -> tuple[int, str]:
-    """Bytes by which one call raises the peak resident memory of a fresh process.
+    """Bytes by which one call raises the resident memory of a fresh process above what it
+    held before the call.
 
-    ``setup`` runs first (imports, data); then the high-water mark is read, ``call`` runs,
-    and the mark is read again. A fresh process, so no earlier test's peak can hide the
+    ``setup`` runs first (imports, data); then the kernel's high-water mark is reset
+    (/proc/self/clear_refs), ``call`` runs, and the new mark is compared with the resident
+    size before the call: no earlier peak (of the setup, or of another test) can hide the
     call's own. Returns (bytes, repr of the call's value).
     """
     code = textwrap.dedent(f"""
-        import resource
+        def _status(key):
+            with open("/proc/self/status") as f:
+                return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
         {textwrap.indent(textwrap.dedent(setup), '        ').strip()}
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS
+        before = _status("VmRSS:")
         value = {call}
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print((after - before) * 1024)
+        print(_status("VmHWM:") - before)
         print(repr(value))
     """)
     # A fixed mmap threshold: glibc then returns every freed large block to the system, so

@@ -212,7 +212,7 @@ def test_knn_overlap_errors():
     g2 = gg.knn_graph(torch.randn(12, 3), k=2)
     with pytest.raises(ValueError, match="same nodes: g1 has N=10, g2 has N=12"):
         gg.knn_overlap(g1, g2)
-    with pytest.raises(TypeError, match="knn_overlap: b must be a KnnGraph or an .N, D. tensor or array, got str"):
+    with pytest.raises(TypeError, match="knn_overlap: b must be a KnnGraph, an .N, D. tensor or array, or an .npy path, got str"):
         gg.knn_overlap(g1, "graph")
     with pytest.raises(ValueError, match="same samples: a has N=10, b has N=12"):
         gg.knn_overlap(g1, torch.randn(12, 3))

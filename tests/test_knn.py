@@ -78,7 +78,9 @@ def test_scale_does_not_matter():
         (torch.ones(5, 3), 5, ValueError, r"1 <= k < N .* got k=5 with N=5"),
         (torch.ones(5, 3), 2.0, TypeError, "k must be an integer"),
         (torch.ones(0, 3), 1, ValueError, "empty"),
-        ("abc", 1, TypeError, "must be a torch tensor, a NumPy array or a CuPy array"),
+        ({"a": 1}, 1, TypeError, "must be a torch tensor, a NumPy array or a CuPy array"),
+        ("abc", 1, FileNotFoundError, "x: no such file 'abc'"),
+        ("pyproject.toml", 1, ValueError, "is not an .npy file; save the matrix with numpy.save"),
     ],
 )
 def test_bad_input_is_rejected_with_a_clear_message(x, k, error, match):
