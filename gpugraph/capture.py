@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gpugraph import _memory, _progress
+from gpugraph import _memory, _progress, spill
 from gpugraph._errors import GpuGraphError
 from gpugraph._tensor import as_tensor, resolve_device
 
@@ -39,6 +39,11 @@ class Activations(Mapping):
 
     def __len__(self) -> int:
         return len(self._layers)
+
+    @classmethod
+    def load(cls, directory) -> Activations:
+        """Reopen a capture written with ``capture(..., out=directory)``, memory-mapped."""
+        return spill.load(directory)
 
     @property
     def n(self) -> int:
@@ -122,6 +127,9 @@ def capture(
     batch_size: int = 256,
     progress: bool | None = None,
     include_input: bool = False,
+    out=None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> Activations:
     """Run ``data`` through ``model`` and keep the output of each chosen layer.
 
@@ -165,6 +173,16 @@ def capture(
     include_input : bool
         Also keep the (reduced) inputs as a first layer named "input", the baseline of a
         modularity curve.
+    out : str or Path, optional
+        Write each layer's rows to ``out/<layer>.npy`` as they are produced (in ``dtype``,
+        float16 allowed), with ``out/labels.npy`` and ``out/manifest.json``, instead of
+        keeping them in memory; the result's tensors are memory-mapped from those files
+        (``Activations.load(out)`` reopens them). Files become whole only when the capture
+        ends: an interrupted capture is reported as such by ``Activations.load``.
+    resume, overwrite : bool
+        With ``out``: continue an interrupted capture from its last recorded sample (the
+        data must come in the same order), or replace what ``out`` holds. Without either,
+        a folder that already holds a capture is refused.
 
     Returns
     -------
@@ -204,6 +222,14 @@ def capture(
             raise ValueError(f"max_samples must be at least 1, got {max_samples}")
         total = min(total, max_samples) if total is not None else max_samples
 
+    writer = None
+    if out is not None:
+        described = {"model": type(model).__name__, "parameters": sum(p.numel() for p in params),
+                     "data": type(data).__name__, "reduce": reduce if isinstance(reduce, str) else "callable",
+                     "layers_asked": names}
+        writer = spill.Writer(out, description=described, resume=resume, overwrite=overwrite)
+    elif resume or overwrite:
+        raise ValueError("resume and overwrite apply to a capture written to disk: pass out=DIR too")
     outputs: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     order: list[str] = ["input"] if include_input else []
     calls: dict[str, int] = {}
@@ -216,7 +242,11 @@ def capture(
                 f"reduce must map layer {name!r}'s output {tuple(out.shape)} to (B, D), "
                 f"got {tuple(flat.shape)}"
             )
-        outputs.setdefault(name, []).append(flat.to(device=store, dtype=dtype or flat.dtype))
+        if writer is not None:
+            writer.write(name, flat.to(dtype=dtype or flat.dtype))
+            outputs[name] = [None]  # it ran; its rows are on disk, not in memory
+        else:
+            outputs.setdefault(name, []).append(flat.to(device=store, dtype=dtype or flat.dtype))
 
     def hook_for(name):
         def hook(_module, _inputs, out):
@@ -240,43 +270,60 @@ def capture(
         model.eval()
         bar = _progress.bar(progress, total, "sample", "capture")
         with torch.no_grad():
+            skip = writer.skip if writer is not None else 0  # samples a resumed capture holds
+            checked = False
             for batch in _batches(data, batch_size):
                 inputs, y = _split(batch)
                 if max_samples is not None:
                     inputs = inputs[: max_samples - seen]
                     y = y[: len(inputs)] if y is not None else None
-                inputs = _cast(inputs.to(model_device), model_dtype)
-                if include_input:
-                    keep("input", inputs)
-                calls.clear()
-                produced.clear()
-                result = model(inputs)
-                twice = [n for n, c in calls.items() if c > 1]
-                if twice:
-                    raise ValueError(
-                        f"layer {twice[0]!r} ran {calls[twice[0]]} times in one forward pass "
-                        "(a shared module); capture a layer that runs once instead"
-                    )
-                if seen == 0:
-                    _check_memory(outputs, total, store)
-                    final = [n for n, out in produced.items() if isinstance(result, torch.Tensor) and out is result]
                 if y is not None:
                     labels.append(_label_batch(y, len(inputs)))
+                drop = min(len(inputs), max(0, skip - seen))
+                if drop < len(inputs):
+                    batch_in = _cast(inputs[drop:].to(model_device), model_dtype)
+                    if include_input:
+                        keep("input", batch_in)
+                    calls.clear()
+                    produced.clear()
+                    result = model(batch_in)
+                    twice = [n for n, c in calls.items() if c > 1]
+                    if twice:
+                        raise ValueError(
+                            f"layer {twice[0]!r} ran {calls[twice[0]]} times in one forward pass "
+                            "(a shared module); capture a layer that runs once instead"
+                        )
+                    if not checked:
+                        _check_room(outputs, writer, total, store)
+                        final = [n for n, o in produced.items() if isinstance(result, torch.Tensor) and o is result]
+                        checked = True
                 seen += len(inputs)
+                if writer is not None:
+                    writer.commit(seen)
                 bar.update(len(inputs))
                 if max_samples is not None and seen >= max_samples:
                     break
         bar.close()
+        if seen == 0:
+            raise ValueError("data yielded no samples")
+        if writer is not None and seen <= writer.skip:
+            raise ValueError(f"the data yielded {seen} samples, no more than the {writer.skip} the "
+                             "interrupted capture already holds: is it the same data?")
+        missing = [n for n in names if not outputs[n]]
+        if missing:
+            raise ValueError(f"layers {missing} never ran in the forward pass; choose others")
+        if writer is not None:
+            writer.commit(seen, force=True)
+            writer.finish(order, _join_labels(labels) if labels else None, final)
     finally:
+        if writer is not None:
+            writer.close()
         for h in handles:
             h.remove()
         for m, mode in modes.items():
             m.training = mode
-    if seen == 0:
-        raise ValueError("data yielded no samples")
-    missing = [n for n in names if not outputs[n]]
-    if missing:
-        raise ValueError(f"layers {missing} never ran in the forward pass; choose others")
+    if writer is not None:
+        return spill.load(out)
     result = {name: torch.cat(outputs[name]) for name in order}
     return Activations(result, _join_labels(labels) if labels else None, final=final)
 
@@ -453,16 +500,21 @@ def _split(batch):
     return as_tensor(batch, "inputs"), None
 
 
-def _check_memory(outputs, total: int | None, store: torch.device) -> None:
-    """After the first batch: refuse before filling the device if the whole run won't fit."""
+def _check_room(outputs, writer, total: int | None, store: torch.device) -> None:
+    """After the first batch: refuse before filling the device (or the disk, for a capture
+    written to disk) if the whole run won't fit."""
     if total is None:
         return
-    per_sample = sum(o[0][0].numel() * o[0].element_size() for o in outputs.values() if o)
-    need = per_sample * total
-    free = _memory.available(store)
+    if writer is not None:
+        per_sample = sum(int(np.prod(e["shape"][1:])) * np.dtype(e["dtype"]).itemsize for e in writer.layers.values())
+        need, free, where = per_sample * total, spill.free_bytes(writer.dir), f"disk under {writer.dir}"
+    else:
+        per_sample = sum(o[0][0].numel() * o[0].element_size() for o in outputs.values() if o)
+        need, free, where = per_sample * total, _memory.available(store), str(store)
     if need > 0.8 * free:
         raise GpuGraphError(
-            f"the activations of {total} samples need about {need / 2**30:.1f} GiB on {store}, "
+            f"the activations of {total} samples need about {need / 2**30:.1f} GiB on {where}, "
             f"but only {free / 2**30:.1f} GiB is free; pass reduce='avgpool', a smaller "
-            "max_samples, dtype=torch.float16, or fewer layers"
+            "max_samples, dtype=torch.float16, fewer layers"
+            + (", or out=DIR to write them to disk" if writer is None else ", or another out folder")
         )

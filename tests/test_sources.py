@@ -108,3 +108,67 @@ def test_modularity_curve_and_layer_similarity_read_layers_from_disk(tmp_path, o
     np.testing.assert_array_equal(got.values, ref.values)
     assert gg.layer_similarity(path, tmp_path / "y.npy") == pytest.approx(gg.layer_similarity(x, y), abs=1e-12)
     assert gg.layer_similarity(z, y, k=5) == pytest.approx(gg.layer_similarity(x, y, k=5), abs=1e-12)
+
+
+# ---- capture that spills to disk -------------------------------------------------------------
+
+
+def spill_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 8), torch.nn.ReLU(),
+                               torch.nn.Linear(8, 3))
+
+
+def test_a_capture_written_to_disk_equals_the_one_in_memory(tmp_path):
+    x, labels = clustered(n=300, d=6, classes=3, seed=5)
+    names = np.array(["a", "b", "c"])[labels]
+    ref = gg.capture(spill_net(), (x, names), batch_size=64, include_input=True)
+    acts = gg.capture(spill_net(), (x, names), batch_size=64, include_input=True, out=tmp_path / "acts")
+    assert list(acts) == list(ref) and acts.final == ref.final == ["4"]
+    for name in ref:
+        assert torch.equal(acts[name], ref[name])
+    assert acts.labels.tolist() == names.tolist()
+    manifest = __import__("json").loads((tmp_path / "acts" / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["rows"] == 300
+    assert manifest["layers"]["2"] == {"file": "2.npy", "dtype": "<f4", "shape": [300, 8]}
+    assert np.load(tmp_path / "acts" / "2.npy").shape == (300, 8)  # plain .npy files
+    again = gg.Activations.load(tmp_path / "acts")
+    np.testing.assert_array_equal(gg.modularity_curve(again, k=3, n=100, repeats=2).values,
+                                  gg.modularity_curve(ref, k=3, n=100, repeats=2).values)
+    half = gg.capture(spill_net(), (x, labels), dtype=torch.float16, out=tmp_path / "half")
+    assert half["2"].dtype == torch.float16 and torch.equal(half.labels, torch.as_tensor(labels))
+
+
+def test_an_interrupted_capture_is_reported_and_resumed(tmp_path):
+    x, labels = clustered(n=200, d=6, classes=3, seed=6)
+    batches = [(x[i : i + 32], labels[i : i + 32]) for i in range(0, 200, 32)]
+
+    def interrupted():
+        for i, batch in enumerate(batches):
+            if i == 4:
+                raise KeyboardInterrupt
+            yield batch
+
+    with pytest.raises(KeyboardInterrupt):
+        gg.capture(spill_net(), interrupted(), out=tmp_path / "acts")
+    assert not (tmp_path / "acts" / "0.npy").exists()  # nothing half-written passes as whole
+    with pytest.raises(ValueError, match=r"interrupted after \d+ samples: layers 0, 2, 4 are incomplete; .*resume=True"):
+        gg.Activations.load(tmp_path / "acts")
+    with pytest.raises(ValueError, match="already holds an interrupted capture; pass overwrite=True .* or resume=True"):
+        gg.capture(spill_net(), batches, out=tmp_path / "acts")
+    resumed = gg.capture(spill_net(), batches, out=tmp_path / "acts", resume=True)
+    ref = gg.capture(spill_net(), batches)
+    for name in ref:
+        assert torch.equal(resumed[name], ref[name])
+    assert torch.equal(resumed.labels, ref.labels)
+    with pytest.raises(ValueError, match="already holds a complete capture; pass overwrite=True"):
+        gg.capture(spill_net(), batches, out=tmp_path / "acts")
+    assert gg.capture(spill_net(), batches[:2], out=tmp_path / "acts", overwrite=True).n == 64
+    with pytest.raises(ValueError, match="resume and overwrite apply to a capture written to disk"):
+        gg.capture(spill_net(), batches, resume=True)
+
+
+def test_a_capture_that_would_fill_the_disk_is_refused_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(gg.spill, "free_bytes", lambda out: 1000)
+    with pytest.raises(gg.GpuGraphError, match="need about .* GiB on disk under .* but only"):
+        gg.capture(spill_net(), torch.randn(500, 6), out=tmp_path / "acts", batch_size=50)
