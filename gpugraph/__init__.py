@@ -5,7 +5,6 @@ modularity against class labels (Lu et al., ECCV 2022), graph-based similarity b
 layers (Chen et al., Neurocomputing 2024), triangle and labelled-motif counts.
 """
 
-from gpugraph import spill
 from gpugraph._errors import GpuGraphError
 from gpugraph.capture import Activations, capture
 from gpugraph.curves import LayerCurve, modularity_curve, motif_curve

@@ -62,18 +62,16 @@ class Source:
         """Rows r0..r1 as a tensor (a view when in memory, a fresh CPU tensor otherwise)."""
         if self.in_memory:
             return self.tensor[r0:r1]
-        block = np.asarray(self.array[r0:r1])
-        if block.dtype == np.float16:
-            block = block.astype(np.float32)
-        return torch.from_numpy(np.ascontiguousarray(block))
+        return _tensor_of(self.array[r0:r1])
 
     def take(self, index: np.ndarray) -> torch.Tensor:
         """The rows at sorted ``index`` as a tensor (read from disk when out of core)."""
         if self.in_memory:
             return self.tensor[torch.from_numpy(np.asarray(index)).to(self.tensor.device)]
-        block = np.asarray(self.array[np.asarray(index)] if isinstance(self.array, np.ndarray)
-                           else np.stack([np.asarray(self.array[int(i)]) for i in index]))
-        return torch.from_numpy(np.ascontiguousarray(block.astype(np.float32) if block.dtype == np.float16 else block))
+        index = np.asarray(index)
+        if isinstance(self.array, np.ndarray):
+            return _tensor_of(self.array[index])
+        return _tensor_of(np.stack([np.asarray(self.array[int(i)]) for i in index]))
 
     def blocks(self, step: int | None = None):
         """(r0, r1, rows) for consecutive blocks of at most ``step`` rows (default: about 4 M
@@ -93,6 +91,12 @@ class Source:
 
     def __len__(self) -> int:
         return self.n
+
+
+def _tensor_of(block) -> torch.Tensor:
+    """A fresh, writable CPU tensor of rows read from an array (float16 read as float32)."""
+    block = np.asarray(block)
+    return torch.from_numpy(np.array(block, dtype=np.float32 if block.dtype == np.float16 else block.dtype))
 
 
 def as_source(x, name: str = "x") -> Source:

@@ -169,6 +169,35 @@ def test_an_interrupted_capture_is_reported_and_resumed(tmp_path):
 
 
 def test_a_capture_that_would_fill_the_disk_is_refused_first(tmp_path, monkeypatch):
-    monkeypatch.setattr(gg.spill, "free_bytes", lambda out: 1000)
+    monkeypatch.setattr("gpugraph.spill.free_bytes", lambda out: 1000)
     with pytest.raises(gg.GpuGraphError, match="need about .* GiB on disk under .* but only"):
         gg.capture(spill_net(), torch.randn(500, 6), out=tmp_path / "acts", batch_size=50)
+
+
+def test_the_graph_command_on_npy_files(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import networkx as nx
+    from conftest import exact_knn, nx_reference_modularity, paper_adjacency
+
+    x, labels = clustered(n=400, d=8, classes=4, seed=8)
+    np.save(tmp_path / "x.npy", x.numpy())
+    np.save(tmp_path / "y.npy", np.array(["w", "x", "y", "z"])[labels])
+    out = subprocess.run([sys.executable, "-m", "gpugraph", "graph", str(tmp_path / "x.npy"), "--k", "6", "--labels",
+                          str(tmp_path / "y.npy"), "--out", str(tmp_path / "out"), "--memory", "8MB"],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "%|" not in out.stderr  # no bar when stderr is not a terminal
+    indices = np.load(tmp_path / "out" / "indices.npy")
+    assert [set(r) for r in indices.tolist()] == [set(r) for r in exact_knn(x.numpy(), 6)[0].tolist()]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["n"], summary["d"], summary["k"], summary["world_size"]) == (400, 8, 6, 1)
+    assert summary["modularity"] == pytest.approx(nx_reference_modularity(paper_adjacency(x.numpy(), 6), labels), abs=1e-6)
+    union = nx.from_numpy_array(paper_adjacency(x.numpy(), 6, "max", weighted=False))
+    assert summary["triangles"] == sum(nx.triangles(union).values()) // 3 == sum(summary["motifs"].values())
+    assert summary["peak_memory_bytes"] > 0 and summary["seconds"] > 0
+    bad = subprocess.run([sys.executable, "-m", "gpugraph", "graph", str(tmp_path / "x.npy"), "--labels",
+                          str(tmp_path / "x.npy")], capture_output=True, text=True, check=False)
+    assert bad.returncode == 1 and "holds labels of shape (400, 8)" in bad.stderr
