@@ -97,7 +97,7 @@ _WEDGES = 1 << 22  # wedges examined at once: bounded temporaries
 _MARKS = 1 << 24  # entries of the membership table: out-rows of a span of sources, N each
 
 
-def _count(indptr: np.ndarray, cols: np.ndarray, *, per_node: bool = False, labels=None):
+def _count(indptr: np.ndarray, cols: np.ndarray, *, per_node: bool = False, labels=None, rows=None):
     """Triangles of an oriented CSR graph (rows sorted), the algorithm of graph.cu on the host.
 
     A triangle u < v < w (by rank) is the wedge u -> v -> w closed by u -> w: for each
@@ -105,6 +105,9 @@ def _count(indptr: np.ndarray, cols: np.ndarray, *, per_node: bool = False, labe
     span of sources are marked in a boolean table (source - first, w) of at most _MARKS
     entries, so each look-up is one read; wedges are taken in chunks of at most _WEDGES.
     Memory is O(m + _MARKS + chunk), never a wedge matrix.
+
+    With ``rows=(r0, r1)`` only the triangles found at edges leaving rows r0..r1 are
+    counted (a share of the work: every triangle is found at exactly one edge).
 
     Returns (total, (N,) int64 per-node counts or None, [same, pair, distinct] or None).
     """
@@ -119,11 +122,11 @@ def _count(indptr: np.ndarray, cols: np.ndarray, *, per_node: bool = False, labe
     total = 0
     nodes = np.zeros(n, dtype=np.int64) if per_node else None
     motif = np.zeros(3, dtype=np.int64) if labels is not None else None
-    e0 = 0
+    e0, m = (int(indptr[rows[0]]), int(indptr[rows[1]])) if rows is not None else (0, m)
     while e0 < m:
         u0 = int(src[e0])
         e1 = int(np.searchsorted(ends, ends[e0] - work[e0] + _WEDGES, side="right"))
-        e1 = max(e0 + 1, min(e1, int(indptr[min(n, u0 + span)])))  # sources u0 .. u0 + span - 1
+        e1 = max(e0 + 1, min(e1, m, int(indptr[min(n, u0 + span)])))  # sources u0 .. u0 + span - 1
         lo, hi = int(indptr[u0]), int(indptr[src[e1 - 1] + 1])  # their whole rows
         slots = (src[lo:hi] - u0) * n + cols[lo:hi]
         marks[slots] = True

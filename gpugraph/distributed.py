@@ -1,0 +1,353 @@
+"""The measures over torch.distributed ranks, for samples that do not fit one process.
+
+Each rank holds a contiguous block of rows of the same (N, D) matrix (any sizes, a rank may
+hold none); global row ids follow rank order. Start the ranks with torchrun and initialise
+the default process group (gloo on CPU tensors, NCCL on CUDA tensors, one GPU per rank):
+
+    torchrun --nproc-per-node=4 my_script.py
+
+    import torch.distributed as dist, gpugraph.distributed as gd
+    dist.init_process_group("gloo")
+    g = gd.knn_graph(x_local, k=10)            # local rows, global neighbour ids
+    q = gd.modularity(g, labels_local)         # the same float on every rank
+
+Before any heavy collective, every function gathers a little metadata from all ranks (row
+counts, widths, dtypes, bad rows, label counts) and checks it, so bad input on one rank
+raises the same clear error on every rank, naming the rank, instead of hanging the others.
+
+Communication of :func:`knn_graph` (a ring): every block of unit rows travels once around
+the ring, so each rank sends and receives (P - 1) / P * N * D * 4 bytes (float32), plus
+O(P) metadata; it computes its rows against all N rows, the full N x N work split in P.
+The graph measures all-gather the (N, k) lists once (N * k * 12 bytes to every rank) and
+reduce per-class sums or counts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from gpugraph import _memory
+from gpugraph._tensor import label_codes, unit_rows
+from gpugraph.graph import KnnGraph, check_graph, check_mode
+from gpugraph.knn import _check_k, _gemm, _offer
+from gpugraph.motifs import _count
+from gpugraph.sources import as_source
+
+__all__ = ["knn_graph", "layer_similarity", "modularity", "motifs", "triangles"]
+
+
+def _world(group) -> tuple[int, int]:
+    if not dist.is_available() or not dist.is_initialized():
+        raise RuntimeError(
+            "gpugraph.distributed needs an initialised process group: start the ranks with torchrun "
+            "and call torch.distributed.init_process_group('gloo') (CPU) or ('nccl') (GPU) first"
+        )
+    return dist.get_rank(group), dist.get_world_size(group)
+
+
+def _gather(info: dict, group) -> list[dict]:
+    """Every rank's small metadata dict, in rank order (one all_gather_object)."""
+    _, world = _world(group)
+    out: list = [None] * world
+    dist.all_gather_object(out, info, group=group)
+    return out
+
+
+def _raise_if_any(infos: list[dict]) -> None:
+    """The same error on every rank when any rank reported one."""
+    for rank, info in enumerate(infos):
+        if info.get("error"):
+            kind = {"TypeError": TypeError}.get(info.get("kind"), ValueError)
+            raise kind(f"rank {rank}: {info['error']}")
+
+
+def _local_error(fn) -> dict:
+    try:
+        fn()
+    except (TypeError, ValueError) as exc:
+        return {"error": str(exc), "kind": type(exc).__name__}
+    return {}
+
+
+def _same(infos: list[dict], key: str, what: str) -> None:
+    values = [info[key] for info in infos if info.get("n", 1)]
+    for rank, info in enumerate(infos):
+        if info.get("n", 1) and info[key] != values[0]:
+            raise ValueError(f"every rank must hold rows of one {what}: rank {rank} has {info[key]}, "
+                             f"another {values[0]}")
+
+
+def knn_graph(x_local, k: int = 10, group=None, *, tile: int | None = None) -> KnnGraph:
+    """Exact cosine k-NN graph of the rows of all ranks; this rank's rows, global indices.
+
+    Equal to ``gpugraph.knn_graph`` on the concatenation of every rank's rows (the same
+    neighbour sets, ties broken towards the lower global index), for any world size and
+    any split. ``x_local`` is this rank's (n_r, D) block (n_r may be 0), a tensor or an
+    out-of-core source.
+    """
+    rank, world = _world(group)
+    name = f"x on rank {rank}"
+    local = _Local(x_local, name)
+    infos = _gather(local.info, group)
+    _raise_if_any(infos)
+    _same(infos, "d", "width D")
+    _same(infos, "device", "device type")
+    _same(infos, "dtype", "dtype")
+    sizes = [i["n"] for i in infos]
+    n_total = sum(sizes)
+    _check_k(k, n_total)
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    n, d, device = local.n, local.d, local.device
+    dtype = torch.float64 if local.dtype == torch.float64 else torch.float32
+    unit = local.unit
+    best_v = torch.full((n, k), -math.inf, dtype=dtype, device=device)  # (n_r, k)
+    best_i = torch.full((n, k), -1, dtype=torch.int64, device=device)  # (n_r, k)
+    tile = tile or max(2 * (k + 1), min(4096, int(math.sqrt(_memory.budget(device) / 10))))
+    block, owner = unit, rank  # the block this rank holds at each step of the ring
+    for step in range(world):
+        if n and len(block):
+            _merge_block(best_v, best_i, unit, block, offsets[rank], offsets[owner], tile, k)
+        if step == world - 1:
+            break
+        nxt = (owner - 1) % world  # the block that arrives from the previous rank
+        incoming = torch.empty((sizes[nxt], d), dtype=dtype, device=device)
+        ops = []
+        if len(block):
+            ops.append(dist.P2POp(dist.isend, block.contiguous(), (rank + 1) % world, group))
+        if len(incoming):
+            ops.append(dist.P2POp(dist.irecv, incoming, (rank - 1) % world, group))
+        for req in dist.batch_isend_irecv(ops) if ops else []:
+            req.wait()
+        block, owner = incoming, nxt
+    meta = {"metric": "cosine", "n": n_total, "d": d, "k": k, "dtype": str(local.dtype).replace("torch.", ""),
+            "precision": "exact", "world_size": world, "rank": rank, "offset": offsets[rank]}
+    return KnnGraph(best_i, best_v.clamp_(-1.0, 1.0).to(torch.float32), validate=False, meta=meta)
+
+
+class _Local:
+    """This rank's rows as unit rows, or the error they gave, gathered before any collective.
+
+    A rank may hold no rows: an (0, D) tensor or array is accepted here (and only here)."""
+
+    def __init__(self, x, name: str):
+        self.n, self.d, self.dtype, self.device = 0, None, None, torch.device("cpu")
+        self.unit = None
+        error = _local_error(lambda: self._read(x, name))
+        self.info = {"n": self.n, "d": self.d, "dtype": str(self.dtype), "device": self.device.type, **error}
+
+    def _read(self, x, name: str) -> None:
+        if isinstance(x, (torch.Tensor, np.ndarray)) and x.ndim == 2 and len(x) == 0:
+            t = torch.as_tensor(x)
+            if not t.is_floating_point():
+                raise TypeError(f"{name} must be floating point, got dtype {t.dtype}")
+            self.d, self.dtype, self.device = t.shape[1], t.dtype, t.device
+            dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+            self.unit = torch.empty((0, self.d), dtype=dtype, device=t.device)
+            return
+        src = as_source(x, name)
+        self.n, self.d, self.dtype, self.device = src.n, src.d, src.dtype, src.device
+        self.unit = unit_rows(src.tensor if src.in_memory else src.rows(0, src.n), name).to(src.device)
+
+
+def _merge_block(best_v, best_i, unit, block, row0: int, col0: int, tile: int, k: int) -> None:
+    """Offer every pair (local row, row of ``block``) to the local running top-k.
+
+    ``row0`` and ``col0`` are the global ids of the first local row and the first block row;
+    a row never offers itself. Each tile keeps only entries within the GEMM's rounding bound
+    of both the row's current k-th value and the tile's own k-th value per row, about k a
+    row, and re-scores them.
+    """
+    eps = 2.0**-52 if unit.dtype == torch.float64 else 2.0**-23
+    err = (unit.shape[1] + 2) * eps  # |GEMM - exact| for unit vectors
+    for a0 in range(0, len(unit), tile):
+        xa = unit[a0 : a0 + tile]
+        for b0 in range(0, len(block), tile):
+            xb = block[b0 : b0 + tile]
+            s = _gemm(xa, xb, "exact")  # (ta, tb)
+            lo = max(row0 + a0, col0 + b0)
+            hi = min(row0 + a0 + len(xa), col0 + b0 + len(xb))
+            own = torch.arange(lo, max(lo, hi), device=s.device)  # the same global rows on both sides
+            s[own - row0 - a0, own - col0 - b0] = -math.inf
+            cut = torch.topk(s, min(k, s.shape[1]), dim=1).values[:, -1]
+            cut = torch.maximum(cut, best_v[a0 : a0 + len(xa), k - 1]) - err
+            mask = s >= cut[:, None]
+            mask[own - row0 - a0, own - col0 - b0] = False  # no self loops, even when cut is -inf
+            # kept entries are re-scored one pair at a time (an elementwise product and a sum,
+            # the same arithmetic wherever the pair sits): tied pairs, such as a row's
+            # duplicates on two ranks, get equal values and go to the lower global index
+            _offer(best_v, best_i, xa, xb, a0, col0 + b0, s, mask, transpose=False, exact=False)
+
+
+def _global_graph(g: KnnGraph, group) -> tuple[torch.Tensor, torch.Tensor, list[int], int]:
+    """All ranks' (n_r, k) lists stacked in rank order: (N, k) indices and weights, the
+    offsets, and this rank's first global row."""
+    rank, world = _world(group)
+    infos = _gather({"n": g.n, "k": g.k, "dtype": str(g.weights.dtype)}, group)
+    _same(infos, "k", "k")
+    sizes = [i["n"] for i in infos]
+    width, rows = g.k, max(sizes)
+    pad_i = torch.full((rows, width), -1, dtype=torch.int64, device=g.device)
+    pad_w = torch.zeros((rows, width), dtype=torch.float64, device=g.device)
+    pad_i[: g.n] = g.indices
+    pad_w[: g.n] = g.weights.to(torch.float64)
+    all_i = [torch.empty_like(pad_i) for _ in range(world)]
+    all_w = [torch.empty_like(pad_w) for _ in range(world)]
+    dist.all_gather(all_i, pad_i, group=group)
+    dist.all_gather(all_w, pad_w, group=group)
+    indices = torch.cat([t[:s] for t, s in zip(all_i, sizes)])
+    weights = torch.cat([t[:s] for t, s in zip(all_w, sizes)])
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    return indices, weights, offsets, offsets[rank]
+
+
+def _global_codes(labels_local, n_local: int, n_total: int, device, group) -> tuple[torch.Tensor, int]:
+    """Class codes of every node (N,), consistent across ranks, and the number of classes.
+
+    Each rank maps its labels to local codes; the distinct labels are gathered (small), their
+    union ordered once, and the codes of all ranks all-gathered.
+    """
+    rank, world = _world(group)
+    err = {}
+    classes = []
+    codes = None
+    try:
+        if n_local or len(labels_local):
+            codes, classes = label_codes(labels_local, n_local, device)
+    except (TypeError, ValueError) as exc:
+        err = {"error": str(exc), "kind": type(exc).__name__}
+    infos = _gather({"n": n_local, "classes": classes, **err}, group)
+    _raise_if_any(infos)
+    union = []
+    seen = set()
+    for info in infos:
+        for c in info["classes"]:
+            if c not in seen:
+                seen.add(c)
+                union.append(c)
+    try:
+        union = sorted(union)
+    except TypeError:
+        pass
+    position = {c: i for i, c in enumerate(union)}
+    remap = torch.tensor([position[c] for c in classes] or [0], dtype=torch.int64, device=device)
+    local = remap[codes] if codes is not None and len(codes) else torch.empty(0, dtype=torch.int64, device=device)
+    sizes = [i["n"] for i in infos]
+    pad = torch.full((max(sizes),), -1, dtype=torch.int64, device=device)
+    pad[:n_local] = local
+    parts = [torch.empty_like(pad) for _ in range(world)]
+    dist.all_gather(parts, pad, group=group)
+    return torch.cat([p[:s] for p, s in zip(parts, sizes)]), len(union)
+
+
+def _all_sum(t: torch.Tensor, group) -> torch.Tensor:
+    dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+    return t
+
+
+def modularity(g_local: KnnGraph, labels_local, group=None, mode: str = "mean", weighted: bool = True,
+               resolution: float = 1.0) -> float:
+    """Modularity of the whole graph under the labels of all ranks; the same float on
+    every rank, equal to ``gpugraph.modularity`` on the whole graph (to rounding, 1e-9).
+
+    Each rank sums the adjacency mass its own edges carry into per-class strengths and the
+    within-class total, in float64; three all-reduces combine them.
+    """
+    check_graph(g_local, "g_local")
+    check_mode(mode)
+    rank, _ = _world(group)
+    indices, weights, offsets, first = _global_graph(g_local, group)
+    n_total = len(indices)
+    codes, classes = _global_codes(labels_local, g_local.n, n_total, g_local.device, group)
+    whole = KnnGraph(indices, weights, validate=False)
+    local = slice(first, first + g_local.n)
+    fwd, rev = (t[local] for t in whole.symmetric_weights(mode, weighted))  # (n_r, k) each
+    strength = torch.zeros(n_total, dtype=torch.float64, device=g_local.device)
+    strength[local] += fwd.sum(dim=1)
+    strength.index_add_(0, indices[local].flatten(), rev.flatten())
+    class_strength = torch.zeros(classes, dtype=torch.float64, device=g_local.device)
+    class_strength.index_add_(0, codes, strength)
+    same = codes[local][:, None] == codes[indices[local]]
+    sums = torch.stack([(fwd + rev).sum(), ((fwd + rev) * same).sum()])
+    _all_sum(class_strength, group)
+    two_m, within = _all_sum(sums, group).tolist()
+    if not two_m > 0.0:
+        raise ValueError(f"the {mode!r} graph has total weight 2m = {two_m:.3g}, so its modularity is undefined")
+    return float(within / two_m - resolution * ((class_strength / two_m) ** 2).sum())
+
+
+def _count_local(g_local: KnnGraph, group, labels_local=None, per_node: bool = False):
+    from gpugraph.motifs import _oriented_csr
+
+    indices, weights, offsets, first = _global_graph(g_local, group)
+    whole = KnnGraph(indices, weights, validate=False)
+    codes = None
+    if labels_local is not None:
+        codes, _ = _global_codes(labels_local, g_local.n, len(indices), g_local.device, group)
+    indptr, cols = (t.cpu().numpy() for t in _oriented_csr(whole))
+    # each triangle is found once, at the oriented edge leaving its lowest-ranked node:
+    # this rank counts the edges leaving its own rows
+    total, nodes, motif = _count(indptr, cols, per_node=per_node,
+                                 labels=codes.cpu().numpy() if codes is not None else None,
+                                 rows=(first, first + g_local.n))
+    counts = torch.tensor([total, *(motif or [])], dtype=torch.int64)
+    _all_sum(counts, group)
+    if per_node:
+        nodes = _all_sum(torch.from_numpy(nodes), group)[first : first + g_local.n]
+    return counts.tolist(), nodes
+
+
+def triangles(g_local: KnnGraph, group=None, per_node: bool = False):
+    """Triangles of the whole union graph (exact; the same int on every rank), or with
+    ``per_node`` the counts of this rank's nodes."""
+    check_graph(g_local, "g_local")
+    counts, nodes = _count_local(g_local, group, per_node=per_node)
+    return nodes.to(g_local.device) if per_node else counts[0]
+
+
+def motifs(g_local: KnnGraph, labels_local, group=None) -> dict[str, int]:
+    """Labelled triangles of the whole union graph (exact; the same dict on every rank)."""
+    check_graph(g_local, "g_local")
+    counts, _ = _count_local(g_local, group, labels_local=labels_local)
+    return dict(zip(("same", "pair", "distinct"), counts[1:]))
+
+
+def layer_similarity(x1_local, x2_local, k: int | None = None, group=None) -> float:
+    """GBS LSim of two representations of the same samples, rows split over the ranks.
+
+    Dense (``k=None``): through the feature form, the D1 x D2, D1 x D1 and D2 x D2 Gram
+    factors all-reduced once (their size, not N, is what travels). With ``k``: the kNN
+    graphs of both, built across the ranks, then the mean row cosine of their "mean"
+    adjacencies. The same float on every rank.
+    """
+    from gpugraph.similarity import _sparse_lsim, _SparseFactor
+
+    rank, _ = _world(group)
+    if k is not None:
+        g1, g2 = knn_graph(x1_local, k, group), knn_graph(x2_local, k, group)
+        whole = [KnnGraph(*_global_graph(g, group)[:2], validate=False) for g in (g1, g2)]
+        return _sparse_lsim(_SparseFactor(whole[0]), _SparseFactor(whole[1]))
+    l1, l2 = _Local(x1_local, f"x1 on rank {rank}"), _Local(x2_local, f"x2 on rank {rank}")
+    error = l1.info.get("error") and l1.info or l2.info.get("error") and l2.info or {}
+    if not error and l1.n != l2.n:
+        error = {"error": f"x1 and x2 must hold the same samples: {l1.n} and {l2.n} rows"}
+    infos = _gather({"n": l1.n, "d1": l1.d, "d2": l2.d, **{key: error[key] for key in ("error", "kind") if key in error}},
+                    group)
+    _raise_if_any(infos)
+    _same(infos, "d1", "width D1")
+    _same(infos, "d2", "width D2")
+    a, b = l1.unit.double(), l2.unit.to(l1.device).double()
+    ab, aa, bb = (_all_sum(t.contiguous(), group) for t in (a.T @ b, a.T @ a, b.T @ b))
+    cross = ((a @ ab) * b).sum(dim=1) - 1.0  # (n_r,) <A1[i], A2[i]>
+    sq1 = ((a @ aa) * a).sum(dim=1) - 1.0
+    sq2 = ((b @ bb) * b).sum(dim=1) - 1.0
+    denom = torch.sqrt(sq1 * sq2)
+    bad = int((denom == 0).sum())
+    total = _all_sum(torch.tensor([float((cross / denom).sum()) if not bad else 0.0, float(bad), float(len(a))],
+                                  dtype=torch.float64), group)
+    if total[1] > 0:
+        raise ValueError("a node's adjacency row is zero in one graph (all other samples orthogonal)")
+    return float(total[0] / total[2])

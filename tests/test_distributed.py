@@ -1,0 +1,134 @@
+"""gpugraph.distributed with the gloo backend, in 2 and 3 processes spawned from the test.
+
+Every rank writes what it computed to a file; the test compares the ranks' results with the
+single-process functions on the concatenated rows (themselves checked against networkx and
+exact float64 searches elsewhere).
+"""
+
+import datetime
+import pickle
+import traceback
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from conftest import clustered
+
+import gpugraph as gg
+
+pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+
+
+def data():
+    x, labels = clustered(n=301, d=8, classes=4, seed=21)
+    x[150] = x[40]  # exact duplicates on both sides of shard borders: ties across ranks
+    x[151] = x[40]
+    y = torch.tanh(x @ torch.randn(8, 6, generator=torch.Generator().manual_seed(2)))
+    names = np.array(["ant", "bee", "cat", "dog"])[labels]
+    return x, y, names
+
+
+def _worker(rank, world, init, out, splits, scenario):
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        x, y, names = data()
+        r0, r1 = splits[rank], splits[rank + 1]
+        result = {}
+        try:
+            if scenario == "measures":
+                import gpugraph.distributed as gd
+
+                g = gd.knn_graph(x[r0:r1], k=5, tile=37)
+                result["indices"], result["weights"] = g.indices.numpy(), g.weights.numpy()
+                result["modularity"] = gd.modularity(g, names[r0:r1])
+                result["modularity_max"] = gd.modularity(g, names[r0:r1], mode="max", weighted=False)
+                result["triangles"] = gd.triangles(g)
+                result["per_node"] = gd.triangles(g, per_node=True).numpy()
+                result["motifs"] = gd.motifs(g, names[r0:r1].tolist())
+                result["lsim"] = gd.layer_similarity(x[r0:r1], y[r0:r1])
+                result["lsim_k"] = gd.layer_similarity(x[r0:r1], y[r0:r1], k=4)
+            elif scenario == "nan":
+                import gpugraph.distributed as gd
+
+                local = x[r0:r1].clone()
+                if rank == 1:
+                    local[3] = float("nan")
+                gd.knn_graph(local, k=5)
+            elif scenario == "width":
+                import gpugraph.distributed as gd
+
+                gd.knn_graph(x[r0:r1, : 8 if rank else 7], k=5)
+            elif scenario == "labels":
+                import gpugraph.distributed as gd
+
+                g = gd.knn_graph(x[r0:r1], k=5)
+                gd.modularity(g, names[r0:r1][: 3 if rank == 1 else None])
+        except (ValueError, TypeError) as exc:
+            result["error"] = f"{type(exc).__name__}: {exc}"
+        with open(f"{out}.{rank}", "wb") as f:
+            pickle.dump(result, f)
+    except Exception:
+        with open(f"{out}.{rank}", "wb") as f:
+            pickle.dump({"crash": traceback.format_exc()}, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def run(tmp_path, splits, scenario):
+    world = len(splits) - 1
+    out = tmp_path / "result"
+    mp.spawn(_worker, args=(world, f"file://{tmp_path / 'store'}", str(out), splits, scenario), nprocs=world)
+    results = []
+    for rank in range(world):
+        with open(f"{out}.{rank}", "rb") as f:
+            results.append(pickle.load(f))
+    crashes = [f"rank {rank}:\n{r['crash']}" for rank, r in enumerate(results) if "crash" in r]
+    assert not crashes, "\n".join(crashes)
+    return results
+
+
+@pytest.mark.parametrize("splits", [[0, 150, 301], [0, 40, 40, 301], [0, 151, 152, 301]])
+def test_distributed_measures_equal_the_single_process_ones(tmp_path, splits):
+    # uneven shards, a rank with no rows, a rank of one row (fewer than k), duplicates split
+    x, y, names = data()
+    results = run(tmp_path, splits, "measures")
+    g = gg.knn_graph(x, k=5)
+    indices = np.concatenate([r["indices"] for r in results])
+    weights = np.concatenate([r["weights"] for r in results])
+    np.testing.assert_array_equal(indices, g.indices.numpy())
+    np.testing.assert_allclose(weights, g.weights.numpy(), atol=1e-6)
+    expected = {
+        "modularity": gg.modularity(g, names),
+        "modularity_max": gg.modularity(g, names, mode="max", weighted=False),
+        "triangles": gg.triangles(g),
+        "motifs": gg.motifs(g, names),
+        "lsim": gg.layer_similarity(x, y),
+        "lsim_k": gg.layer_similarity(x, y, k=4),
+    }
+    for r in results:  # the same value on every rank
+        for key, value in expected.items():
+            assert r[key] == pytest.approx(value, abs=1e-9), key
+    per_node = np.concatenate([r["per_node"] for r in results])
+    np.testing.assert_array_equal(per_node, gg.triangles(g, per_node=True).numpy())
+
+
+@pytest.mark.parametrize("scenario,message", [
+    ("nan", r"rank 1: 1 rows of x on rank 1 contain NaN or Inf \(first: row 3\)"),
+    ("width", r"every rank must hold rows of one width D: rank 1 has 8, another 7"),
+    ("labels", r"rank 1: labels must have one entry per node: expected 151, got 3"),
+])
+def test_bad_input_on_one_rank_is_the_same_error_on_every_rank(tmp_path, scenario, message):
+    results = run(tmp_path, [0, 150, 301], scenario)
+    errors = [r.get("error") for r in results]
+    assert errors[0] is not None and len(set(errors)) == 1, errors
+    assert __import__("re").search(message, errors[0]), errors[0]
+
+
+def test_without_a_process_group_the_error_says_what_to_do():
+    import gpugraph.distributed as gd
+
+    with pytest.raises(RuntimeError, match="needs an initialised process group: start the ranks with torchrun"):
+        gd.knn_graph(torch.randn(10, 3), k=2)
