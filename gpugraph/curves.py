@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 
-from gpugraph import _progress
+from gpugraph import _jsonio, _progress
 from gpugraph._tensor import label_codes
 from gpugraph.knn import knn_graph
 from gpugraph.modularity import modularity
@@ -83,20 +82,12 @@ class LayerCurve:
 
     def to_json(self, path=None) -> str:
         """The curve as JSON text; also written to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            with open(path, "w") as f:
-                f.write(text + "\n")
-        return text
+        return _jsonio.dump(self.to_dict(), path)
 
     @classmethod
     def from_json(cls, text_or_path) -> LayerCurve:
         """Rebuild a curve from :meth:`to_json` output or a file holding it."""
-        text = str(text_or_path)
-        if not text.lstrip().startswith("{"):
-            with open(text) as f:
-                text = f.read()
-        data = json.loads(text)
+        data = _jsonio.load(text_or_path)
         return cls(data["layers"], data["values"], data.get("params"))
 
     def to_pandas(self):

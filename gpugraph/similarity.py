@@ -7,14 +7,13 @@ baselines users compare it with, in the same API.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 
-from gpugraph import _gram
+from gpugraph import _gram, _jsonio
 from gpugraph.sources import Source, as_source
 from gpugraph.graph import KnnGraph, check_graph
 from gpugraph.knn import knn_graph
@@ -349,20 +348,12 @@ class SimilarityMatrix:
 
     def to_json(self, path=None) -> str:
         """The matrix as JSON text; also written to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            with open(path, "w") as f:
-                f.write(text + "\n")
-        return text
+        return _jsonio.dump(self.to_dict(), path)
 
     @classmethod
     def from_json(cls, text_or_path) -> SimilarityMatrix:
         """Rebuild a matrix from :meth:`to_json` output or a file holding it."""
-        text = str(text_or_path)
-        if not text.lstrip().startswith("{"):
-            with open(text) as f:
-                text = f.read()
-        data = json.loads(text)
+        data = _jsonio.load(text_or_path)
         return cls(data["values"], data["layers_a"], data["layers_b"], data["measure"], data.get("params"))
 
     def to_pandas(self):
