@@ -12,7 +12,7 @@ from gpugraph import _jsonio, _progress
 from gpugraph._tensor import label_codes
 from gpugraph.knn import knn_graph
 from gpugraph.modularity import modularity
-from gpugraph.sources import as_source
+from gpugraph.sources import Source, as_source
 
 
 class LayerCurve:
@@ -184,12 +184,14 @@ def _labels_of(acts, labels):
     return labels
 
 
-def _layer_items(acts):
-    """Every layer as an (N, D) tensor, each row checked once, up front: a NaN, Inf or
+def _layer_items(acts, allow_empty: bool = False):
+    """Every layer as an (N, D) source, each row checked once, up front: a NaN, Inf or
     all-zero row is reported by layer and by its row in ``acts``, whichever subsets the
-    curve draws later."""
+    curve draws later. ``allow_empty``: layers of 0 rows pass (a rank holding no samples)."""
     if not isinstance(acts, Mapping) or not acts:
         raise TypeError("acts must be a non-empty mapping layer name -> (N, D) tensor (see capture)")
+    if allow_empty and all(len(x) == 0 for x in acts.values()):
+        return [(name, Source(tensor=torch.as_tensor(x), name=f"layer {name!r}")) for name, x in acts.items()], 0
     items = [(name, as_source(x, f"layer {name!r}")) for name, x in acts.items()]
     n_total = items[0][1].n
     for name, src in items:

@@ -37,7 +37,7 @@ from gpugraph.knn import _check_k, _gemm, _offer
 from gpugraph.motifs import _count
 from gpugraph.sources import as_source
 
-__all__ = ["knn_graph", "layer_similarity", "modularity", "motifs", "triangles"]
+__all__ = ["knn_graph", "layer_similarity", "modularity", "modularity_curve", "motifs", "shard", "triangles"]
 
 
 def _world(group) -> tuple[int, int]:
@@ -351,3 +351,44 @@ def layer_similarity(x1_local, x2_local, k: int | None = None, group=None) -> fl
     if total[1] > 0:
         raise ValueError("a node's adjacency row is zero in one graph (all other samples orthogonal)")
     return float(total[0] / total[2])
+
+
+def shard(n: int, group=None) -> slice:
+    """This rank's contiguous share of ``n`` samples, balanced over the ranks (sizes differ
+    by at most one; no sample twice, unlike DistributedSampler's padding). Take the rows
+    of your data set with it before ``capture``: ``x[gd.shard(len(x))]``."""
+    rank, world = _world(group)
+    bounds = [round(i * n / world) for i in range(world + 1)]
+    return slice(bounds[rank], bounds[rank + 1])
+
+
+def modularity_curve(acts_local, labels_local=None, k: int = 3, n: int | None = 500, repeats: int = 5,
+                     seed: int = 0, mode: str = "mean", group=None):
+    """``gpugraph.modularity_curve`` over rows split across the ranks: the same subsets are
+    drawn on every rank from the global sample ids, each rank contributes the rows of each
+    subset it holds, and every rank returns the same LayerCurve, equal to the
+    single-process curve of the concatenated rows (to 1e-9)."""
+    from gpugraph.curves import LayerCurve, _labels_of, _layer_items, subsets
+
+    rank, world = _world(group)
+    items, n_local = _layer_items(acts_local, allow_empty=True)
+    labels_local = _labels_of(acts_local, labels_local)
+    infos = _gather({"n": n_local, "layers": [name for name, _ in items]}, group)
+    if any(info["layers"] != infos[0]["layers"] for info in infos):
+        raise ValueError("every rank must capture the same layers: "
+                         + "; ".join(f"rank {r}: {info['layers']}" for r, info in enumerate(infos)))
+    sizes = [info["n"] for info in infos]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    r0, r1 = offsets[rank], offsets[rank + 1]
+    parts = subsets(offsets[-1], n, repeats, seed)
+    values = np.empty((len(parts), len(items)))
+    labels = np.asarray(labels_local.cpu() if isinstance(labels_local, torch.Tensor) else labels_local)
+    for j, (_, src) in enumerate(items):
+        for i, idx in enumerate(parts):
+            mine = idx[(idx >= r0) & (idx < r1)] - r0  # this rank's rows of the subset, in order
+            x = src.take(mine) if len(mine) else torch.empty((0, src.d), dtype=src.dtype, device=src.device)
+            g = knn_graph(x, k, group)
+            values[i, j] = modularity(g, labels[mine], group, mode=mode)
+    params = {"measure": "modularity", "k": k, "n": n, "repeats": len(parts), "seed": seed, "mode": mode,
+              "negative": "keep", "final": list(getattr(acts_local, "final", [])), "world_size": world}
+    return LayerCurve([name for name, _ in items], values, params)

@@ -30,6 +30,11 @@ def data():
     return x, y, names
 
 
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4))
+
+
 def _worker(rank, world, init, out, splits, scenario):
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=60))
@@ -50,6 +55,13 @@ def _worker(rank, world, init, out, splits, scenario):
                 result["motifs"] = gd.motifs(g, names[r0:r1].tolist())
                 result["lsim"] = gd.layer_similarity(x[r0:r1], y[r0:r1])
                 result["lsim_k"] = gd.layer_similarity(x[r0:r1], y[r0:r1], k=4)
+            elif scenario == "curve":
+                import gpugraph.distributed as gd
+
+                sl = gd.shard(len(x))
+                result["shard"] = (sl.start, sl.stop)
+                acts = gg.capture(_model(), (x[sl], names[sl]), include_input=True)
+                result["curve"] = gd.modularity_curve(acts, k=3, n=60, repeats=3, seed=1).values
             elif scenario == "nan":
                 import gpugraph.distributed as gd
 
@@ -125,6 +137,18 @@ def test_bad_input_on_one_rank_is_the_same_error_on_every_rank(tmp_path, scenari
     errors = [r.get("error") for r in results]
     assert errors[0] is not None and len(set(errors)) == 1, errors
     assert __import__("re").search(message, errors[0]), errors[0]
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_a_capture_on_each_rank_and_a_distributed_curve(tmp_path, world):
+    x, _, names = data()
+    results = run(tmp_path, [0] * (world + 1), "curve")
+    shards = [r["shard"] for r in results]
+    assert shards[0][0] == 0 and shards[-1][1] == len(x)
+    assert all(a[1] == b[0] for a, b in zip(shards, shards[1:]))  # contiguous, no sample twice
+    ref = gg.modularity_curve(gg.capture(_model(), (x, names), include_input=True), k=3, n=60, repeats=3, seed=1)
+    for r in results:
+        np.testing.assert_allclose(r["curve"], ref.values, atol=1e-9)
 
 
 def test_without_a_process_group_the_error_says_what_to_do():
