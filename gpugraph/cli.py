@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import pickle
 import sys
 import types
@@ -205,7 +206,6 @@ def _similarity(args) -> int:
 
 
 def _graph(args) -> int:
-    import json
     import time
 
     from gpugraph.knn import knn_graph
@@ -221,6 +221,9 @@ def _graph(args) -> int:
         labels = np.load(args.labels, allow_pickle=False)
         if labels.shape != (src.n,):
             raise ValueError(f"{args.labels} holds labels of shape {labels.shape}; {args.x} has N={src.n} rows")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:  # started by torchrun: each rank takes its contiguous share of the rows
+        return _graph_distributed(args, src, labels)
     device = _device(args.device)
     start = time.perf_counter()
     bar = _rows_bar(src.n, args.progress)
@@ -229,10 +232,6 @@ def _graph(args) -> int:
     if bar is not None:
         bar.close()
     built = time.perf_counter() - start
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "indices.npy", g.indices.cpu().numpy())
-    np.save(out / "weights.npy", g.weights.cpu().numpy())
     summary = {"x": str(args.x), "n": src.n, "d": src.d, "k": args.k, "precision": args.precision,
                "device": str(device), "world_size": 1, "seconds_graph": round(built, 3),
                "rows_per_second": round(src.n / built, 1), "triangles": triangles(g)}
@@ -241,11 +240,57 @@ def _graph(args) -> int:
         summary["motifs"] = motifs(g, labels)
     summary["seconds"] = round(time.perf_counter() - start, 3)
     summary["peak_memory_bytes"] = _peak_memory()
+    _write_graph(Path(args.out), g.indices, g.weights, summary)
+    return 0
+
+
+def _graph_distributed(args, src, labels) -> int:
+    """`torchrun --nproc-per-node=P -m gpugraph graph ...`: gloo on the CPU, NCCL with
+    --device cuda (one GPU per rank, by LOCAL_RANK); rank 0 writes the files."""
+    import time
+
+    import torch.distributed as dist
+
+    import gpugraph.distributed as gd
+
+    device = torch.device("cpu")
+    if args.device is not None and _device(args.device).type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        start = time.perf_counter()
+        rows = gd.shard(src.n)
+        g = gd.knn_graph(src.rows(rows.start, rows.stop).to(device), k=args.k)
+        built = time.perf_counter() - start
+        summary = {"x": str(args.x), "n": src.n, "d": src.d, "k": args.k, "precision": "exact",
+                   "device": device.type, "world_size": dist.get_world_size(), "seconds_graph": round(built, 3),
+                   "rows_per_second": round(src.n / built, 1), "triangles": gd.triangles(g)}
+        if labels is not None:
+            summary["modularity"] = gd.modularity(g, labels[rows])
+            summary["motifs"] = gd.motifs(g, labels[rows])
+        indices, weights, _, _ = gd._global_graph(g, None)
+        summary["seconds"] = round(time.perf_counter() - start, 3)
+        peaks = [None] * dist.get_world_size()
+        dist.all_gather_object(peaks, _peak_memory())
+        summary["peak_memory_bytes"] = max(p or 0 for p in peaks)  # the largest rank's
+        if dist.get_rank() == 0:
+            _write_graph(Path(args.out), indices, weights.float(), summary)
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+def _write_graph(out: Path, indices, weights, summary: dict) -> None:
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "indices.npy", indices.cpu().numpy())
+    np.save(out / "weights.npy", weights.cpu().numpy())
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     for key, value in summary.items():
         print(f"{key:>18}: {value}")
     print(f"wrote {out / 'indices.npy'}, {out / 'weights.npy'} and {out / 'summary.json'}")
-    return 0
 
 
 class _RowsBar:

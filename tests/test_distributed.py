@@ -156,3 +156,24 @@ def test_without_a_process_group_the_error_says_what_to_do():
 
     with pytest.raises(RuntimeError, match="needs an initialised process group: start the ranks with torchrun"):
         gd.knn_graph(torch.randn(10, 3), k=2)
+
+
+def test_the_graph_command_under_torchrun(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    x, _, names = data()
+    np.save(tmp_path / "x.npy", x.numpy())
+    np.save(tmp_path / "y.npy", names)
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=3",
+                          "-m", "gpugraph", "graph", str(tmp_path / "x.npy"), "--k", "5", "--labels",
+                          str(tmp_path / "y.npy"), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, check=False, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    g = gg.knn_graph(x, k=5)
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "indices.npy"), g.indices.numpy())
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["world_size"] == 3 and summary["n"] == 301
+    assert summary["triangles"] == gg.triangles(g) and summary["motifs"] == gg.motifs(g, names)
+    assert summary["modularity"] == pytest.approx(gg.modularity(g, names), abs=1e-9)
