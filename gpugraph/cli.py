@@ -271,9 +271,10 @@ def _graph_distributed(args, src, labels) -> int:
             summary["motifs"] = gd.motifs(g, labels[rows])
         indices, weights, _, _ = gd._global_graph(g, None)
         summary["seconds"] = round(time.perf_counter() - start, 3)
-        peaks = [None] * dist.get_world_size()
-        dist.all_gather_object(peaks, _peak_memory())
-        summary["peak_memory_bytes"] = max(p or 0 for p in peaks)  # the largest rank's
+        per_rank = [None] * dist.get_world_size()
+        dist.all_gather_object(per_rank, (_peak_memory() or 0, g.meta["bytes_sent"]))
+        summary["peak_memory_bytes"] = max(p for p, _ in per_rank)  # the largest rank's
+        summary["bytes_sent_per_rank"] = [b for _, b in per_rank]
         if dist.get_rank() == 0:
             _write_graph(Path(args.out), indices, weights.float(), summary)
     finally:

@@ -108,6 +108,7 @@ def knn_graph(x_local, k: int = 10, group=None, *, tile: int | None = None) -> K
     best_i = torch.full((n, k), -1, dtype=torch.int64, device=device)  # (n_r, k)
     tile = tile or max(2 * (k + 1), min(4096, int(math.sqrt(_memory.budget(device) / 10))))
     block, owner = unit, rank  # the block this rank holds at each step of the ring
+    sent = 0  # bytes this rank sends: (P - 1) blocks, on average (P - 1) / P * N * D * size
     for step in range(world):
         if n and len(block):
             _merge_block(best_v, best_i, unit, block, offsets[rank], offsets[owner], tile, k)
@@ -118,13 +119,14 @@ def knn_graph(x_local, k: int = 10, group=None, *, tile: int | None = None) -> K
         ops = []
         if len(block):
             ops.append(dist.P2POp(dist.isend, block.contiguous(), (rank + 1) % world, group))
+            sent += block.numel() * block.element_size()
         if len(incoming):
             ops.append(dist.P2POp(dist.irecv, incoming, (rank - 1) % world, group))
         for req in dist.batch_isend_irecv(ops) if ops else []:
             req.wait()
         block, owner = incoming, nxt
     meta = {"metric": "cosine", "n": n_total, "d": d, "k": k, "dtype": str(local.dtype).replace("torch.", ""),
-            "precision": "exact", "world_size": world, "rank": rank, "offset": offsets[rank]}
+            "precision": "exact", "world_size": world, "rank": rank, "offset": offsets[rank], "bytes_sent": sent}
     return KnnGraph(best_i, best_v.clamp_(-1.0, 1.0).to(torch.float32), validate=False, meta=meta)
 
 

@@ -175,5 +175,9 @@ def test_the_graph_command_under_torchrun(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "indices.npy"), g.indices.numpy())
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["world_size"] == 3 and summary["n"] == 301
+    # the ring: rank r sends every block but the one of rank r + 1 (its neighbour's own)
+    sizes = [len(range(*slice(round(i * 301 / 3), round((i + 1) * 301 / 3)).indices(301))) for i in range(3)]
+    expected = [sum(sizes[j] for j in range(3) if j != (r + 1) % 3) * 8 * 4 for r in range(3)]
+    assert summary["bytes_sent_per_rank"] == expected
     assert summary["triangles"] == gg.triangles(g) and summary["motifs"] == gg.motifs(g, names)
     assert summary["modularity"] == pytest.approx(gg.modularity(g, names), abs=1e-9)
