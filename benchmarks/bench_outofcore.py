@@ -57,18 +57,21 @@ def child(method: str, path: str, k: int, out: str) -> None:
 
 
 def agreement(path: Path, indices: np.ndarray, k: int, rows: np.ndarray) -> float:
+    """Share of the sampled rows whose neighbour set equals an exact float64 search's."""
     x = np.load(path, mmap_mode="r")
-    xn_rows = np.asarray(x[rows], dtype=np.float64)
-    xn_rows /= np.linalg.norm(xn_rows, axis=1, keepdims=True)
+    q = np.asarray(x[rows], dtype=np.float64)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
     best = np.full((len(rows), k), -np.inf)
     best_i = np.zeros((len(rows), k), dtype=np.int64)
-    for c0 in range(0, len(x), 200_000):
-        block = np.asarray(x[c0 : c0 + 200_000], dtype=np.float64)
+    for c0 in range(0, len(x), 20_000):
+        block = np.asarray(x[c0 : c0 + 20_000], dtype=np.float64)
         block /= np.linalg.norm(block, axis=1, keepdims=True)
-        s = xn_rows @ block.T
-        s[rows[:, None] == np.arange(c0, c0 + len(block))[None, :]] = -np.inf
-        vals = np.concatenate([best, s], axis=1)
-        idx = np.concatenate([best_i, np.broadcast_to(np.arange(c0, c0 + len(block)), s.shape)], axis=1)
+        s = q @ block.T  # (rows, 20000)
+        own = (rows >= c0) & (rows < c0 + len(block))
+        s[own, rows[own] - c0] = -np.inf
+        top = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        vals = np.concatenate([best, np.take_along_axis(s, top, 1)], axis=1)
+        idx = np.concatenate([best_i, top + c0], axis=1)
         order = np.argsort(-vals, axis=1, kind="stable")[:, :k]
         best, best_i = np.take_along_axis(vals, order, 1), np.take_along_axis(idx, order, 1)
     return float(np.mean([set(a) == set(b) for a, b in zip(indices[rows], best_i)]))
