@@ -62,6 +62,17 @@ def _worker(rank, world, init, out, splits, scenario):
                 result["shard"] = (sl.start, sl.stop)
                 acts = gg.capture(_model(), (x[sl], names[sl]), include_input=True)
                 result["curve"] = gd.modularity_curve(acts, k=3, n=60, repeats=3, seed=1).values
+            elif scenario == "dies":
+                import os
+
+                import gpugraph.distributed as gd
+
+                if rank == 1:
+                    os._exit(3)  # a rank lost mid-run, before the ring exchange
+                try:
+                    gd.knn_graph(x[r0:r1], k=5)
+                except RuntimeError as exc:  # the collective notices the lost peer
+                    result["error"] = f"RuntimeError: {exc}"
             elif scenario == "nan":
                 import gpugraph.distributed as gd
 
@@ -149,6 +160,21 @@ def test_a_capture_on_each_rank_and_a_distributed_curve(tmp_path, world):
     ref = gg.modularity_curve(gg.capture(_model(), (x, names), include_input=True), k=3, n=60, repeats=3, seed=1)
     for r in results:
         np.testing.assert_allclose(r["curve"], ref.values, atol=1e-9)
+
+
+def test_a_rank_that_dies_makes_the_others_fail_not_hang(tmp_path):
+    import time
+
+    start = time.monotonic()
+    context = mp.spawn(_worker, args=(2, f"file://{tmp_path / 'store'}", str(tmp_path / "r"), [0, 150, 301], "dies"),
+                       nprocs=2, join=False)
+    for process in context.processes:
+        process.join(timeout=120)
+    assert [p.exitcode for p in context.processes] == [0, 3]  # the survivor ended by itself
+    with open(tmp_path / "r.0", "rb") as f:
+        survivor = pickle.load(f)
+    assert "error" in survivor, survivor
+    assert time.monotonic() - start < 90  # well within the process group's 60 s timeout + start-up
 
 
 def test_without_a_process_group_the_error_says_what_to_do():
