@@ -122,6 +122,25 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar with rows/s and ETA (default: only when stderr is a terminal)")
     g.set_defaults(run=_graph)
+
+    b = sub.add_parser("bench", help="benchmark gpugraph beside its references; compare two runs",
+                       description="Run each benchmark case beside its reference in the same process (interleaved, "
+                       "medians after a warm-up) and write one JSON; or compare two such files for regressions "
+                       "(speed-up ratios, peak memory, deterministic counters).")
+    b.add_argument("--suite", default="quick", choices=["quick", "full"], help="quick: under 2 minutes on 2 cores")
+    b.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    b.add_argument("--rounds", type=_positive, default=None, help="timed rounds per case (default: 5 quick, 7 full)")
+    b.add_argument("--json", default=None, help="write the results here")
+    b.set_defaults(run=_bench)
+    bsub = b.add_subparsers(dest="bench_command", metavar="compare")
+    bc = bsub.add_parser("compare", help="compare a new run with a baseline; exit 1 on a regression")
+    bc.add_argument("baseline")
+    bc.add_argument("new")
+    bc.add_argument("--factor", type=float, default=1.25,
+                    help="allowed slow-down of the speed-up ratio and growth of peak memory (default: %(default)s)")
+    bc.add_argument("--ignore-times", action="store_true",
+                    help="check only deterministic counters and peak memory (times are too noisy on shared machines)")
+    bc.set_defaults(run=_bench_compare)
     return p
 
 
@@ -321,6 +340,29 @@ def _peak_memory() -> int | None:
             return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
     except (OSError, StopIteration):
         return None
+
+
+def _bench(args) -> int:
+    import json
+
+    from gpugraph import bench
+
+    device = _device(args.device).type
+    print(f"gpugraph bench --suite {args.suite} on {device}")
+    result = bench.run(args.suite, device, rounds=args.rounds)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _bench_compare(args) -> int:
+    from gpugraph import bench
+
+    lines, failed = bench.compare(bench.load(args.baseline), bench.load(args.new), args.factor, args.ignore_times)
+    print("\n".join(lines))
+    print("regression" if failed else "no regression")
+    return 1 if failed else 0
 
 
 def _check_files(*paths: str) -> None:

@@ -1,0 +1,76 @@
+"""The benchmark runner and its comparison: a regression is flagged, an unchanged run passes."""
+
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+
+from gpugraph import bench
+
+
+def result(speedup=2.0, peak=100 * 2**20, triangles=1234):
+    return {"suite": "quick", "device": "cpu", "cases": [
+        {"name": "a", "seconds": 1.0, "reference": "r", "reference_seconds": speedup, "speedup": speedup,
+         "peak_bytes": peak, "counters": {"triangles": triangles}},
+        {"name": "b", "seconds": 1.0, "reference": "none", "reference_seconds": None, "speedup": None,
+         "peak_bytes": None, "counters": {}},
+    ]}
+
+
+@pytest.mark.parametrize("change,regressed,verdict", [
+    ({}, False, "ok"),
+    ({"speedup": 1.7}, False, "ok"),  # within the factor 1.25
+    ({"speedup": 1.5}, True, "slower"),
+    ({"peak": 150 * 2**20}, True, "more memory"),  # over 1.25 x 100 MiB + 16 MiB of noise
+    ({"peak": 120 * 2**20}, False, "ok"),
+    ({"triangles": 1235}, True, "counters changed: triangles 1234 -> 1235"),
+])
+def test_compare_flags_what_regressed(change, regressed, verdict):
+    lines, failed = bench.compare(result(), result(**change))
+    assert failed is regressed
+    assert verdict in lines[1]
+    assert lines[2].endswith("ok")  # a case without a reference or peak compares its counters only
+
+
+def test_compare_ignores_times_when_asked_and_lists_one_sided_cases():
+    new = result(speedup=0.5)
+    new["cases"].append({"name": "c", "speedup": 1.0, "peak_bytes": 1, "counters": {}})
+    lines, failed = bench.compare(result(), new, ignore_times=True)
+    assert not failed and "only in new run" in lines[-1]
+    with pytest.raises(ValueError, match="factor must be at least 1"):
+        bench.compare(result(), result(), factor=0.9)
+
+
+def test_a_case_is_timed_beside_its_reference():
+    case = bench.Case("sum", lambda: sum(range(1000)), lambda: sum(list(range(1000))), "list",
+                      lambda v: {"value": v})
+    out = bench.run_case(case, rounds=3, device="cpu")
+    assert out["counters"] == {"value": 499500} and out["rounds"] == 3
+    assert out["speedup"] == pytest.approx(out["reference_seconds"] / out["seconds"])
+    assert out["seconds_min"] <= out["seconds"] <= out["seconds_max"]
+
+
+def test_the_cli_exit_status_follows_the_comparison(tmp_path):
+    base, worse = result(), result(triangles=1)
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    (tmp_path / "same.json").write_text(json.dumps(copy.deepcopy(base)))
+    (tmp_path / "worse.json").write_text(json.dumps(worse))
+
+    def compare(name):
+        return subprocess.run([sys.executable, "-m", "gpugraph", "bench", "compare", str(tmp_path / "base.json"),
+                               str(tmp_path / name)], capture_output=True, text=True, check=False)
+
+    same, bad = compare("same.json"), compare("worse.json")
+    assert same.returncode == 0 and same.stdout.strip().endswith("no regression")
+    assert bad.returncode == 1 and "counters changed" in bad.stdout
+
+
+def test_the_stored_baseline_covers_the_quick_suite():
+    from pathlib import Path
+
+    baseline = bench.load(Path(__file__).parent.parent / "benchmarks" / "baselines" / "cpu-2core.json")
+    assert baseline["suite"] == "quick" and baseline["machine"]["cores"] >= 1
+    names = {c["name"] for c in baseline["cases"]}
+    assert names == {c.name for c in bench.cases("quick", "cpu")}
