@@ -1,4 +1,4 @@
-"""CuPy custom kernels: the sources in kernels/*.cu, compiled on first use, cached per device.
+"""CuPy custom kernels: the sources in gpugraph/kernels/*.cu, compiled on first use, cached per device.
 
 This module is the only place that reads, compiles or launches the CUDA sources. Tensors
 cross into CuPy with ``cupy.from_dlpack`` (no copy) and every launch goes on torch's
@@ -34,7 +34,7 @@ def _cupy():
 
 
 def source(name: str) -> str:
-    """The text of kernels/<name> as shipped in the package."""
+    """The text of gpugraph/kernels/<name> as shipped in the package."""
     return importlib.resources.files("gpugraph.kernels").joinpath(name).read_text()
 
 

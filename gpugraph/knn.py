@@ -91,7 +91,7 @@ def knn_graph(
     -----
     Time O(N^2 D / 2) for the GEMM plus O(N^2) comparisons; memory O(N k + tile^2): the
     N x N matrix is never held. On CUDA (float32, k <= 256) a CuPy kernel selects from
-    each tile in one streaming pass (kernels/topk.cu); elsewhere torch code does.
+    each tile in one streaming pass (gpugraph/kernels/topk.cu); elsewhere torch code does.
 
     Screening bounds, for unit vectors of dimension D, on |s_low - s|: bf16 rounds both
     inputs (unit roundoff u = 2^-8, moving each product by at most (2u + u^2)|a_i b_i|,

@@ -9,6 +9,8 @@ import pytest
 import torch
 from networkx.algorithms.community import modularity as nx_modularity
 
+pytest_plugins = ["pytester"]  # tests of gpugraph's own pytest plugin
+
 # Every device-parametrised test shows on every machine: the CUDA cases skip with a reason.
 HAS_CUDA = torch.cuda.is_available()
 DEVICES = [

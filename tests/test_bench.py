@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from gpugraph import bench
@@ -74,3 +75,69 @@ def test_the_stored_baseline_covers_the_quick_suite():
     assert baseline["suite"] == "quick" and baseline["machine"]["cores"] >= 1
     names = {c["name"] for c in baseline["cases"]}
     assert names == {c.name for c in bench.cases("quick", "cpu")}
+
+
+# ---- users' regression tests: gpugraph.testing and the gg_baseline fixture ------------------
+
+
+def test_assert_curve_close_names_the_layers_that_moved(tmp_path):
+    import gpugraph as gg
+    from gpugraph.testing import assert_curve_close, assert_similarity_close
+
+    base = gg.LayerCurve(["a", "b", "c"], [[0.1, 0.5, 0.8], [0.1, 0.5, 0.8]])
+    base.to_json(tmp_path / "base.json")
+    assert_curve_close(gg.LayerCurve(["a", "b", "c"], [[0.11, 0.49, 0.8]]), tmp_path / "base.json")
+    worse = gg.LayerCurve(["a", "b", "c"], [[0.1, 0.4, 0.9]])
+    with pytest.raises(AssertionError, match=r"1 of 3 layers moved beyond the tolerance \(lower\):\n.*\n  b .*-0\.1000"):
+        assert_curve_close(worse, base, direction="lower")  # c rose: not a failure downwards
+    with pytest.raises(AssertionError, match=r"2 of 3 layers moved"):
+        assert_curve_close(worse, base)
+    with pytest.raises(AssertionError, match="different layers"):
+        assert_curve_close(gg.LayerCurve(["a", "b"], [[0.1, 0.5]]), base)
+    m = gg.SimilarityMatrix([[1.0, 0.2], [0.3, 1.0]], ["x", "y"], ["u", "v"], "lsim")
+    assert_similarity_close(m, m.to_json())
+    with pytest.raises(AssertionError, match=r"1 of 4 entries moved.*\n  y x u: 0\.3000 -> 0\.5000"):
+        assert_similarity_close(gg.SimilarityMatrix([[1.0, 0.2], [0.5, 1.0]], ["x", "y"], ["u", "v"], "lsim"), m)
+
+
+def test_json_round_trips_are_exact(tmp_path):
+    import gpugraph as gg
+
+    rng = np.random.default_rng(0)
+    c = gg.LayerCurve(["a", "b"], rng.random((3, 2)), {"k": 3, "final": ["b"]})
+    back = gg.LayerCurve.from_json(c.to_json())
+    assert np.array_equal(back.values, c.values) and back.params == c.params
+    m = gg.SimilarityMatrix(rng.random((2, 3)), ["a", "b"], ["c", "d", "e"], "cka", {"k": None})
+    back = gg.SimilarityMatrix.from_json(m.to_json())
+    assert np.array_equal(back.values, m.values) and back.params == m.params
+
+
+PLUGIN_TEST = '''
+import gpugraph as gg
+
+def test_curve(gg_baseline):
+    gg_baseline.check_curve(gg.LayerCurve(["a", "b"], [[0.1, VALUE]]), atol=0.01)
+'''
+
+
+def test_the_pytest_plugin_stores_then_checks_a_baseline(pytester):
+    pytester.makepyfile(test_model=PLUGIN_TEST.replace("VALUE", "0.5"))
+    missing = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    missing.assert_outcomes(failed=1)
+    assert "run pytest --gg-update-baselines once" in missing.stdout.str()
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "--gg-update-baselines").assert_outcomes(passed=1)
+    assert (pytester.path / "gg_baselines" / "test_curve.json").is_file()
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    pytester.makepyfile(test_model=PLUGIN_TEST.replace("VALUE", "0.45"))  # a layer got worse
+    worse = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    worse.assert_outcomes(failed=1)
+    assert "1 of 2 layers moved beyond the tolerance" in worse.stdout.str()
+
+
+def test_the_example_regression_test_guards_the_demo_network():
+    from pathlib import Path
+
+    example = Path(__file__).parent.parent / "examples" / "test_demo_regression.py"
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(example)],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stdout[-2000:]

@@ -1,8 +1,8 @@
 // Host entry points for the kernels compiled with shim.h (see there), called from Python.
 #include "shim.h"
 
-#include "../../kernels/graph.cu"
-#include "../../kernels/topk.cu"
+#include "../../gpugraph/kernels/graph.cu"
+#include "../../gpugraph/kernels/topk.cu"
 
 extern "C" void host_topk_merge(const float* tile, long long row_stride, long long col_stride, int rows,
                                 int cols, long long row0, long long col0, float* best_v, long long* best_i,

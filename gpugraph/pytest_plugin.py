@@ -1,0 +1,63 @@
+"""pytest plugin (registered on install): a ``gg_baseline`` fixture for representation tests.
+
+    def test_released_model_still_separates_classes(gg_baseline):
+        curve = gg.modularity_curve(gg.capture(model, data), k=3, seed=0)
+        gg_baseline.check_curve(curve, atol=0.02, direction="lower")
+
+The first run with ``pytest --gg-update-baselines`` stores the curve in
+``gg_baselines/<test name>.json`` next to the test file; later runs compare with it
+(:func:`gpugraph.testing.assert_curve_close`). A missing baseline fails with the command
+that creates it, so a forgotten baseline never passes silently.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--gg-update-baselines", action="store_true", default=False,
+                     help="gpugraph: (re)write the gg_baseline files instead of comparing with them")
+
+
+class Baseline:
+    """Where a test's baselines live, and the checks against them."""
+
+    def __init__(self, directory: Path, name: str, update: bool):
+        self.directory, self.name, self.update = directory, re.sub(r"[^A-Za-z0-9._-]", "_", name), update
+
+    def path(self, key: str | None = None) -> Path:
+        return self.directory / f"{self.name}{'.' + key if key else ''}.json"
+
+    def _check(self, value, key, compare, **tolerances) -> None:
+        path = self.path(key)
+        if self.update:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            value.to_json(path)
+            return
+        if not path.is_file():
+            pytest.fail(f"no baseline {path}: run pytest --gg-update-baselines once to store it", pytrace=False)
+        compare(value, path, **tolerances)
+
+    def check_curve(self, curve, key: str | None = None, **tolerances) -> None:
+        """Store (with --gg-update-baselines) or compare a LayerCurve; tolerances as in
+        :func:`gpugraph.testing.assert_curve_close`."""
+        from gpugraph.testing import assert_curve_close
+
+        self._check(curve, key, assert_curve_close, **tolerances)
+
+    def check_similarity(self, matrix, key: str | None = None, **tolerances) -> None:
+        """The same for a SimilarityMatrix (:func:`gpugraph.testing.assert_similarity_close`)."""
+        from gpugraph.testing import assert_similarity_close
+
+        self._check(matrix, key, assert_similarity_close, **tolerances)
+
+
+@pytest.fixture
+def gg_baseline(request) -> Baseline:
+    """Baselines of this test, in gg_baselines/ next to its file."""
+    return Baseline(Path(request.path).parent / "gg_baselines", request.node.name,
+                    request.config.getoption("--gg-update-baselines"))
