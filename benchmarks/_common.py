@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import platform
 import statistics
-import time
 
 import torch
 
+from gpugraph import bench
+
 
 def median_time(fn, repeats: int = 3, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` in seconds, after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync()
-        t0 = time.perf_counter()
-        fn()
-        _sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    """Median wall time of ``fn()`` in seconds, after ``warmup`` untimed calls: the timer of
+    ``gpugraph bench`` (gpugraph.bench.timings), so every script times things one way."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return statistics.median(bench.timings(fn, repeats, warmup, device))
 
 
 def environment() -> str:

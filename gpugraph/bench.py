@@ -66,6 +66,23 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def time_once(fn, device: str = "cpu") -> float:
+    """Wall seconds of one call of ``fn``, the device synchronised before and after: the one
+    timer behind the runner and every script in benchmarks/."""
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def timings(fn, rounds: int, warmup: int = 1, device: str = "cpu") -> list[float]:
+    """``rounds`` timings of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    return [time_once(fn, device) for _ in range(rounds)]
+
+
 def run_case(case: Case, rounds: int, device: str) -> dict:
     """Warm up both sides, then ``rounds`` interleaved timings; medians, spread, peak, counters."""
     result = case.ours()
@@ -79,15 +96,10 @@ def run_case(case: Case, rounds: int, device: str) -> dict:
     peak = (torch.cuda.max_memory_allocated() if device == "cuda"
             else (_status("VmHWM:") - before if before is not None else None))
     ours, ref = [], []
-    for _ in range(rounds):
-        for fn, times in ((case.ours, ours), (case.reference, ref)):
-            if fn is None:
-                continue
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append(time.perf_counter() - t0)
+    for _ in range(rounds):  # interleaved: drift of a shared machine hits both sides alike
+        ours.append(time_once(case.ours, device))
+        if case.reference is not None:
+            ref.append(time_once(case.reference, device))
     out = {"name": case.name, "seconds": statistics.median(ours), "seconds_min": min(ours), "seconds_max": max(ours),
            "reference": case.reference_name, "peak_bytes": peak, "rounds": rounds,
            "counters": case.counters(result) if case.counters else {}, **case.notes}
