@@ -133,6 +133,15 @@ def cases(suite: str, device: str) -> list[Case]:
         out.append(Case(f"knn_graph N={n} D={d} k=10", lambda xd=xd: gg.knn_graph(xd, k=10), ref, ref_name,
                         lambda g: {"edges": int(g.indices.numel()), "self_loops": int((g.indices == torch.arange(
                             g.n, device=g.device)[:, None]).sum())}))
+    if device == "cuda":  # the GPU's own cases: screened tiles, exact neighbours
+        n_gpu, d_gpu = (20_000, 256) if quick else (100_000, 512)
+        x, _ = clustered(n_gpu, d_gpu)
+        xd = x.to(dev)
+        ref, ref_name = _knn_reference(x, 10, device)
+        for precision in ("tf32", "bf16"):
+            out.append(Case(f"knn_graph N={n_gpu} D={d_gpu} k=10 {precision}",
+                            lambda xd=xd, p=precision: gg.knn_graph(xd, k=10, precision=p), ref, ref_name,
+                            lambda g: {"edges": int(g.indices.numel())}))
     n = 20_000 if quick else 50_000
     x, labels = clustered(n, 16)
     g = gg.knn_graph(x.to(dev), k=10)
