@@ -115,17 +115,7 @@ class KnnGraph:
         indices, weights = self._indices, self._weights
         if indices.is_cuda and weights.dtype in (torch.float32, torch.float64):
             return _kernels.edge_partners(indices.contiguous(), weights.contiguous())
-        n, k = indices.shape
-        recip = torch.empty((n, k), dtype=torch.bool, device=self.device)
-        partner_w = torch.zeros((n, k), dtype=weights.dtype, device=self.device)
-        step = max(1, (1 << 22) // (k * k))
-        for r0 in range(0, n, step):
-            idx = indices[r0 : r0 + step]  # (c, k)
-            own = torch.arange(r0, r0 + len(idx), device=self.device)  # (c,)
-            match = indices[idx] == own[:, None, None]  # (c, k, k): j's list holds i
-            recip[r0 : r0 + step] = match.any(dim=2)
-            partner_w[r0 : r0 + step] = (weights[idx] * match).sum(dim=2)
-        return recip, partner_w
+        return reciprocity_of(indices, weights)
 
     def symmetric_weights(self, mode: str = "mean", weighted: bool = True, dtype=torch.float64):
         """The symmetric adjacency A as two (N, k) tensors aligned with ``indices``.
@@ -136,17 +126,7 @@ class KnnGraph:
         ``fwd.sum() + rev.sum()`` is sum_ij A_ij.
         """
         check_mode(mode)
-        recip, partner_w = self.reciprocity()
-        shape = self._indices.shape
-        w = self._weights.to(dtype) if weighted else torch.ones(shape, dtype=dtype, device=self.device)
-        pw = partner_w.to(dtype) if weighted else w
-        zero = torch.zeros((), dtype=dtype, device=self.device)
-        if mode == "mutual":
-            return torch.where(recip, (w + pw) / 2, zero), torch.zeros_like(w)
-        if mode == "mean" and weighted:
-            return torch.where(recip, (w + pw) / 2, w / 2), torch.where(recip, zero, w / 2)
-        # "max", and unweighted "mean" (every edge of the union counts 1)
-        return torch.where(recip, torch.maximum(w, pw), w), torch.where(recip, zero, w)
+        return symmetric_from(self._weights, *self.reciprocity(), mode, weighted, dtype)
 
     def edges(self, mode: str = "mean", weighted: bool = True, dtype=torch.float64):
         """The symmetric adjacency as COO triples (rows, cols, values), both directions of
@@ -264,6 +244,39 @@ class KnnGraph:
             raise ValueError(f"{path} holds graph format {meta.get('format')!r}; this gpugraph reads {_FORMAT!r}")
         g = cls(indices, weights, meta={k: v for k, v in meta.items() if k != "format"})
         return g if device is None else g.to(device)
+
+
+def reciprocity_of(indices: torch.Tensor, weights: torch.Tensor, rows: slice | None = None):
+    """For the directed edges of ``rows`` (default: all) of the lists ``indices`` (N, k):
+    whether each is reciprocated, and the reverse edge's weight (0 where absent).
+    Two (rows, k) tensors, bool and ``weights.dtype``; chunked, O(rows k^2)."""
+    rows = rows or slice(0, len(indices))
+    mine = indices[rows]
+    n, k = mine.shape
+    recip = torch.empty((n, k), dtype=torch.bool, device=indices.device)
+    partner_w = torch.zeros((n, k), dtype=weights.dtype, device=indices.device)
+    step = max(1, (1 << 22) // (k * k))
+    for r0 in range(0, n, step):
+        idx = mine[r0 : r0 + step]  # (c, k)
+        own = torch.arange(rows.start + r0, rows.start + r0 + len(idx), device=indices.device)  # (c,)
+        match = indices[idx] == own[:, None, None]  # (c, k, k): j's list holds i
+        recip[r0 : r0 + step] = match.any(dim=2)
+        partner_w[r0 : r0 + step] = (weights[idx] * match).sum(dim=2)
+    return recip, partner_w
+
+
+def symmetric_from(weights, recip, partner_w, mode: str, weighted: bool, dtype):
+    """(fwd, rev) of :meth:`KnnGraph.symmetric_weights` from the directed weights and their
+    reciprocity: the one statement of the three modes."""
+    w = weights.to(dtype) if weighted else torch.ones(weights.shape, dtype=dtype, device=weights.device)
+    pw = partner_w.to(dtype) if weighted else w
+    zero = torch.zeros((), dtype=dtype, device=weights.device)
+    if mode == "mutual":
+        return torch.where(recip, (w + pw) / 2, zero), torch.zeros_like(w)
+    if mode == "mean" and weighted:
+        return torch.where(recip, (w + pw) / 2, w / 2), torch.where(recip, zero, w / 2)
+    # "max", and unweighted "mean" (every edge of the union counts 1)
+    return torch.where(recip, torch.maximum(w, pw), w), torch.where(recip, zero, w)
 
 
 def check_graph(g, name: str = "g") -> KnnGraph:
