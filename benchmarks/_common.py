@@ -7,7 +7,7 @@ import statistics
 
 import torch
 
-from gpugraph import bench
+from gpugraph import _memory, bench
 
 
 def median_time(fn, repeats: int = 3, warmup: int = 1) -> float:
@@ -32,6 +32,5 @@ def row(*cells, widths=(28, 12, 12, 12, 10)) -> str:
 
 
 def peak_rss_kib() -> int:
-    """Peak resident memory of this process (VmHWM; unlike ru_maxrss it resets at exec)."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    """Peak resident memory of this process in KiB (VmHWM; unlike ru_maxrss it resets at exec)."""
+    return _memory.peak_resident() // 1024

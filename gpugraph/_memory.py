@@ -30,3 +30,29 @@ def available(device: torch.device) -> int:
 def budget(device: torch.device) -> int:
     """Bytes a computation on ``device`` may use for its temporaries."""
     return max(1 << 24, available(device) // BUDGET_FRACTION)
+
+
+def _status(key: str) -> int | None:
+    """A byte count from /proc/self/status (VmRSS:, VmHWM:, ...); None where absent."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
+    except (OSError, StopIteration):
+        return None
+
+
+def peak_resident() -> int | None:
+    """This process's peak resident memory in bytes (VmHWM; None where /proc is absent)."""
+    return _status("VmHWM:")
+
+
+def reset_peak() -> int | None:
+    """Reset the resident high-water mark to the current resident size (Linux clear_refs)
+    and return that size, so that a later :func:`peak_resident` measures what came after;
+    None where this cannot be done."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    return _status("VmRSS:")

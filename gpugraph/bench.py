@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gpugraph import _memory
+
 SUITES = ("quick", "full")
 _SLACK = 16 * 2**20  # peak-memory growth below this is allocator noise, not a regression
 
@@ -41,24 +43,6 @@ class Case:
     reference_name: str
     counters: object = None
     notes: dict = field(default_factory=dict)
-
-
-def _reset_peak() -> int | None:
-    """Reset the resident high-water mark (Linux) and return the resident size now."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return _status("VmRSS:")
-    except OSError:
-        return None
-
-
-def _status(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
-    except (OSError, StopIteration):
-        return None
 
 
 def _sync(device: str) -> None:
@@ -90,11 +74,11 @@ def run_case(case: Case, rounds: int, device: str) -> dict:
         case.reference()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    before = _reset_peak()
+    before = _memory.reset_peak()
     result = case.ours()
     _sync(device)
     peak = (torch.cuda.max_memory_allocated() if device == "cuda"
-            else (_status("VmHWM:") - before if before is not None else None))
+            else (_memory.peak_resident() - before if before is not None else None))
     ours, ref = [], []
     for _ in range(rounds):  # interleaved: drift of a shared machine hits both sides alike
         ours.append(time_once(case.ours, device))

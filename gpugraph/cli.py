@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gpugraph import _memory
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
@@ -258,7 +260,7 @@ def _graph(args) -> int:
         summary["modularity"] = modularity(g, labels)
         summary["motifs"] = motifs(g, labels)
     summary["seconds"] = round(time.perf_counter() - start, 3)
-    summary["peak_memory_bytes"] = _peak_memory()
+    summary["peak_memory_bytes"] = _memory.peak_resident()
     _write_graph(Path(args.out), g.indices, g.weights, summary)
     return 0
 
@@ -291,7 +293,7 @@ def _graph_distributed(args, src, labels) -> int:
         indices, weights, _, _ = gd._global_graph(g, None)
         summary["seconds"] = round(time.perf_counter() - start, 3)
         per_rank = [None] * dist.get_world_size()
-        dist.all_gather_object(per_rank, (_peak_memory() or 0, g.meta["bytes_sent"]))
+        dist.all_gather_object(per_rank, (_memory.peak_resident() or 0, g.meta["bytes_sent"]))
         summary["peak_memory_bytes"] = max(p for p, _ in per_rank)  # the largest rank's
         summary["bytes_sent_per_rank"] = [b for _, b in per_rank]
         if dist.get_rank() == 0:
@@ -331,15 +333,6 @@ class _RowsBar:
 def _rows_bar(n: int, progress) -> _RowsBar | None:
     show = progress if progress is not None else sys.stderr.isatty()
     return _RowsBar(n) if show else None
-
-
-def _peak_memory() -> int | None:
-    """This process's peak resident memory in bytes (VmHWM; None where /proc is absent)."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return None
 
 
 def _bench(args) -> int:

@@ -30,10 +30,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from gpugraph import _memory
 from gpugraph._tensor import label_codes, unit_rows
 from gpugraph.graph import KnnGraph, check_graph, check_mode, reciprocity_of, symmetric_from
-from gpugraph.knn import _check_k, _gemm, _offer
+from gpugraph.knn import _check_k, _default_tile, _gemm, _offer
 from gpugraph.motifs import _count
 from gpugraph.sources import as_source
 
@@ -106,7 +105,7 @@ def knn_graph(x_local, k: int = 10, group=None, *, tile: int | None = None) -> K
     unit = local.unit
     best_v = torch.full((n, k), -math.inf, dtype=dtype, device=device)  # (n_r, k)
     best_i = torch.full((n, k), -1, dtype=torch.int64, device=device)  # (n_r, k)
-    tile = tile or max(2 * (k + 1), min(4096, int(math.sqrt(_memory.budget(device) / 10))))
+    tile = tile or _default_tile(device, dtype, k)
     block, owner = unit, rank  # the block this rank holds at each step of the ring
     sent = 0  # bytes this rank sends: (P - 1) blocks, on average (P - 1) / P * N * D * size
     for step in range(world):
@@ -335,11 +334,11 @@ def layer_similarity(x1_local, x2_local, k: int | None = None, group=None) -> fl
         whole = [KnnGraph(*_global_graph(g, group)[:2], validate=False) for g in (g1, g2)]
         return _sparse_lsim(_SparseFactor(whole[0]), _SparseFactor(whole[1]))
     l1, l2 = _Local(x1_local, f"x1 on rank {rank}"), _Local(x2_local, f"x2 on rank {rank}")
-    error = l1.info.get("error") and l1.info or l2.info.get("error") and l2.info or {}
-    if not error and l1.n != l2.n:
+    error = next((info for info in (l1.info, l2.info) if info.get("error")), None)
+    if error is None and l1.n != l2.n:
         error = {"error": f"x1 and x2 must hold the same samples: {l1.n} and {l2.n} rows"}
-    infos = _gather({"n": l1.n, "d1": l1.d, "d2": l2.d, **{key: error[key] for key in ("error", "kind") if key in error}},
-                    group)
+    infos = _gather({"n": l1.n, "d1": l1.d, "d2": l2.d,
+                     **{key: error[key] for key in ("error", "kind") if error and key in error}}, group)
     _raise_if_any(infos)
     _same(infos, "d1", "width D1")
     _same(infos, "d2", "width D2")
