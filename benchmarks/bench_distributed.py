@@ -5,7 +5,7 @@
 Runs `torchrun --standalone --nproc-per-node=P -m gpugraph graph X.npy` for each P (gloo),
 each rank with --threads / P torch threads so that the machine's cores are shared the same
 way, and prints the time, the peak memory of the largest rank, and the bytes each rank sent
-beside the ring's formula (P - 1)/P x N x D x 4 (exactly: every block but the next rank's).
+beside the half ring's formula S x N/P x (D x 4 + k x 12), S = floor(P / 2) (rows and lists).
 All runs must give the same graph up to float32 rounding: the ranks re-score kept pairs one
 at a time while one process reads them off its GEMM tiles, so two neighbours whose cosines
 differ by less than float32 rounding may swap; the script counts such rows and checks that
@@ -57,7 +57,7 @@ def main() -> None:
         if np.abs(weights - first[1]).max() > (args.dim + 2) * 2.0**-23:
             raise SystemExit(f"{p} processes gave another graph than {args.procs[0]}")
         sent = max(summary.get("bytes_sent_per_rank", [0]))
-        formula = (p - 1) / p * args.n * args.dim * 4
+        formula = (p // 2) * args.n / p * (args.dim * 4 + args.k * 12)
         print(row(p, f"{summary['seconds_graph']:.1f}", f"{summary['peak_memory_bytes'] / 2**30:.2f}",
                   f"{sent / 1e6:.1f}", f"{formula / 1e6:.1f}", swapped, widths=(10, 10, 11, 15, 13, 15)))
 

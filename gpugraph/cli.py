@@ -282,7 +282,11 @@ def _graph_distributed(args, src, labels) -> int:
     try:
         start = time.perf_counter()
         rows = gd.shard(src.n)
-        g = gd.knn_graph(src.rows(rows.start, rows.stop).to(device), k=args.k)
+        bar = _rows_bar(src.n, args.progress) if dist.get_rank() == 0 else None  # rank 0's share of the work
+        g = gd.knn_graph(src.rows(rows.start, rows.stop).to(device), k=args.k,
+                         progress=bar.tiles if bar is not None else False)
+        if bar is not None:
+            bar.close()
         built = time.perf_counter() - start
         summary = {"x": str(args.x), "n": src.n, "d": src.d, "k": args.k, "precision": "exact",
                    "device": device.type, "world_size": dist.get_world_size(), "seconds_graph": round(built, 3),

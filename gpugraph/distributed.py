@@ -15,9 +15,14 @@ Before any heavy collective, every function gathers a little metadata from all r
 counts, widths, dtypes, bad rows, label counts) and checks it, so bad input on one rank
 raises the same clear error on every rank, naming the rank, instead of hanging the others.
 
-Communication of :func:`knn_graph` (a ring): every block of unit rows travels once around
-the ring, so each rank sends and receives (P - 1) / P * N * D * 4 bytes (float32), plus
-O(P) metadata; it computes its rows against all N rows, the full N x N work split in P.
+Work and communication of :func:`knn_graph` (a half ring): S = floor(P / 2) steps. At step s
+every rank holds the block of rank r - s with the running top-k of its rows, computes the
+pair (own block, visiting block) once, feeding both blocks' lists, and passes both on to
+rank r + 1; at the end the visiting lists go home in one hop. Each unordered pair of blocks
+is computed once (for an even P the two ranks that meet a pair at step P / 2 take half each),
+so the ranks share the N^2 / 2 work of the one-process search. With blocks of N / P rows,
+each rank sends S * N / P * D * 4 bytes of rows (float32) and S * N / P * k * 12 bytes of
+lists (value and int64 index), plus O(P) metadata: about half the rows of a full ring.
 The graph measures all-gather the (N, k) lists once (N * k * 12 bytes to every rank) and
 reduce per-class sums or counts.
 """
@@ -30,6 +35,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from gpugraph import _progress
 from gpugraph._tensor import label_codes, unit_rows
 from gpugraph.graph import KnnGraph, check_graph, check_mode, reciprocity_of, symmetric_from
 from gpugraph.knn import _check_k, _default_tile, _gemm, _offer
@@ -80,13 +86,16 @@ def _same(infos: list[dict], key: str, what: str) -> None:
                              f"another {values[0]}")
 
 
-def knn_graph(x_local, k: int = 10, group=None, *, tile: int | None = None) -> KnnGraph:
+def knn_graph(x_local, k: int = 10, group=None, *, tile: int | None = None, progress=None) -> KnnGraph:
     """Exact cosine k-NN graph of the rows of all ranks; this rank's rows, global indices.
 
     Equal to ``gpugraph.knn_graph`` on the concatenation of every rank's rows (the same
     neighbour sets, ties broken towards the lower global index), for any world size and
     any split. ``x_local`` is this rank's (n_r, D) block (n_r may be 0), a tensor or an
-    out-of-core source.
+    out-of-core source. ``progress`` as in ``gpugraph.knn_graph``, over this rank's tiles.
+
+    Each pair of row blocks is computed once (see the module notes): the blocks travel half
+    way round a ring with the running top-k of their rows, then the lists go home.
     """
     rank, world = _world(group)
     name = f"x on rank {rank}"
@@ -100,33 +109,139 @@ def knn_graph(x_local, k: int = 10, group=None, *, tile: int | None = None) -> K
     n_total = sum(sizes)
     _check_k(k, n_total)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
-    n, d, device = local.n, local.d, local.device
-    dtype = torch.float64 if local.dtype == torch.float64 else torch.float32
-    unit = local.unit
-    best_v = torch.full((n, k), -math.inf, dtype=dtype, device=device)  # (n_r, k)
-    best_i = torch.full((n, k), -1, dtype=torch.int64, device=device)  # (n_r, k)
+    d, device, unit = local.d, local.device, local.unit
+    dtype = unit.dtype
     tile = tile or _default_tile(device, dtype, k)
-    block, owner = unit, rank  # the block this rank holds at each step of the ring
-    sent = 0  # bytes this rank sends: (P - 1) blocks, on average (P - 1) / P * N * D * size
-    for step in range(world):
-        if n and len(block):
-            _merge_block(best_v, best_i, unit, block, offsets[rank], offsets[owner], tile, k)
-        if step == world - 1:
-            break
-        nxt = (owner - 1) % world  # the block that arrives from the previous rank
-        incoming = torch.empty((sizes[nxt], d), dtype=dtype, device=device)
-        ops = []
-        if len(block):
-            ops.append(dist.P2POp(dist.isend, block.contiguous(), (rank + 1) % world, group))
-            sent += block.numel() * block.element_size()
-        if len(incoming):
-            ops.append(dist.P2POp(dist.irecv, incoming, (rank - 1) % world, group))
-        for req in dist.batch_isend_irecv(ops) if ops else []:
-            req.wait()
-        block, owner = incoming, nxt
+    steps = _steps(rank, world, sizes)
+    tiles = sum(_tile_count(mine, theirs, tile, same=not step) for step, _, mine, theirs in steps)
+    bar = _progress.bar(progress, tiles, "tile", "knn_graph", long=n_total >= 20_000)
+    own = _TopK(local.n, k, dtype, device)
+    eps = 2.0**-52 if dtype == torch.float64 else 2.0**-23
+    pairs = _Pairs(k, tile, (d + 2) * eps, bar)  # (D + 2) eps: |GEMM - exact| for unit vectors
+    pairs.run(own, own, unit, unit, offsets[rank], offsets[rank], same=True)
+    block = unit
+    visitor = None  # the running top-k of the visiting block's rows
+    sent = 0
+    for step, owner, own_rows, vis_rows in steps[1:]:
+        # pass the block held (and, after the first step, its rows' top-k) on to rank + 1
+        outgoing = [block] + ([visitor.values, visitor.indices] if visitor is not None else [])
+        block = torch.empty((sizes[owner], d), dtype=dtype, device=device)
+        visitor_in = _TopK(sizes[owner], k, dtype, device)
+        incoming = [block] + ([visitor_in.values, visitor_in.indices] if visitor is not None else [])
+        sent += _exchange(outgoing, (rank + 1) % world, incoming, (rank - 1) % world, group)
+        visitor = visitor_in
+        pairs.run(own, visitor, unit[own_rows], block[vis_rows], offsets[rank] + own_rows.start,
+                  offsets[owner] + vis_rows.start, own_at=own_rows.start, vis_at=vis_rows.start)
+    if visitor is not None:  # the visitors' lists go home, to rank - S; ours come from rank + S
+        back = _TopK(local.n, k, dtype, device)
+        hops = len(steps) - 1
+        sent += _exchange([visitor.values, visitor.indices], (rank - hops) % world,
+                          [back.values, back.indices], (rank + hops) % world, group)
+        own.merge(back)
+    bar.close()
     meta = {"metric": "cosine", "n": n_total, "d": d, "k": k, "dtype": str(local.dtype).replace("torch.", ""),
             "precision": "exact", "world_size": world, "rank": rank, "offset": offsets[rank], "bytes_sent": sent}
-    return KnnGraph(best_i, best_v.clamp_(-1.0, 1.0).to(torch.float32), validate=False, meta=meta)
+    return KnnGraph(own.indices, own.values.clamp_(-1.0, 1.0).to(torch.float32), validate=False, meta=meta)
+
+
+def _steps(rank: int, world: int, sizes: list[int]) -> list[tuple[int, int, slice, slice]]:
+    """(step, owner of the visiting block, own rows, visiting rows) for each step of the half ring.
+
+    At step s (0 <= s <= P // 2) this rank holds the block of rank r - s and computes the
+    pair (own rows, its rows): each unordered pair of blocks once. For an even P the last
+    step meets each pair from both sides, so the two ranks split it: the lower rank takes
+    the visitor's first half, the higher rank its own second half.
+    """
+    out = []
+    for step in range(world // 2 + 1):
+        owner = (rank - step) % world
+        mine, theirs = slice(0, sizes[rank]), slice(0, sizes[owner])
+        if step and 2 * step == world:
+            if rank < owner:
+                theirs = slice(0, sizes[owner] // 2)
+            else:
+                mine = slice(sizes[rank] // 2, sizes[rank])
+        out.append((step, owner, mine, theirs))
+    return out
+
+
+def _tile_count(mine: slice, theirs: slice, tile: int, same: bool) -> int:
+    a = math.ceil((mine.stop - mine.start) / tile)
+    return a * (a + 1) // 2 if same else a * math.ceil((theirs.stop - theirs.start) / tile)
+
+
+def _exchange(outgoing: list, to: int, incoming: list, source: int, group) -> int:
+    """Send ``outgoing`` to rank ``to`` while receiving ``incoming`` from ``source`` (empty
+    tensors are skipped on both sides); the bytes sent."""
+    ops = [dist.P2POp(dist.isend, t.contiguous(), to, group) for t in outgoing if t.numel()]
+    ops += [dist.P2POp(dist.irecv, t, source, group) for t in incoming if t.numel()]
+    for req in dist.batch_isend_irecv(ops) if ops else []:
+        req.wait()
+    return sum(t.numel() * t.element_size() for t in outgoing)
+
+
+class _TopK:
+    """The running k best (similarity, global index) of some rows."""
+
+    def __init__(self, n: int, k: int, dtype, device):
+        self.values = torch.full((n, k), -math.inf, dtype=dtype, device=device)  # (n, k)
+        self.indices = torch.full((n, k), -1, dtype=torch.int64, device=device)  # (n, k)
+
+    def merge(self, other: _TopK) -> None:
+        """Keep the k best of both lists (disjoint columns): value descending, index ascending."""
+        k = self.values.shape[1]
+        v = torch.cat([self.values, other.values], dim=1)
+        i = torch.cat([self.indices, other.indices], dim=1)
+        order = torch.argsort(i, dim=1, stable=True)
+        order = order.gather(1, torch.argsort(v.gather(1, order), dim=1, descending=True, stable=True))[:, :k]
+        self.values, self.indices = v.gather(1, order), i.gather(1, order)
+
+
+class _Pairs:
+    """Offers every pair (row of A, row of B) of two row blocks to both rows' top-k, one tile
+    at a time, each tile computed once.
+
+    A tile keeps the entries within the GEMM's rounding bound ``err`` of the row's (column's)
+    running k-th value, or of the tile's own k-th value while a row has fewer than k
+    candidates, and re-scores them one pair at a time (an elementwise product and a sum, the
+    same arithmetic wherever the pair sits): tied pairs, such as duplicates on two ranks, get
+    equal values and go to the lower global index.
+    """
+
+    def __init__(self, k: int, tile: int, err: float, bar):
+        self.k, self.tile, self.err, self.bar = k, tile, err, bar
+
+    def run(self, top_a: _TopK, top_b: _TopK, xa, xb, a_id: int, b_id: int, *, own_at: int = 0, vis_at: int = 0,
+            same: bool = False) -> None:
+        """``a_id``/``b_id``: global id of the first row of xa/xb; ``own_at``/``vis_at``: their
+        rows in ``top_a``/``top_b``. ``same``: xa is xb (a rank's own block), so only the upper
+        tiles are computed, diagonal tiles first, and a row never meets itself."""
+        ta = range(0, len(xa), self.tile)
+        tb = range(0, len(xb), self.tile)
+        if same:
+            order = [(a, a) for a in ta] + [(a, b) for a in ta for b in tb if b > a]
+        else:
+            order = [(a, b) for a in ta for b in tb]
+        for a0, b0 in order:
+            pa, pb = xa[a0 : a0 + self.tile], xb[b0 : b0 + self.tile]
+            s = _gemm(pa, pb, "exact")  # (ta, tb)
+            diagonal = same and a0 == b0
+            if diagonal:
+                s.fill_diagonal_(-math.inf)
+            ra, rb = own_at + a0, vis_at + b0
+            mask = s >= self._cut(s, top_a.values[ra : ra + len(pa), -1], dim=1)[:, None]
+            if diagonal:
+                mask.fill_diagonal_(False)
+            _offer(top_a.values, top_a.indices, pa, pb, ra, b_id + b0, s, mask, transpose=False, exact=False)
+            if not diagonal:
+                mask = s >= self._cut(s, top_b.values[rb : rb + len(pb), -1], dim=0)[None, :]
+                _offer(top_b.values, top_b.indices, pa, pb, rb, a_id + a0, s, mask, transpose=True, exact=False)
+            self.bar.update(1)
+
+    def _cut(self, s, kth, dim: int):
+        if bool(torch.isinf(kth).any()):  # rows with fewer than k candidates: the tile's own k-th
+            kth = torch.maximum(kth, torch.topk(s, min(self.k, s.shape[dim]), dim=dim).values.select(dim, -1))
+        return kth - self.err
 
 
 class _Local:
@@ -152,35 +267,6 @@ class _Local:
         src = as_source(x, name)
         self.n, self.d, self.dtype, self.device = src.n, src.d, src.dtype, src.device
         self.unit = unit_rows(src.tensor if src.in_memory else src.rows(0, src.n), name).to(src.device)
-
-
-def _merge_block(best_v, best_i, unit, block, row0: int, col0: int, tile: int, k: int) -> None:
-    """Offer every pair (local row, row of ``block``) to the local running top-k.
-
-    ``row0`` and ``col0`` are the global ids of the first local row and the first block row;
-    a row never offers itself. Each tile keeps only entries within the GEMM's rounding bound
-    of both the row's current k-th value and the tile's own k-th value per row, about k a
-    row, and re-scores them.
-    """
-    eps = 2.0**-52 if unit.dtype == torch.float64 else 2.0**-23
-    err = (unit.shape[1] + 2) * eps  # |GEMM - exact| for unit vectors
-    for a0 in range(0, len(unit), tile):
-        xa = unit[a0 : a0 + tile]
-        for b0 in range(0, len(block), tile):
-            xb = block[b0 : b0 + tile]
-            s = _gemm(xa, xb, "exact")  # (ta, tb)
-            lo = max(row0 + a0, col0 + b0)
-            hi = min(row0 + a0 + len(xa), col0 + b0 + len(xb))
-            own = torch.arange(lo, max(lo, hi), device=s.device)  # the same global rows on both sides
-            s[own - row0 - a0, own - col0 - b0] = -math.inf
-            cut = torch.topk(s, min(k, s.shape[1]), dim=1).values[:, -1]
-            cut = torch.maximum(cut, best_v[a0 : a0 + len(xa), k - 1]) - err
-            mask = s >= cut[:, None]
-            mask[own - row0 - a0, own - col0 - b0] = False  # no self loops, even when cut is -inf
-            # kept entries are re-scored one pair at a time (an elementwise product and a sum,
-            # the same arithmetic wherever the pair sits): tied pairs, such as a row's
-            # duplicates on two ranks, get equal values and go to the lower global index
-            _offer(best_v, best_i, xa, xb, a0, col0 + b0, s, mask, transpose=False, exact=False)
 
 
 def _global_graph(g: KnnGraph, group) -> tuple[torch.Tensor, torch.Tensor, list[int], int]:

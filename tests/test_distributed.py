@@ -113,7 +113,7 @@ def run(tmp_path, splits, scenario):
     return results
 
 
-@pytest.mark.parametrize("splits", [[0, 150, 301], [0, 40, 40, 301], [0, 151, 152, 301]])
+@pytest.mark.parametrize("splits", [[0, 150, 301], [0, 40, 40, 301], [0, 151, 152, 301], [0, 70, 150, 151, 301]])
 def test_distributed_measures_equal_the_single_process_ones(tmp_path, splits):
     # uneven shards, a rank with no rows, a rank of one row (fewer than k), duplicates split
     x, y, names = data()
@@ -201,9 +201,10 @@ def test_the_graph_command_under_torchrun(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "indices.npy"), g.indices.numpy())
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["world_size"] == 3 and summary["n"] == 301
-    # the ring: rank r sends every block but the one of rank r + 1 (its neighbour's own)
-    sizes = [len(range(*slice(round(i * 301 / 3), round((i + 1) * 301 / 3)).indices(301))) for i in range(3)]
-    expected = [sum(sizes[j] for j in range(3) if j != (r + 1) % 3) * 8 * 4 for r in range(3)]
+    # the half ring with P = 3 has one step: rank r sends its own rows (D = 8 float32) to
+    # rank r + 1, then the lists of rank r - 1's rows (k = 5 float32 values and int64 ids) home
+    sizes = [round((i + 1) * 301 / 3) - round(i * 301 / 3) for i in range(3)]
+    expected = [sizes[r] * 8 * 4 + sizes[r - 1] * 5 * (4 + 8) for r in range(3)]
     assert summary["bytes_sent_per_rank"] == expected
     assert summary["triangles"] == gg.triangles(g) and summary["motifs"] == gg.motifs(g, names)
     assert summary["modularity"] == pytest.approx(gg.modularity(g, names), abs=1e-9)
