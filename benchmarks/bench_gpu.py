@@ -23,7 +23,8 @@ import torch
 from _common import environment, median_time, row
 
 import gpugraph as gg
-from gpugraph.knn import _knn_cuda, _RowBlocks
+from gpugraph._tiles import CudaSelector, RowBlocks
+from gpugraph.knn import search
 
 # dense (no sparsity) peak FLOP/s from NVIDIA's data sheets: fp32 (CUDA cores), tf32, bf16
 DATASHEET = {
@@ -94,7 +95,7 @@ def knn_table(shapes, k: int, repeats: int, peaks: dict) -> gg.KnnGraph:
 def _strided(x: torch.Tensor, k: int) -> torch.Tensor:
     """The exact search with the column block reading the tile in place (strided)."""
     xn = x / x.norm(dim=1, keepdim=True)
-    return _knn_cuda(_RowBlocks(xn, x.device, streamed=False), k, 8192, "exact", transpose_copy=False)[0]
+    return search(RowBlocks(xn, x.device), k, 8192, "exact", CudaSelector(transpose_copy=False))[0]
 
 
 def graph_table(g: gg.KnnGraph, repeats: int) -> None:

@@ -78,29 +78,33 @@ def _check(name: str, t: torch.Tensor, dtype: torch.dtype, device: torch.device)
 
 
 def topk_merge(tile: torch.Tensor, row0: int, col0: int, best_v: torch.Tensor, best_i: torch.Tensor,
-               *, transpose: bool = False, margin: float = 0.0,
+               *, transpose: bool = False, margin: float = 0.0, row_id0: int | None = None,
                xr: torch.Tensor | None = None, xc: torch.Tensor | None = None) -> None:
     """Merge a similarity tile into the running top-k of its rows, in place (topk.cu).
 
-    Without ``transpose``, tile entry (p, q) is the similarity of row row0 + p and column
-    col0 + q and is offered to row row0 + p; with it, the tile is read as its transpose:
-    (p, q) is offered to row row0 + q as column col0 + p. ``margin > 0`` marks a tile
-    computed in low precision with that error bound: candidates within the margin of a
-    row's k-th value are re-scored exactly from the unit rows ``xr`` (of the rows offered
-    to) and ``xc`` (of the columns).
+    Without ``transpose``, tile entry (p, q) is the similarity of the row whose running
+    state is row row0 + p of best_v/best_i and the column with global id col0 + q, and is
+    offered to that row; with it, the tile is read as its transpose: (p, q) is offered to
+    row row0 + q as column col0 + p. ``row_id0``: the global id of the first row (default
+    row0); a pair of equal ids is skipped. ``margin > 0`` marks a tile computed in low
+    precision with that error bound, or one whose candidates must be re-scored: candidates
+    within the margin of a row's k-th value are re-scored exactly from the unit rows ``xr``
+    (of the rows offered to) and ``xc`` (of the columns).
     """
     device = best_v.device
     n, k = best_v.shape
+    row_id0 = row0 if row_id0 is None else row_id0
     if best_i.shape != best_v.shape:
         raise ValueError(f"best_i must have best_v's shape {tuple(best_v.shape)}, got {tuple(best_i.shape)}")
     if not 1 <= k <= MAX_K:
         raise ValueError(f"the selection kernel takes 1 <= k <= {MAX_K}, got k={k}")
-    if n >= 2**31 - 1:
-        raise ValueError(f"the selection kernel indexes rows with int32; N={n} is too large")
     rows, cols = (tile.shape[1], tile.shape[0]) if transpose else tile.shape
     row_stride, col_stride = (1, tile.shape[1]) if transpose else (tile.shape[1], 1)
-    if row0 < 0 or row0 + rows > n or col0 < 0 or col0 + cols > n:
-        raise ValueError(f"tile rows {row0}..{row0 + rows} or columns {col0}..{col0 + cols} fall outside N={n}")
+    if row0 < 0 or row0 + rows > n:
+        raise ValueError(f"tile rows {row0}..{row0 + rows} fall outside the {n} rows of best_v")
+    if min(col0, row_id0) < 0 or max(col0 + cols, row_id0 + rows) >= 2**31 - 1:
+        raise ValueError(f"the selection kernel indexes rows with int32: ids {row_id0}..{row_id0 + rows} and "
+                         f"{col0}..{col0 + cols} must lie in 0..2^31 - 2")
     if margin > 0:
         if xr is None or xc is None:
             raise ValueError("a screened tile (margin > 0) needs the unit rows xr and xc to re-score candidates")
@@ -118,8 +122,8 @@ def topk_merge(tile: torch.Tensor, row0: int, col0: int, best_v: torch.Tensor, b
         d = 0
     _launch(device, "topk.cu", "topk_merge", rows, (
         _arg(tile), np.int64(row_stride), np.int64(col_stride), np.int32(rows), np.int32(cols),
-        np.int64(row0), np.int64(col0), _arg(best_v), _arg(best_i), np.int32(k), np.float32(margin),
-        _arg(xr), _arg(xc), np.int32(d),
+        np.int64(row0), np.int64(row_id0), np.int64(col0), _arg(best_v), _arg(best_i), np.int32(k),
+        np.float32(margin), _arg(xr), _arg(xc), np.int32(d),
     ))
 
 

@@ -38,7 +38,8 @@ import torch.distributed as dist
 from gpugraph import _progress
 from gpugraph._tensor import label_codes, unit_rows
 from gpugraph.graph import KnnGraph, check_graph, check_mode, reciprocity_of, symmetric_from
-from gpugraph.knn import _check_k, _default_tile, _gemm, _offer
+from gpugraph._tiles import RowBlocks, TopK, tiles, walk
+from gpugraph.knn import _check_k, _default_tile, _selector
 from gpugraph.motifs import _count
 from gpugraph.sources import as_source
 
@@ -113,27 +114,32 @@ def knn_graph(x_local, k: int = 10, group=None, *, tile: int | None = None, prog
     dtype = unit.dtype
     tile = tile or _default_tile(device, dtype, k)
     steps = _steps(rank, world, sizes)
-    tiles = sum(_tile_count(mine, theirs, tile, same=not step) for step, _, mine, theirs in steps)
-    bar = _progress.bar(progress, tiles, "tile", "knn_graph", long=n_total >= 20_000)
-    own = _TopK(local.n, k, dtype, device)
+    count = sum(len(tiles(mine.stop - mine.start, (theirs.stop - theirs.start) if step else None, tile, k))
+                for step, _, mine, theirs in steps)
+    bar = _progress.bar(progress, count, "tile", "knn_graph", long=n_total >= 20_000)
+    selector, _ = _selector(device, dtype, k, "exact")
+    # every kept pair is re-scored (the same arithmetic on whichever rank it is met, so that
+    # ties across ranks go to the lower global index); (D + 2) eps bounds |GEMM - exact|
     eps = 2.0**-52 if dtype == torch.float64 else 2.0**-23
-    pairs = _Pairs(k, tile, (d + 2) * eps, bar)  # (D + 2) eps: |GEMM - exact| for unit vectors
-    pairs.run(own, own, unit, unit, offsets[rank], offsets[rank], same=True)
+    walk_args = {"tile": tile, "rescore": (d + 2) * eps, "bar": bar}
+    own = TopK(local.n, k, dtype, device)
+    walk(selector, own, RowBlocks(unit), offsets[rank], **walk_args)
     block = unit
     visitor = None  # the running top-k of the visiting block's rows
     sent = 0
-    for step, owner, own_rows, vis_rows in steps[1:]:
+    for _, owner, own_rows, vis_rows in steps[1:]:
         # pass the block held (and, after the first step, its rows' top-k) on to rank + 1
         outgoing = [block] + ([visitor.values, visitor.indices] if visitor is not None else [])
         block = torch.empty((sizes[owner], d), dtype=dtype, device=device)
-        visitor_in = _TopK(sizes[owner], k, dtype, device)
+        visitor_in = TopK(sizes[owner], k, dtype, device)
         incoming = [block] + ([visitor_in.values, visitor_in.indices] if visitor is not None else [])
         sent += _exchange(outgoing, (rank + 1) % world, incoming, (rank - 1) % world, group)
         visitor = visitor_in
-        pairs.run(own, visitor, unit[own_rows], block[vis_rows], offsets[rank] + own_rows.start,
-                  offsets[owner] + vis_rows.start, own_at=own_rows.start, vis_at=vis_rows.start)
+        walk(selector, own, RowBlocks(unit[own_rows]), offsets[rank] + own_rows.start, a_at=own_rows.start,
+             top_b=visitor, rows_b=RowBlocks(block[vis_rows]), b_id=offsets[owner] + vis_rows.start,
+             b_at=vis_rows.start, **walk_args)
     if visitor is not None:  # the visitors' lists go home, to rank - S; ours come from rank + S
-        back = _TopK(local.n, k, dtype, device)
+        back = TopK(local.n, k, dtype, device)
         hops = len(steps) - 1
         sent += _exchange([visitor.values, visitor.indices], (rank - hops) % world,
                           [back.values, back.indices], (rank + hops) % world, group)
@@ -165,11 +171,6 @@ def _steps(rank: int, world: int, sizes: list[int]) -> list[tuple[int, int, slic
     return out
 
 
-def _tile_count(mine: slice, theirs: slice, tile: int, same: bool) -> int:
-    a = math.ceil((mine.stop - mine.start) / tile)
-    return a * (a + 1) // 2 if same else a * math.ceil((theirs.stop - theirs.start) / tile)
-
-
 def _exchange(outgoing: list, to: int, incoming: list, source: int, group) -> int:
     """Send ``outgoing`` to rank ``to`` while receiving ``incoming`` from ``source`` (empty
     tensors are skipped on both sides); the bytes sent."""
@@ -178,70 +179,6 @@ def _exchange(outgoing: list, to: int, incoming: list, source: int, group) -> in
     for req in dist.batch_isend_irecv(ops) if ops else []:
         req.wait()
     return sum(t.numel() * t.element_size() for t in outgoing)
-
-
-class _TopK:
-    """The running k best (similarity, global index) of some rows."""
-
-    def __init__(self, n: int, k: int, dtype, device):
-        self.values = torch.full((n, k), -math.inf, dtype=dtype, device=device)  # (n, k)
-        self.indices = torch.full((n, k), -1, dtype=torch.int64, device=device)  # (n, k)
-
-    def merge(self, other: _TopK) -> None:
-        """Keep the k best of both lists (disjoint columns): value descending, index ascending."""
-        k = self.values.shape[1]
-        v = torch.cat([self.values, other.values], dim=1)
-        i = torch.cat([self.indices, other.indices], dim=1)
-        order = torch.argsort(i, dim=1, stable=True)
-        order = order.gather(1, torch.argsort(v.gather(1, order), dim=1, descending=True, stable=True))[:, :k]
-        self.values, self.indices = v.gather(1, order), i.gather(1, order)
-
-
-class _Pairs:
-    """Offers every pair (row of A, row of B) of two row blocks to both rows' top-k, one tile
-    at a time, each tile computed once.
-
-    A tile keeps the entries within the GEMM's rounding bound ``err`` of the row's (column's)
-    running k-th value, or of the tile's own k-th value while a row has fewer than k
-    candidates, and re-scores them one pair at a time (an elementwise product and a sum, the
-    same arithmetic wherever the pair sits): tied pairs, such as duplicates on two ranks, get
-    equal values and go to the lower global index.
-    """
-
-    def __init__(self, k: int, tile: int, err: float, bar):
-        self.k, self.tile, self.err, self.bar = k, tile, err, bar
-
-    def run(self, top_a: _TopK, top_b: _TopK, xa, xb, a_id: int, b_id: int, *, own_at: int = 0, vis_at: int = 0,
-            same: bool = False) -> None:
-        """``a_id``/``b_id``: global id of the first row of xa/xb; ``own_at``/``vis_at``: their
-        rows in ``top_a``/``top_b``. ``same``: xa is xb (a rank's own block), so only the upper
-        tiles are computed, diagonal tiles first, and a row never meets itself."""
-        ta = range(0, len(xa), self.tile)
-        tb = range(0, len(xb), self.tile)
-        if same:
-            order = [(a, a) for a in ta] + [(a, b) for a in ta for b in tb if b > a]
-        else:
-            order = [(a, b) for a in ta for b in tb]
-        for a0, b0 in order:
-            pa, pb = xa[a0 : a0 + self.tile], xb[b0 : b0 + self.tile]
-            s = _gemm(pa, pb, "exact")  # (ta, tb)
-            diagonal = same and a0 == b0
-            if diagonal:
-                s.fill_diagonal_(-math.inf)
-            ra, rb = own_at + a0, vis_at + b0
-            mask = s >= self._cut(s, top_a.values[ra : ra + len(pa), -1], dim=1)[:, None]
-            if diagonal:
-                mask.fill_diagonal_(False)
-            _offer(top_a.values, top_a.indices, pa, pb, ra, b_id + b0, s, mask, transpose=False, exact=False)
-            if not diagonal:
-                mask = s >= self._cut(s, top_b.values[rb : rb + len(pb), -1], dim=0)[None, :]
-                _offer(top_b.values, top_b.indices, pa, pb, rb, a_id + a0, s, mask, transpose=True, exact=False)
-            self.bar.update(1)
-
-    def _cut(self, s, kth, dim: int):
-        if bool(torch.isinf(kth).any()):  # rows with fewer than k candidates: the tile's own k-th
-            kth = torch.maximum(kth, torch.topk(s, min(self.k, s.shape[dim]), dim=dim).values.select(dim, -1))
-        return kth - self.err
 
 
 class _Local:

@@ -21,9 +21,10 @@ from conftest import clustered
 import gpugraph as gg
 from gpugraph import _kernels
 from gpugraph._tensor import unit_rows
-from gpugraph.knn import _knn_cuda, _knn_tiled, _RowBlocks
+from gpugraph._tiles import CompiledSelector, CudaSelector, RowBlocks, TorchSelector
+from gpugraph.knn import search
 
-knn_module = sys.modules["gpugraph.knn"]
+tiles_module = sys.modules["gpugraph._tiles"]
 from gpugraph.motifs import _oriented_csr
 
 SOURCES = sorted(p.name for p in importlib.resources.files("gpugraph.kernels").iterdir() if p.name.endswith(".cu"))
@@ -90,7 +91,7 @@ def test_kernel_wrappers_check_their_inputs():
         _kernels.topk_merge(s, 0, 0, v, torch.zeros(4, 3, dtype=torch.int64))
     with pytest.raises(ValueError, match="takes 1 <= k <= 256, got k=300"):
         _kernels.topk_merge(s, 0, 0, torch.zeros(4, 300), torch.zeros(4, 300, dtype=torch.int64))
-    with pytest.raises(ValueError, match=r"tile rows 3..5 or columns 0..2 fall outside N=4"):
+    with pytest.raises(ValueError, match=r"tile rows 3..5 fall outside the 4 rows of best_v"):
         _kernels.topk_merge(s, 3, 0, v, i)
     with pytest.raises(ValueError, match=r"needs the unit rows xr and xc"):
         _kernels.topk_merge(s, 0, 0, v, i, margin=0.1)
@@ -116,22 +117,24 @@ def test_device_argument_errors():
             gg.knn_graph(x, k=3, device="cuda")
 
 
-def test_streamed_row_blocks_give_the_resident_result():
+@pytest.mark.parametrize("selector", [TorchSelector(), CompiledSelector(7, torch.float32)], ids=["torch", "compiled"])
+def test_streamed_row_blocks_give_the_resident_result(selector):
     x, _ = clustered(n=700, d=16, seed=5)
     xn = torch.nn.functional.normalize(x, dim=1)
-    resident = _knn_tiled(_RowBlocks(xn, xn.device, streamed=False), 7, 100)
-    streamed = _knn_tiled(_RowBlocks(xn, xn.device, streamed=True), 7, 100)
+    resident = search(RowBlocks(xn, xn.device, streamed=False), 7, 100, "exact", selector)
+    streamed = search(RowBlocks(xn, xn.device, streamed=True), 7, 100, "exact", selector)
     assert torch.equal(resident[0], streamed[0]) and torch.equal(resident[1], streamed[1])
 
 
-def _merge_like_the_kernel(tile, row0, col0, best_v, best_i, *, transpose=False, margin=0.0, xr=None, xc=None):
+def _kernel_contract(tile, row0, col0, best_v, best_i, *, transpose=False, margin=0.0, row_id0=None, xr=None,
+                     xc=None):
     """topk.cu's contract in torch: merge a tile into the running best k of its rows."""
     s = tile.T if transpose else tile
     rows, cols = s.shape
     if margin > 0:  # screened: only entries within the margin of the row's k-th are candidates,
         kth = best_v[row0 : row0 + rows, -1:]  # and only those are re-scored; the rest are dropped
         s = torch.where(s >= kth - margin, xr @ xc.T, -float("inf"))
-    grow = torch.arange(row0, row0 + rows)[:, None]
+    grow = torch.arange(row0, row0 + rows)[:, None] + ((row_id0 - row0) if row_id0 is not None else 0)
     gcol = torch.arange(col0, col0 + cols).expand(rows, cols)
     v = torch.cat([best_v[row0 : row0 + rows], s.masked_fill(gcol == grow, -float("inf"))], dim=1)
     i = torch.cat([best_i[row0 : row0 + rows], gcol], dim=1)
@@ -142,48 +145,68 @@ def _merge_like_the_kernel(tile, row0, col0, best_v, best_i, *, transpose=False,
     best_i[row0 : row0 + rows] = i.gather(1, order)[:, :k]
 
 
-@pytest.mark.parametrize("precision", ["exact", "tf32", "bf16"])
-@pytest.mark.parametrize("transpose_copy", [True, False])
-def test_cuda_tile_loop_with_the_kernel_contract_gives_the_exact_graph(monkeypatch, precision, transpose_copy):
-    # The GPU orchestration (tiles, transposed offers, margins) run on the CPU, with the
-    # kernel replaced by its contract; the kernel itself is checked on a GPU below.
-    monkeypatch.setattr(_kernels, "topk_merge", _merge_like_the_kernel)
-    x, _ = clustered(n=500, d=20, seed=9)
+@pytest.fixture
+def host_topk(monkeypatch, host_kernels):
+    """_kernels.topk_merge replaced by the kernel source compiled for the host (CPU tensors):
+    the real tile scheduler and CudaSelector drive the real kernel code. Records margins."""
+    margins = []
+
+    def merge(tile, row0, col0, best_v, best_i, *, transpose=False, margin=0.0, row_id0=None, xr=None, xc=None):
+        margins.append(margin)
+        as_np = (lambda t: t.numpy() if t is not None else None)
+        _host_merge(host_kernels, tile.numpy(), row0, col0, best_v.numpy(), best_i.numpy(), transpose=transpose,
+                    margin=margin, row_id0=row_id0, xr=as_np(xr), xc=as_np(xc))
+
+    monkeypatch.setattr(_kernels, "topk_merge", merge)
+    return margins
+
+
+@pytest.mark.parametrize("precision,transpose_copy", [("exact", True), ("exact", False), ("bf16", True),
+                                                      ("tf32", False)])
+def test_the_scheduler_with_the_host_built_kernel_gives_the_exact_graph(host_topk, precision, transpose_copy):
+    # The GPU path (tiles, transposed offers, margins, the kernel source) run on the CPU; the
+    # CUDA launch wiring itself is checked on a GPU below.
+    x, _ = clustered(n=300, d=20, seed=9)
     xn = torch.nn.functional.normalize(x, dim=1)
-    indices, weights = _knn_cuda(_RowBlocks(xn, xn.device, streamed=False), 8, 120, precision, transpose_copy)
+    indices, weights = search(RowBlocks(xn, xn.device), 8, 75, precision, CudaSelector(transpose_copy))
     ref = gg.knn_graph(x, k=8)
     assert torch.equal(indices, ref.indices)
     torch.testing.assert_close(weights, ref.weights, atol=1e-6, rtol=0)
 
 
-def test_the_kernel_stand_in_screens_so_a_wrong_margin_fails(monkeypatch):
-    # The stand-in drops what the screen drops: with a margin far below the bf16 rounding
-    # error, true neighbours are lost, so the tile-loop test above would catch a bad bound.
-    monkeypatch.setattr(_kernels, "topk_merge", _merge_like_the_kernel)
-    monkeypatch.setattr(knn_module, "_screen_error", lambda precision, d: 1e-30 if precision != "exact" else 0.0)
-    x, _ = clustered(n=500, d=20, seed=9)
+def test_a_margin_below_the_screens_rounding_fails(host_topk, monkeypatch):
+    # The kernel drops what the screen drops: with a margin far below the bf16 rounding
+    # error, true neighbours are lost, so the scheduler test above would catch a bad bound.
+    monkeypatch.setattr(tiles_module, "screen_error", lambda precision, d: 1e-30 if precision != "exact" else 0.0)
+    x, _ = clustered(n=300, d=20, seed=9)
     xn = torch.nn.functional.normalize(x, dim=1)
-    indices, _ = _knn_cuda(_RowBlocks(xn, xn.device, streamed=False), 8, 120, "bf16")
+    indices, _ = search(RowBlocks(xn, xn.device), 8, 75, "bf16", CudaSelector())
     assert not torch.equal(indices, gg.knn_graph(x, k=8).indices)
 
 
-def test_the_cuda_tile_loop_recomputes_a_tile_whose_screen_keeps_too_much(monkeypatch):
+@pytest.mark.parametrize("selector", [CudaSelector(), TorchSelector(), CompiledSelector(5, torch.float32)],
+                         ids=["kernel", "torch", "compiled"])
+def test_the_scheduler_recomputes_a_tile_whose_screen_keeps_too_much(host_topk, monkeypatch, selector):
+    # tiles of 100 rows, so that a screen can keep more than 64 candidates a row
+    tight = torch.ones(300, 16) + 1e-3 * torch.randn(300, 16, generator=torch.Generator().manual_seed(0))
+    ref = gg.knn_graph(tight, k=5, tile=100)
     margins = []
-
-    def merge(tile, row0, col0, best_v, best_i, **kw):
-        margins.append(kw.get("margin", 0.0))
-        _merge_like_the_kernel(tile, row0, col0, best_v, best_i, **kw)
-
-    monkeypatch.setattr(_kernels, "topk_merge", merge)
-    tight = torch.ones(400, 16) + 1e-3 * torch.randn(400, 16, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(tiles_module, "gemm", _recording(tiles_module.gemm, margins))
     xn = unit_rows(tight)  # the library's own unit rows: the cosines tie to a few ulps here
-    indices, _ = _knn_cuda(_RowBlocks(xn, xn.device, streamed=False), 5, 100, "bf16")
-    assert torch.equal(indices, gg.knn_graph(tight, k=5, tile=100).indices)
-    assert margins and all(m == 0.0 for m in margins)  # every tile exact: nothing left to re-score
+    indices, _ = search(RowBlocks(xn, xn.device), 5, 100, "bf16", selector)
+    assert torch.equal(indices, ref.indices)
+    assert margins == ["exact"] * 3 + ["bf16", "exact"] * 3  # 3 diagonal tiles; every screened one recomputed
     margins.clear()
-    x, _ = clustered(n=400, d=16, seed=1)  # spread data: the screen is used
-    _knn_cuda(_RowBlocks(torch.nn.functional.normalize(x, dim=1), xn.device, streamed=False), 5, 100, "bf16")
-    assert any(m > 0 for m in margins)
+    x, _ = clustered(n=300, d=16, seed=1)  # spread data: the screen is used
+    search(RowBlocks(torch.nn.functional.normalize(x, dim=1), xn.device), 5, 100, "bf16", selector)
+    assert margins == ["exact"] * 3 + ["bf16"] * 3
+
+
+def _recording(gemm, calls):
+    def wrapped(a, b, precision):
+        calls.append(precision)
+        return gemm(a, b, precision)
+    return wrapped
 
 
 def _count_like_the_kernel(indptr, cols, labels):
@@ -226,9 +249,9 @@ def host_kernels(tmp_path_factory):
         pytest.skip("g++ is not installed")
     here = Path(__file__).parent / "cuda_host"
     lib = tmp_path_factory.mktemp("host") / "kernels.so"
-    # 64 threads a block (the GPU uses 256; the kernels take any multiple of 32): fewer
+    # 32 threads a block (the GPU uses 256; the kernels take any multiple of 32): fewer
     # std::threads to start, and the candidate buffer flushes more often
-    defines = ["-DTHREADS=64", f"-DSORT_CAP={_kernels.SORT_CAP}", f"-DMAX_K={_kernels.MAX_K}"]
+    defines = ["-DTHREADS=32", f"-DSORT_CAP={_kernels.SORT_CAP}", f"-DMAX_K={_kernels.MAX_K}"]
     out = subprocess.run(
         ["g++", "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", *defines, str(here / "launch.cpp"), "-o", str(lib)],
         capture_output=True, text=True, check=False,
@@ -241,7 +264,8 @@ def _ptr(a: np.ndarray):
     return a.ctypes.data_as(ctypes.c_void_p)
 
 
-def _host_merge(lib, tile, row0, col0, best_v, best_i, *, transpose=False, margin=0.0, xr=None, xc=None):
+def _host_merge(lib, tile, row0, col0, best_v, best_i, *, transpose=False, margin=0.0, row_id0=None, xr=None,
+                xc=None):
     """_kernels.topk_merge's launch, on NumPy arrays, through the host build."""
     tile = np.ascontiguousarray(tile, dtype=np.float32)
     rows, cols = (tile.shape[1], tile.shape[0]) if transpose else tile.shape
@@ -250,7 +274,8 @@ def _host_merge(lib, tile, row0, col0, best_v, best_i, *, transpose=False, margi
     xc = np.ascontiguousarray(xc if xc is not None else tile, dtype=np.float32)
     lib.host_topk_merge(
         _ptr(tile), ctypes.c_longlong(strides[0]), ctypes.c_longlong(strides[1]), ctypes.c_int(rows),
-        ctypes.c_int(cols), ctypes.c_longlong(row0), ctypes.c_longlong(col0), _ptr(best_v), _ptr(best_i),
+        ctypes.c_int(cols), ctypes.c_longlong(row0), ctypes.c_longlong(row0 if row_id0 is None else row_id0),
+        ctypes.c_longlong(col0), _ptr(best_v), _ptr(best_i),
         ctypes.c_int(best_v.shape[1]), ctypes.c_float(margin), _ptr(xr), _ptr(xc),
         ctypes.c_int(xr.shape[1] if margin > 0 else 0),
     )
@@ -274,7 +299,7 @@ def test_topk_source_on_the_host_follows_its_contract(host_kernels, k):
         tile = s[a0:a1, b0:b1]
         r0, c0 = (b0, a0) if transpose else (a0, b0)
         _host_merge(host_kernels, tile, r0, c0, hv, hi, transpose=transpose)
-        _merge_like_the_kernel(torch.from_numpy(tile), r0, c0, *ref, transpose=transpose)
+        _kernel_contract(torch.from_numpy(tile), r0, c0, *ref, transpose=transpose)
     np.testing.assert_array_equal(hi, ref[1].numpy())
     np.testing.assert_array_equal(hv, ref[0].numpy())
 
@@ -287,7 +312,7 @@ def test_topk_source_on_the_host_flushes_a_long_row_many_times(host_kernels, k):
     hv, hi = np.full((5003, k), -np.inf, np.float32), np.full((5003, k), -1, np.int64)
     _host_merge(host_kernels, tile, 5000, 0, hv, hi)
     rv, ri = torch.full((5003, k), -float("inf")), torch.full((5003, k), -1, dtype=torch.int64)
-    _merge_like_the_kernel(torch.from_numpy(tile), 5000, 0, rv, ri)
+    _kernel_contract(torch.from_numpy(tile), 5000, 0, rv, ri)
     np.testing.assert_array_equal(hi[5000:], ri[5000:].numpy())
     np.testing.assert_array_equal(hv[5000:], rv[5000:].numpy())
 
@@ -303,7 +328,7 @@ def test_topk_source_on_the_host_rescores_screened_tiles(host_kernels):
     _host_merge(host_kernels, exact[:100, :100], 0, 0, hv, hi)
     _host_merge(host_kernels, screened[:100, 100:], 0, 100, hv, hi, margin=0.01, xr=x[:100], xc=x[100:])
     rv, ri = torch.full((n, k), -float("inf")), torch.full((n, k), -1, dtype=torch.int64)
-    _merge_like_the_kernel(torch.from_numpy(exact[:100, :300]), 0, 0, rv, ri)
+    _kernel_contract(torch.from_numpy(exact[:100, :300]), 0, 0, rv, ri)
     np.testing.assert_array_equal(hi[:100], ri[:100].numpy())
     np.testing.assert_allclose(hv[:100], rv[:100].numpy(), atol=1e-6)
 
@@ -432,7 +457,8 @@ def test_kernel_wrappers_check_cuda_inputs():
 def test_cuda_knn_streams_x_from_host_memory():
     x, _ = clustered(n=3000, d=32, seed=8)
     xn = torch.nn.functional.normalize(x, dim=1)
-    streamed = _knn_cuda(_RowBlocks(xn.pin_memory(), torch.device("cuda", 0), streamed=True), 10, 700, "exact")
+    streamed = search(RowBlocks(xn.pin_memory(), torch.device("cuda", 0), streamed=True), 10, 700, "exact",
+                      CudaSelector())
     resident = gg.knn_graph(x.cuda(), k=10, tile=700)
     assert torch.equal(streamed[0], resident.indices)
     host = gg.knn_graph(x, k=10, device="cuda")  # fits: copied, same answer

@@ -85,14 +85,14 @@ __device__ void rescore(float* sv, const int* si, int k, int count, const float*
 }
 
 // grid: one block per tile row (rows blocks), THREADS threads.
-// Tile entry (p, q) is tile[p * row_stride + q * col_stride]; it is the similarity of
-// global row row0 + p with global column col0 + q. The diagonal (q == p when
-// row0 == col0) is skipped. best_v/best_i: (N, k) running state, best first, initialised
-// to (-inf, -1). xr: (rows, d) unit rows of the row block; xc: (cols, d) of the column
+// Tile entry (p, q) is tile[p * row_stride + q * col_stride]; it is the similarity of the
+// row with global id id0 + p, whose running state is row row0 + p of best_v/best_i, and
+// the column with global id col0 + q. A pair of equal ids (the diagonal) is skipped.
+// best_v/best_i: (n, k) running state, best first, initialised to (-inf, -1). xr: (rows, d) unit rows of the row block; xc: (cols, d) of the column
 // block (read only when margin > 0).
 extern "C" __global__ void __launch_bounds__(THREADS)
 topk_merge(const float* __restrict__ tile, long long row_stride, long long col_stride,
-           int rows, int cols, long long row0, long long col0,
+           int rows, int cols, long long row0, long long id0, long long col0,
            float* __restrict__ best_v, long long* __restrict__ best_i, int k, float margin,
            const float* __restrict__ xr, const float* __restrict__ xc, int d) {
     __shared__ float sv[SORT_CAP];
@@ -101,9 +101,9 @@ topk_merge(const float* __restrict__ tile, long long row_stride, long long col_s
     __shared__ int dirty;
     const int p = blockIdx.x;
     if (p >= rows) return;  // uniform over the block
-    const long long grow = row0 + p;
-    float* bv = best_v + grow * k;
-    long long* bi = best_i + grow * k;
+    const long long grow = id0 + p;
+    float* bv = best_v + (row0 + p) * k;
+    long long* bi = best_i + (row0 + p) * k;
     for (int t = threadIdx.x; t < k; t += blockDim.x) {
         sv[t] = bv[t];
         si[t] = (int)bi[t];

@@ -1,0 +1,150 @@
+"""The compiled CPU selector: one pass over a similarity tile feeds the running top-k of its
+rows and of its columns (numba, compiled on first use and cached on disk).
+
+The tile is read once, row by row, in parallel over chunks of rows. Each entry is compared
+with its row's and its column's current k-th value (vectorised, 32 entries at a time); the
+rare entry that passes is inserted into a sorted list of k, and the threshold rises at once.
+Rows belong to one chunk, so their lists are updated in place; columns are shared by every
+chunk, so each chunk collects its column candidates in lists of its own, merged into the
+columns' lists after the pass. Lists are ordered by value descending, then index ascending:
+the tie rule of every gpugraph path.
+
+A tile computed in low precision (``margin`` > 0: its error bound) keeps every entry within
+the margin of a threshold and re-scores it exactly from the unit rows before inserting it.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_CHUNK = 32  # entries compared at once before any branch
+
+
+@numba.njit(inline="always")
+def _better(v, i, tv, ti) -> bool:
+    return v > tv or (v == tv and i < ti)
+
+
+@numba.njit(inline="always")
+def _insert(vals, idx, v, i) -> None:
+    """Insert (v, i), known to beat the last entry, into the sorted list (vals, idx)."""
+    m = vals.shape[0] - 1
+    while m > 0 and _better(v, i, vals[m - 1], idx[m - 1]):
+        vals[m] = vals[m - 1]
+        idx[m] = idx[m - 1]
+        m -= 1
+    vals[m] = v
+    idx[m] = i
+
+
+@numba.njit(inline="always")
+def _dot(a, b):
+    acc = a.dtype.type(0)
+    for t in range(a.shape[0]):
+        acc += a[t] * b[t]
+    return acc
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _select(s, row_v, row_i, row_id0, col_v, col_i, col_id0, margin, columns, xa, xb, local_v, local_i):
+    """Offer tile ``s`` (ta, tb) to the lists of its rows (row_v/row_i: (ta, k)) and, with
+    ``columns``, of its columns (col_v/col_i: (tb, k)). Entry (p, q) pairs global ids
+    row_id0 + p and col_id0 + q; a pair of equal ids (the diagonal) is skipped.
+    local_v/local_i: (chunks, tb, k) workspace for the column candidates."""
+    ta, tb = s.shape
+    k = row_v.shape[1]
+    chunks = local_v.shape[0]
+    inf = np.inf
+    for c in numba.prange(chunks):
+        p0, p1 = c * ta // chunks, (c + 1) * ta // chunks
+        lv, li = local_v[c], local_i[c]
+        cut = np.empty(tb, dtype=s.dtype)  # this chunk's column thresholds, margin subtracted
+        if columns:
+            for q in range(tb):
+                lv[q, :] = -inf
+                li[q, :] = -1
+                cut[q] = col_v[q, k - 1] - margin
+        for p in range(p0, p1):
+            srow = s[p]
+            rv, ri = row_v[p], row_i[p]
+            gi = row_id0 + p
+            tr = rv[k - 1] - margin
+            for q0 in range(0, tb, _CHUNK):
+                q1 = min(q0 + _CHUNK, tb)
+                hit = False
+                if columns:
+                    for q in range(q0, q1):
+                        hit |= (srow[q] >= tr) | (srow[q] >= cut[q])
+                else:
+                    for q in range(q0, q1):
+                        hit |= srow[q] >= tr
+                if not hit:
+                    continue
+                for q in range(q0, q1):
+                    v = srow[q]
+                    to_row = v >= tr
+                    to_col = columns and v >= cut[q]
+                    gj = col_id0 + q
+                    if not (to_row or to_col) or gi == gj:
+                        continue
+                    e = v if margin == 0 else _dot(xa[p], xb[q])
+                    if to_row and _better(e, gj, rv[k - 1], ri[k - 1]):
+                        _insert(rv, ri, e, gj)
+                        tr = rv[k - 1] - margin
+                    if to_col and _better(e, gi, col_v[q, k - 1], col_i[q, k - 1]) \
+                            and _better(e, gi, lv[q, k - 1], li[q, k - 1]):
+                        _insert(lv[q], li[q], e, gi)
+                        cut[q] = max(col_v[q, k - 1], lv[q, k - 1]) - margin
+    if columns:
+        _merge_columns(col_v, col_i, local_v, local_i)
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _merge_columns(col_v, col_i, local_v, local_i) -> None:
+    """Merge each chunk's sorted candidate lists into the columns' lists."""
+    tb, k = col_v.shape
+    for q in numba.prange(tb):
+        mv = np.empty(k, dtype=col_v.dtype)
+        mi = np.empty(k, dtype=col_i.dtype)
+        for c in range(local_v.shape[0]):
+            lv, li = local_v[c, q], local_i[c, q]
+            if lv[0] == -np.inf:
+                continue
+            gv, gi = col_v[q], col_i[q]
+            a = b = 0
+            for m in range(k):
+                if b >= k or lv[b] == -np.inf or (a < k and _better(gv[a], gi[a], lv[b], li[b])):
+                    mv[m], mi[m] = gv[a], gi[a]
+                    a += 1
+                else:
+                    mv[m], mi[m] = lv[b], li[b]
+                    b += 1
+            gv[:] = mv
+            gi[:] = mi
+
+
+class Workspace:
+    """The column candidates' lists of each chunk, kept across the tiles of one search."""
+
+    def __init__(self, k: int, dtype):
+        self.k, self.dtype, self.chunks = k, np.dtype(dtype), numba.get_num_threads()
+        self.values = np.empty((self.chunks, 0, k), dtype=self.dtype)
+        self.indices = np.empty((self.chunks, 0, k), dtype=np.int64)
+
+    def select(self, s, row_v, row_i, row_id0: int, col_v=None, col_i=None, col_id0: int = 0,
+               margin: float = 0.0, xa=None, xb=None) -> None:
+        """Offer tile ``s`` (a C-contiguous NumPy array) to its rows and, when ``col_v`` is
+        given, to its columns; all arrays are NumPy views of the running lists. A margin
+        > 0 re-scores every kept entry from the unit rows ``xa`` and ``xb``."""
+        columns = col_v is not None
+        tb = s.shape[1]
+        if columns and self.values.shape[1] < tb:
+            self.values = np.empty((self.chunks, tb, self.k), dtype=self.dtype)
+            self.indices = np.empty((self.chunks, tb, self.k), dtype=np.int64)
+        if not columns:
+            col_v, col_i = row_v[:0], row_i[:0]
+        if xa is None:
+            xa = xb = s[:0]
+        _select(s, row_v, row_i, row_id0, col_v, col_i, col_id0, s.dtype.type(margin), columns, xa, xb,
+                self.values[:, :tb], self.indices[:, :tb])
