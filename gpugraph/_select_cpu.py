@@ -19,6 +19,9 @@ import numba
 import numpy as np
 
 _CHUNK = 32  # entries compared at once before any branch
+# fast-math for the scan's reductions (vectorised max), but never "ninf": the empty slots
+# of the lists and the thresholds before a row has k candidates are -inf
+_FASTMATH = {"nnan", "nsz", "reassoc", "arcp", "contract", "afn"}
 
 
 @numba.njit(inline="always")
@@ -46,7 +49,7 @@ def _dot(a, b):
     return acc
 
 
-@numba.njit(parallel=True, nogil=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
 def _select(s, row_v, row_i, row_id0, col_v, col_i, col_id0, margin, columns, xa, xb, local_v, local_i):
     """Offer tile ``s`` (ta, tb) to the lists of its rows (row_v/row_i: (ta, k)) and, with
     ``columns``, of its columns (col_v/col_i: (tb, k)). Entry (p, q) pairs global ids
@@ -72,14 +75,14 @@ def _select(s, row_v, row_i, row_id0, col_v, col_i, col_id0, margin, columns, xa
             tr = rv[k - 1] - margin
             for q0 in range(0, tb, _CHUNK):
                 q1 = min(q0 + _CHUNK, tb)
-                hit = False
+                top = -inf  # the largest excess over a threshold in the chunk
                 if columns:
                     for q in range(q0, q1):
-                        hit |= (srow[q] >= tr) | (srow[q] >= cut[q])
+                        top = max(top, max(srow[q] - tr, srow[q] - cut[q]))
                 else:
                     for q in range(q0, q1):
-                        hit |= srow[q] >= tr
-                if not hit:
+                        top = max(top, srow[q] - tr)
+                if top < 0:
                     continue
                 for q in range(q0, q1):
                     v = srow[q]
@@ -102,26 +105,29 @@ def _select(s, row_v, row_i, row_id0, col_v, col_i, col_id0, margin, columns, xa
 
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _merge_columns(col_v, col_i, local_v, local_i) -> None:
-    """Merge each chunk's sorted candidate lists into the columns' lists."""
+    """Merge each chunk's sorted candidate lists into the columns' lists (parallel over
+    ranges of columns)."""
     tb, k = col_v.shape
-    for q in numba.prange(tb):
+    chunks = local_v.shape[0]
+    for r in numba.prange(chunks):
         mv = np.empty(k, dtype=col_v.dtype)
         mi = np.empty(k, dtype=col_i.dtype)
-        for c in range(local_v.shape[0]):
-            lv, li = local_v[c, q], local_i[c, q]
-            if lv[0] == -np.inf:
-                continue
+        for q in range(r * tb // chunks, (r + 1) * tb // chunks):
             gv, gi = col_v[q], col_i[q]
-            a = b = 0
-            for m in range(k):
-                if b >= k or lv[b] == -np.inf or (a < k and _better(gv[a], gi[a], lv[b], li[b])):
-                    mv[m], mi[m] = gv[a], gi[a]
-                    a += 1
-                else:
-                    mv[m], mi[m] = lv[b], li[b]
-                    b += 1
-            gv[:] = mv
-            gi[:] = mi
+            for c in range(chunks):
+                lv, li = local_v[c, q], local_i[c, q]
+                if lv[0] == -np.inf:
+                    continue
+                a = b = 0
+                for m in range(k):
+                    if b >= k or lv[b] == -np.inf or (a < k and _better(gv[a], gi[a], lv[b], li[b])):
+                        mv[m], mi[m] = gv[a], gi[a]
+                        a += 1
+                    else:
+                        mv[m], mi[m] = lv[b], li[b]
+                        b += 1
+                gv[:] = mv
+                gi[:] = mi
 
 
 class Workspace:

@@ -249,8 +249,15 @@ class KnnGraph:
 def reciprocity_of(indices: torch.Tensor, weights: torch.Tensor, rows: slice | None = None):
     """For the directed edges of ``rows`` (default: all) of the lists ``indices`` (N, k):
     whether each is reciprocated, and the reverse edge's weight (0 where absent).
-    Two (rows, k) tensors, bool and ``weights.dtype``; chunked, O(rows k^2)."""
+    Two (rows, k) tensors, bool and ``weights.dtype``; O(rows k^2), compiled on the CPU
+    (gpugraph/_graph_cpu.py), chunked torch elsewhere."""
     rows = rows or slice(0, len(indices))
+    if indices.device.type == "cpu":
+        from gpugraph import _graph_cpu
+
+        recip, partner_w = _graph_cpu.partners(indices.contiguous().numpy(), weights.contiguous().numpy(),
+                                               rows.start, rows.stop)
+        return torch.from_numpy(recip), torch.from_numpy(partner_w)
     mine = indices[rows]
     n, k = mine.shape
     recip = torch.empty((n, k), dtype=torch.bool, device=indices.device)

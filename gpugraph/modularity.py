@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from gpugraph import _graph_cpu
 from gpugraph._tensor import label_codes
-from gpugraph.graph import KnnGraph, check_graph
+from gpugraph.graph import KnnGraph, check_graph, check_mode
 
 
 _NEGATIVE = ("keep", "clip", "raise")
@@ -79,7 +80,17 @@ def modularity(
     check_graph(g)
     if negative not in _NEGATIVE:
         raise ValueError(f"negative must be one of {_NEGATIVE}, got {negative!r}")
+    check_mode(mode)
     codes, classes = label_codes(labels, g.n, g.device)
+    if g.device.type == "cpu":  # one compiled pass over the edges
+        recip, partner_w = g.reciprocity()
+        clip = negative == "clip" and weighted
+        two_m, within, class_strength, lowest = _graph_cpu.modularity_sums(
+            g.indices.contiguous().numpy(), g.weights.contiguous().numpy(), recip.numpy(), partner_w.numpy(),
+            codes.numpy(), len(classes), _graph_cpu.MODES[mode], weighted, clip)
+        if not (negative == "raise" and weighted and lowest < 0):
+            _check_mass(two_m, mode)
+            return float(within / two_m - resolution * ((class_strength / two_m) ** 2).sum())
     fwd, rev = g.symmetric_weights(mode, weighted, dtype=torch.float64)  # (N, k) each
     if negative != "keep" and weighted and bool((fwd < 0).any() | (rev < 0).any()):
         if negative == "raise":
@@ -92,13 +103,8 @@ def modularity(
             )
         fwd, rev = fwd.clamp(min=0.0), rev.clamp(min=0.0)
     both = fwd + rev  # all the adjacency mass edge (i, a) carries; sums to 2m
-    two_m = both.sum()
-    if not float(two_m) > 0.0:
-        raise ValueError(
-            f"the {mode!r} graph has total weight 2m = {float(two_m):.3g}, so its modularity is "
-            "undefined: it has no edges in this mode, or negative weights cancel the rest "
-            "(try negative='clip' or weighted=False)"
-        )
+    two_m = float(both.sum())
+    _check_mass(two_m, mode)
     # s_i: row i's own edges, plus the reverse halves of one-way edges pointing at i.
     strength = fwd.sum(dim=1).index_add_(0, g.indices.flatten(), rev.flatten())  # (N,)
     class_strength = torch.zeros(len(classes), dtype=torch.float64, device=g.device)
@@ -106,3 +112,12 @@ def modularity(
     within = (both * (codes[:, None] == codes[g.indices])).sum()
     q = within / two_m - resolution * ((class_strength / two_m) ** 2).sum()
     return float(q)
+
+
+def _check_mass(two_m: float, mode: str) -> None:
+    if not two_m > 0.0:
+        raise ValueError(
+            f"the {mode!r} graph has total weight 2m = {two_m:.3g}, so its modularity is "
+            "undefined: it has no edges in this mode, or negative weights cancel the rest "
+            "(try negative='clip' or weighted=False)"
+        )

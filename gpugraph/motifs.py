@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import torch
 
-from gpugraph import _kernels
+from gpugraph import _graph_cpu, _kernels
 from gpugraph._tensor import label_codes
 from gpugraph.graph import KnnGraph, check_graph
 
@@ -81,6 +82,15 @@ def motifs(g: KnnGraph, labels) -> dict[str, int]:
 def _oriented_csr(g: KnnGraph) -> tuple[torch.Tensor, torch.Tensor]:
     """The union graph oriented from lower to higher (degree, index) rank, as CSR
     (indptr, columns sorted within rows) on g's device."""
+    if g.device.type == "cpu":
+        recip, _ = g.reciprocity()
+        indptr, cols = _graph_cpu.oriented_csr(g.indices.contiguous().numpy(), recip.numpy())
+        return torch.from_numpy(indptr), torch.from_numpy(cols)
+    return _oriented_csr_torch(g)
+
+
+def _oriented_csr_torch(g: KnnGraph) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_oriented_csr` in torch, for CUDA graphs."""
     rows, cols, _ = g.edges("max", weighted=False)  # both directions of every edge
     n = g.n
     degree = torch.bincount(rows, minlength=n)
@@ -93,58 +103,17 @@ def _oriented_csr(g: KnnGraph) -> tuple[torch.Tensor, torch.Tensor]:
     return indptr, cols[order].contiguous()
 
 
-_WEDGES = 1 << 22  # wedges examined at once: bounded temporaries
-_MARKS = 1 << 24  # entries of the membership table: out-rows of a span of sources, N each
-
-
 def _count(indptr: np.ndarray, cols: np.ndarray, *, per_node: bool = False, labels=None, rows=None):
-    """Triangles of an oriented CSR graph (rows sorted), the algorithm of graph.cu on the host.
-
-    A triangle u < v < w (by rank) is the wedge u -> v -> w closed by u -> w: for each
-    oriented edge (u, v), each out-neighbour w of v is looked up in u's row. The rows of a
-    span of sources are marked in a boolean table (source - first, w) of at most _MARKS
-    entries, so each look-up is one read; wedges are taken in chunks of at most _WEDGES.
-    Memory is O(m + _MARKS + chunk), never a wedge matrix.
-
-    With ``rows=(r0, r1)`` only the triangles found at edges leaving rows r0..r1 are
-    counted (a share of the work: every triangle is found at exactly one edge).
+    """Triangles of an oriented CSR graph (rows sorted), the algorithm of graph.cu on the host
+    (gpugraph/_graph_cpu.py): for each oriented edge (u, v), the sorted intersection of the
+    rows of u and v; each triangle is found once, at the edge from its lowest- to its
+    middle-ranked node. With ``rows=(r0, r1)`` only the triangles found at edges leaving
+    rows r0..r1 are counted (a share of the work).
 
     Returns (total, (N,) int64 per-node counts or None, [same, pair, distinct] or None).
     """
-    n = len(indptr) - 1
-    m = len(cols)
-    out_degree = np.diff(indptr)
-    src = np.repeat(np.arange(n, dtype=np.int64), out_degree)  # (m,)
-    work = out_degree[cols]  # (m,) wedges u -> v -> * at each edge
-    ends = np.cumsum(work)
-    span = max(1, min(n, _MARKS // max(1, n)))  # sources whose rows are marked at once
-    marks = np.zeros(span * n, dtype=bool)  # (span, N) flattened
-    total = 0
-    nodes = np.zeros(n, dtype=np.int64) if per_node else None
-    motif = np.zeros(3, dtype=np.int64) if labels is not None else None
-    e0, m = (int(indptr[rows[0]]), int(indptr[rows[1]])) if rows is not None else (0, m)
-    while e0 < m:
-        u0 = int(src[e0])
-        e1 = int(np.searchsorted(ends, ends[e0] - work[e0] + _WEDGES, side="right"))
-        e1 = max(e0 + 1, min(e1, m, int(indptr[min(n, u0 + span)])))  # sources u0 .. u0 + span - 1
-        lo, hi = int(indptr[u0]), int(indptr[src[e1 - 1] + 1])  # their whole rows
-        slots = (src[lo:hi] - u0) * n + cols[lo:hi]
-        marks[slots] = True
-        cnt = work[e0:e1]  # (c,)
-        u = np.repeat(src[e0:e1], cnt)  # (W,)
-        v = np.repeat(cols[e0:e1], cnt)  # (W,)
-        offset = np.arange(len(u)) - np.repeat(np.cumsum(cnt) - cnt, cnt)  # position in v's row
-        w = cols[indptr[v] + offset]  # (W,)
-        hit = marks[(u - u0) * n + w]  # the wedge is closed by u -> w
-        marks[slots] = False
-        u, v, w = u[hit], v[hit], w[hit]
-        total += len(u)
-        if per_node:
-            nodes += np.bincount(u, minlength=n) + np.bincount(v, minlength=n) + np.bincount(w, minlength=n)
-        if labels is not None:
-            lu, lv, lw = labels[u], labels[v], labels[w]
-            same = int(((lu == lv) & (lv == lw)).sum())
-            distinct = int(((lu != lv) & (lv != lw) & (lu != lw)).sum())
-            motif += (same, len(u) - same - distinct, distinct)
-        e0 = e1
-    return total, nodes, motif.tolist() if labels is not None else None
+    r0, r1 = rows if rows is not None else (0, len(indptr) - 1)
+    codes = np.ascontiguousarray(labels, dtype=np.int64) if labels is not None else np.zeros(0, np.int64)
+    total, nodes, kinds = _graph_cpu.count(indptr, cols, codes, per_node, labels is not None, r0, r1,
+                                           numba.get_num_threads())
+    return int(total), nodes if per_node else None, kinds.tolist() if labels is not None else None

@@ -295,17 +295,25 @@ def test_labels_of_the_wrong_shape_or_kind_are_refused_clearly(labels, error, ma
         gg.modularity(g, labels)
 
 
-def test_triangle_counts_are_exact_across_chunk_boundaries(monkeypatch):
-    motifs_module = sys.modules["gpugraph.motifs"]
+def test_triangle_counts_are_exact_whatever_the_split_of_the_rows():
+    from gpugraph import _graph_cpu
+    from gpugraph.motifs import _oriented_csr
 
     x, labels = clustered(n=400, d=4, classes=3, spread=1.2, seed=9)
     g = gg.knn_graph(x, k=7)
     union = g.to_networkx("max", weighted=False)
     per_node = nx.triangles(union)
     ref = brute_force_motifs(nx.to_numpy_array(union, nodelist=range(400)) > 0, labels)
-    for chunk, marks in ((1, 400), (7, 1200), (1000, 1 << 24), (50, 300)):  # many chunks, one edge a chunk
-        monkeypatch.setattr(motifs_module, "_WEDGES", chunk)
-        monkeypatch.setattr(motifs_module, "_MARKS", marks)  # rows of 1 or 3 sources marked at once
-        assert gg.triangles(g) == sum(per_node.values()) // 3
-        assert gg.triangles(g, per_node=True).tolist() == [per_node[i] for i in range(400)]
-        assert gg.motifs(g, labels) == ref
+    indptr, cols = (t.numpy() for t in _oriented_csr(g))
+    codes = np.unique(labels, return_inverse=True)[1].astype(np.int64)
+    for chunks in (1, 3, 7, 400):  # the work split between threads, down to a row each
+        total, nodes, kinds = _graph_cpu.count(indptr, cols, codes, True, True, 0, 400, chunks)
+        assert total == sum(per_node.values()) // 3
+        assert nodes.tolist() == [per_node[i] for i in range(400)]
+        assert dict(zip(("same", "pair", "distinct"), kinds.tolist())) == ref
+    # shares of the rows (as the ranks of a distributed count take them) add up to the whole
+    shares = [_graph_cpu.count(indptr, cols, codes, False, False, r0, r1, 2)[0]
+              for r0, r1 in ((0, 130), (130, 131), (131, 400))]
+    assert sum(shares) == sum(per_node.values()) // 3
+
+

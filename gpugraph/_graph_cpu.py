@@ -1,0 +1,159 @@
+"""Compiled CPU passes over a kNN graph's edge lists (numba; the host twins of graph.cu).
+
+- :func:`partners`: for each directed edge i -> j, whether j lists i, and that weight.
+- :func:`oriented_csr`: the union graph with each edge pointing from the lower to the
+  higher (degree, index) rank, as CSR with sorted rows.
+- :func:`count`: triangles of that oriented graph by sorted-row intersection, with per-node
+  counts and labelled motifs in the same pass.
+- :func:`modularity_sums`: 2m, the within-class mass and the class strengths in one pass.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def partners(indices, weights, r0, r1):
+    """(recip (r1 - r0, k) bool, partner_w (r1 - r0, k)) for the edges of rows r0..r1 of
+    the (N, k) lists: O(k^2) a row."""
+    k = indices.shape[1]
+    recip = np.zeros((r1 - r0, k), dtype=np.bool_)
+    partner_w = np.zeros((r1 - r0, k), dtype=weights.dtype)
+    for r in numba.prange(r1 - r0):
+        i = r0 + r
+        for a in range(k):
+            j = indices[i, a]
+            if j < 0:
+                continue
+            for b in range(k):
+                if indices[j, b] == i:
+                    recip[r, a] = True
+                    partner_w[r, a] = weights[j, b]
+                    break
+    return recip, partner_w
+
+
+@numba.njit(inline="always")
+def _lower(degree, i, j) -> bool:
+    return degree[i] < degree[j] or (degree[i] == degree[j] and i < j)
+
+
+@numba.njit(nogil=True, cache=True)
+def oriented_csr(indices, recip):
+    """The union graph of the (N, k) lists oriented by (degree, index) rank: (indptr (N+1,),
+    cols (m,)) with each row sorted. An edge listed both ways is kept once."""
+    n, k = indices.shape
+    degree = np.zeros(n, dtype=np.int64)
+    for i in range(n):  # each undirected edge once: a one-way edge, or a mutual one from its lower end
+        for a in range(k):
+            j = indices[i, a]
+            if j >= 0 and (not recip[i, a] or i < j):
+                degree[i] += 1
+                degree[j] += 1
+    count = np.zeros(n + 1, dtype=np.int64)
+    for i in range(n):
+        for a in range(k):
+            j = indices[i, a]
+            if j >= 0 and (not recip[i, a] or i < j):
+                u = i if _lower(degree, i, j) else j
+                count[u + 1] += 1
+    indptr = np.cumsum(count)
+    cols = np.empty(indptr[n], dtype=np.int64)
+    fill = indptr[:-1].copy()
+    for i in range(n):
+        for a in range(k):
+            j = indices[i, a]
+            if j >= 0 and (not recip[i, a] or i < j):
+                u, v = (i, j) if _lower(degree, i, j) else (j, i)
+                cols[fill[u]] = v
+                fill[u] += 1
+    for u in range(n):
+        cols[indptr[u] : indptr[u + 1]].sort()
+    return indptr, cols
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def count(indptr, cols, labels, per_node, motifs, r0, r1, chunks):
+    """Triangles found at the edges leaving rows r0..r1 of an oriented CSR graph (each
+    triangle u -> v -> w closed by u -> w is found once, at its lowest-ranked node u).
+
+    Returns (total, per-node counts (N,) or empty, [same, pair, distinct] counts)."""
+    n = indptr.shape[0] - 1
+    totals = np.zeros(chunks, dtype=np.int64)
+    kinds = np.zeros((chunks, 3), dtype=np.int64)
+    nodes = np.zeros((chunks, n if per_node else 0), dtype=np.int64)
+    for c in numba.prange(chunks):
+        for u in range(r0 + c * (r1 - r0) // chunks, r0 + (c + 1) * (r1 - r0) // chunks):
+            a0, a1 = indptr[u], indptr[u + 1]
+            for e in range(a0, a1):
+                v = cols[e]
+                # sorted intersection of u's row and v's row (rows are sorted by index)
+                p, q, q1 = a0, indptr[v], indptr[v + 1]
+                while p < a1 and q < q1:
+                    if cols[p] < cols[q]:
+                        p += 1
+                    elif cols[p] > cols[q]:
+                        q += 1
+                    else:
+                        w = cols[p]
+                        totals[c] += 1
+                        if per_node:
+                            nodes[c, u] += 1
+                            nodes[c, v] += 1
+                            nodes[c, w] += 1
+                        if motifs:
+                            lu, lv, lw = labels[u], labels[v], labels[w]
+                            if lu == lv and lv == lw:
+                                kinds[c, 0] += 1
+                            elif lu != lv and lv != lw and lu != lw:
+                                kinds[c, 2] += 1
+                            else:
+                                kinds[c, 1] += 1
+                        p += 1
+                        q += 1
+    per = np.zeros(n if per_node else 0, dtype=np.int64)
+    for c in range(chunks):
+        per += nodes[c]
+    return totals.sum(), per, kinds.sum(axis=0)
+
+
+MODES = {"mean": 0, "max": 1, "mutual": 2}
+
+
+@numba.njit(inline="always")
+def symmetric(w, pw, recip, mode, weighted):
+    """(fwd, rev) of one directed edge: graph.symmetric_from for one entry (its statement of
+    the three modes, compiled)."""
+    if not weighted:
+        w = pw = 1.0
+    if mode == 2:  # mutual
+        return ((w + pw) / 2, 0.0) if recip else (0.0, 0.0)
+    if mode == 0 and weighted:  # mean
+        return ((w + pw) / 2, 0.0) if recip else (w / 2, w / 2)
+    return (max(w, pw), 0.0) if recip else (w, w)  # max, and unweighted mean
+
+
+@numba.njit(nogil=True, cache=True)
+def modularity_sums(indices, weights, recip, partner_w, codes, classes, mode, weighted, clip):
+    """(2m, sum of A_ij over same-class ordered pairs, (classes,) class strengths, the most
+    negative adjacency entry) of the symmetrised graph, in float64."""
+    n, k = indices.shape
+    class_strength = np.zeros(classes, dtype=np.float64)
+    two_m = within = 0.0
+    lowest = np.inf
+    for i in range(n):
+        ci = codes[i]
+        for a in range(k):
+            j = indices[i, a]
+            fwd, rev = symmetric(np.float64(weights[i, a]), np.float64(partner_w[i, a]), recip[i, a], mode, weighted)
+            lowest = min(lowest, fwd, rev)
+            if clip:
+                fwd, rev = max(fwd, 0.0), max(rev, 0.0)
+            class_strength[ci] += fwd  # s_i gets A_ij; s_j gets A_ji from a one-way edge
+            class_strength[codes[j]] += rev
+            two_m += fwd + rev
+            if codes[j] == ci:
+                within += fwd + rev
+    return two_m, within, class_strength, lowest
