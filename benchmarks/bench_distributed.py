@@ -46,7 +46,8 @@ def main() -> None:
     first = None
     for p in args.procs:
         out = tmp / f"out{p}"
-        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, args.threads // p))}
+        threads = str(max(1, args.threads // p))
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "NUMBA_NUM_THREADS": threads}
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={p}",
                "-m", "gpugraph", "graph", str(tmp / "x.npy"), "--k", str(args.k), "--out", str(out)]
         subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)

@@ -130,11 +130,20 @@ def _merge_columns(col_v, col_i, local_v, local_i) -> None:
                 gi[:] = mi
 
 
+def use_torch_threads() -> int:
+    """Run numba's parallel loops on as many threads as torch uses (torch.set_num_threads,
+    OMP_NUM_THREADS, 1 a rank under torchrun), never more than numba started; the count."""
+    import torch
+
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    return numba.get_num_threads()
+
+
 class Workspace:
     """The column candidates' lists of each chunk, kept across the tiles of one search."""
 
     def __init__(self, k: int, dtype):
-        self.k, self.dtype, self.chunks = k, np.dtype(dtype), numba.get_num_threads()
+        self.k, self.dtype, self.chunks = k, np.dtype(dtype), use_torch_threads()
         self.values = np.empty((self.chunks, 0, k), dtype=self.dtype)
         self.indices = np.empty((self.chunks, 0, k), dtype=np.int64)
 

@@ -29,16 +29,14 @@ reduce per-class sums or counts.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from gpugraph import _progress
 from gpugraph._tensor import label_codes, unit_rows
-from gpugraph.graph import KnnGraph, check_graph, check_mode, reciprocity_of, symmetric_from
 from gpugraph._tiles import RowBlocks, TopK, tiles, walk
+from gpugraph.graph import KnnGraph, check_graph, check_mode, reciprocity_of, symmetric_from
 from gpugraph.knn import _check_k, _default_tile, _selector
 from gpugraph.motifs import _count
 from gpugraph.sources import as_source

@@ -16,7 +16,15 @@ import torch
 
 from gpugraph import _kernels, _memory, _progress
 from gpugraph._tensor import resolve_device, unit_rows
-from gpugraph._tiles import CompiledSelector, CudaSelector, RowBlocks, TopK, TorchSelector, tiles, walk
+from gpugraph._tiles import (
+    CompiledSelector,
+    CudaSelector,
+    RowBlocks,
+    TopK,
+    TorchSelector,
+    tiles,
+    walk,
+)
 from gpugraph.graph import KnnGraph
 from gpugraph.sources import as_source, parse_memory
 

@@ -8,7 +8,6 @@ from gpugraph import _graph_cpu
 from gpugraph._tensor import label_codes
 from gpugraph.graph import KnnGraph, check_graph, check_mode
 
-
 _NEGATIVE = ("keep", "clip", "raise")
 
 

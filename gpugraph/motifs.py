@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import torch
 
 from gpugraph import _graph_cpu, _kernels
+from gpugraph._select_cpu import use_torch_threads
 from gpugraph._tensor import label_codes
 from gpugraph.graph import KnnGraph, check_graph
 
@@ -115,5 +115,5 @@ def _count(indptr: np.ndarray, cols: np.ndarray, *, per_node: bool = False, labe
     r0, r1 = rows if rows is not None else (0, len(indptr) - 1)
     codes = np.ascontiguousarray(labels, dtype=np.int64) if labels is not None else np.zeros(0, np.int64)
     total, nodes, kinds = _graph_cpu.count(indptr, cols, codes, per_node, labels is not None, r0, r1,
-                                           numba.get_num_threads())
+                                           use_torch_threads())
     return int(total), nodes if per_node else None, kinds.tolist() if labels is not None else None

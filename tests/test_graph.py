@@ -1,5 +1,4 @@
 import itertools
-import sys
 
 import igraph
 import networkx as nx
