@@ -40,23 +40,30 @@ def _lower(degree, i, j) -> bool:
     return degree[i] < degree[j] or (degree[i] == degree[j] and i < j)
 
 
+@numba.njit(inline="always")
+def _kept(recip, i, a, j) -> bool:
+    """Whether edge i -> j (slot a of i's list) stands for its undirected edge: each once, a
+    one-way edge, or a mutual one from its lower end."""
+    return j >= 0 and (not recip[i, a] or i < j)
+
+
 @numba.njit(nogil=True, cache=True)
 def oriented_csr(indices, recip):
     """The union graph of the (N, k) lists oriented by (degree, index) rank: (indptr (N+1,),
     cols (m,)) with each row sorted. An edge listed both ways is kept once."""
     n, k = indices.shape
     degree = np.zeros(n, dtype=np.int64)
-    for i in range(n):  # each undirected edge once: a one-way edge, or a mutual one from its lower end
+    for i in range(n):
         for a in range(k):
             j = indices[i, a]
-            if j >= 0 and (not recip[i, a] or i < j):
+            if _kept(recip, i, a, j):
                 degree[i] += 1
                 degree[j] += 1
     count = np.zeros(n + 1, dtype=np.int64)
     for i in range(n):
         for a in range(k):
             j = indices[i, a]
-            if j >= 0 and (not recip[i, a] or i < j):
+            if _kept(recip, i, a, j):
                 u = i if _lower(degree, i, j) else j
                 count[u + 1] += 1
     indptr = np.cumsum(count)
@@ -65,7 +72,7 @@ def oriented_csr(indices, recip):
     for i in range(n):
         for a in range(k):
             j = indices[i, a]
-            if j >= 0 and (not recip[i, a] or i < j):
+            if _kept(recip, i, a, j):
                 u, v = (i, j) if _lower(degree, i, j) else (j, i)
                 cols[fill[u]] = v
                 fill[u] += 1
