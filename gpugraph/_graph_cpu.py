@@ -6,6 +6,7 @@
 - :func:`count`: triangles of that oriented graph by sorted-row intersection, with per-node
   counts and labelled motifs in the same pass.
 - :func:`modularity_sums`: 2m, the within-class mass and the class strengths in one pass.
+- :func:`list_faults`: where user-built lists break the graph's rules.
 """
 
 from __future__ import annotations
@@ -142,25 +143,64 @@ def symmetric(w, pw, recip, mode, weighted):
     return (max(w, pw), 0.0) if recip else (w, w)  # max, and unweighted mean
 
 
-@numba.njit(nogil=True, cache=True)
+_SUM_CHUNKS = 16  # fixed, so that the float64 sums do not depend on the thread count
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
 def modularity_sums(indices, weights, recip, partner_w, codes, classes, mode, weighted, clip):
     """(2m, sum of A_ij over same-class ordered pairs, (classes,) class strengths, the most
     negative adjacency entry) of the symmetrised graph, in float64."""
     n, k = indices.shape
+    strength = np.zeros((_SUM_CHUNKS, classes), dtype=np.float64)
+    sums = np.zeros((_SUM_CHUNKS, 3), dtype=np.float64)  # 2m, within, lowest
+    for c in numba.prange(_SUM_CHUNKS):
+        two_m = within = 0.0
+        lowest = np.inf
+        for i in range(c * n // _SUM_CHUNKS, (c + 1) * n // _SUM_CHUNKS):
+            ci = codes[i]
+            for a in range(k):
+                j = indices[i, a]
+                fwd, rev = symmetric(np.float64(weights[i, a]), np.float64(partner_w[i, a]), recip[i, a],
+                                     mode, weighted)
+                lowest = min(lowest, fwd, rev)
+                if clip:
+                    fwd, rev = max(fwd, 0.0), max(rev, 0.0)
+                strength[c, ci] += fwd  # s_i gets A_ij; s_j gets A_ji from a one-way edge
+                strength[c, codes[j]] += rev
+                two_m += fwd + rev
+                if codes[j] == ci:
+                    within += fwd + rev
+        sums[c, 0], sums[c, 1], sums[c, 2] = two_m, within, lowest
     class_strength = np.zeros(classes, dtype=np.float64)
     two_m = within = 0.0
-    lowest = np.inf
-    for i in range(n):
-        ci = codes[i]
-        for a in range(k):
-            j = indices[i, a]
-            fwd, rev = symmetric(np.float64(weights[i, a]), np.float64(partner_w[i, a]), recip[i, a], mode, weighted)
-            lowest = min(lowest, fwd, rev)
-            if clip:
-                fwd, rev = max(fwd, 0.0), max(rev, 0.0)
-            class_strength[ci] += fwd  # s_i gets A_ij; s_j gets A_ji from a one-way edge
-            class_strength[codes[j]] += rev
-            two_m += fwd + rev
-            if codes[j] == ci:
-                within += fwd + rev
-    return two_m, within, class_strength, lowest
+    for c in range(_SUM_CHUNKS):
+        class_strength += strength[c]
+        two_m += sums[c, 0]
+        within += sums[c, 1]
+    return two_m, within, class_strength, sums[:, 2].min()
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def list_faults(indices):
+    """The first row of the (N, k) lists with an index outside [0, N), with itself as a
+    neighbour, and with a repeated neighbour: three ints, -1 where there is none."""
+    n, k = indices.shape
+    first = np.full((n if n < _SUM_CHUNKS else _SUM_CHUNKS, 3), n, dtype=np.int64)
+    chunks = first.shape[0]
+    for c in numba.prange(chunks):
+        for i in range(c * n // chunks, (c + 1) * n // chunks):
+            for a in range(k):
+                j = indices[i, a]
+                if (j < 0 or j >= n) and first[c, 0] == n:
+                    first[c, 0] = i
+                if j == i and first[c, 1] == n:
+                    first[c, 1] = i
+                for b in range(a):
+                    if indices[i, b] == j and first[c, 2] == n:
+                        first[c, 2] = i
+    out = np.full(3, -1, dtype=np.int64)
+    for f in range(3):
+        low = first[:, f].min()
+        if low < n:
+            out[f] = low
+    return out

@@ -320,16 +320,33 @@ def _check_lists(indices: torch.Tensor, weights: torch.Tensor):
     if weights.device != indices.device:
         raise ValueError(f"indices are on {indices.device} but weights on {weights.device}")
     indices = indices.to(torch.int64)
-    if int(indices.min()) < 0 or int(indices.max()) >= n:
-        raise ValueError(f"indices must lie in [0, N) = [0, {n}), got values outside")
-    own = torch.arange(n, device=indices.device)[:, None]
-    if bool((indices == own).any()):
-        row = int((indices == own).any(dim=1).nonzero()[0])
-        raise ValueError(f"node {row} lists itself as a neighbour; self loops are not allowed")
-    srt = indices.sort(dim=1).values
-    if k > 1 and bool((srt[:, 1:] == srt[:, :-1]).any()):
-        row = int((srt[:, 1:] == srt[:, :-1]).any(dim=1).nonzero()[0])
-        raise ValueError(f"node {row} lists the same neighbour twice; each must appear once")
+    outside, self_loop, repeat = _list_faults(indices)
+    if outside >= 0:
+        raise ValueError(f"indices must lie in [0, N) = [0, {n}), got values outside (node {outside})")
+    if self_loop >= 0:
+        raise ValueError(f"node {self_loop} lists itself as a neighbour; self loops are not allowed")
+    if repeat >= 0:
+        raise ValueError(f"node {repeat} lists the same neighbour twice; each must appear once")
     if not bool(torch.isfinite(weights).all()):
         raise ValueError("weights contain NaN or Inf")
     return indices, weights
+
+
+def _list_faults(indices: torch.Tensor, compiled: bool | None = None) -> tuple[int, int, int]:
+    """The first node whose list leaves [0, N), lists itself, or repeats a neighbour (-1: none):
+    one compiled pass on the CPU, three torch passes elsewhere."""
+    if compiled if compiled is not None else indices.device.type == "cpu":
+        from gpugraph import _graph_cpu
+        from gpugraph._select_cpu import use_torch_threads
+
+        use_torch_threads()
+        return tuple(int(v) for v in _graph_cpu.list_faults(indices.contiguous().numpy()))
+    n = len(indices)
+
+    def first(bad_rows: torch.Tensor) -> int:
+        return int(bad_rows.nonzero()[0]) if bool(bad_rows.any()) else -1
+
+    srt = indices.sort(dim=1).values
+    return (first(((indices < 0) | (indices >= n)).any(dim=1)),
+            first((indices == torch.arange(n, device=indices.device)[:, None]).any(dim=1)),
+            first((srt[:, 1:] == srt[:, :-1]).any(dim=1)))

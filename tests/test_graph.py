@@ -76,6 +76,43 @@ def test_labels_may_be_strings_tensors_and_arrays():
     assert gg.modularity(g, [(int(c), "x") for c in labels]) == pytest.approx(q, abs=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int32, np.int64, np.uint64])
+@pytest.mark.parametrize("spread", [3, 100, 2**40])
+def test_integer_label_codes_are_numpys_unique(dtype, spread):
+    # small ranges go through a table (bincount), wide ones through a sort: both must give
+    # np.unique's sorted classes and inverse, whatever the dtype (int8 -100..100 must not wrap)
+    from gpugraph._tensor import label_codes
+
+    rng = np.random.default_rng(spread)
+    info = np.iinfo(dtype)
+    low, high = max(info.min, -spread), min(info.max, spread)
+    labels = rng.integers(low, high, size=300, endpoint=True).astype(dtype)
+    labels[:2] = low, high
+    classes, inverse = np.unique(labels, return_inverse=True)
+    for given in (labels, torch.from_numpy(labels.astype(np.int64)) if dtype == np.uint64 else torch.from_numpy(labels)):
+        codes, names = label_codes(given, 300, torch.device("cpu"))
+        assert names == classes.tolist()
+        assert codes.dtype == torch.int64 and codes.tolist() == inverse.tolist()
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 40), k=st.integers(1, 5))
+def test_list_faults_compiled_and_torch_agree(seed, n, k):
+    # the CPU's compiled check and the torch passes used on other devices find the same
+    # first offending node of each kind, against a plain Python scan
+    from gpugraph.graph import _list_faults
+
+    rng = np.random.default_rng(seed)
+    indices = rng.integers(-1, n + 1, size=(n, k))
+    expected = []
+    for bad in (lambda i, row: any(j < 0 or j >= n for j in row), lambda i, row: i in row,
+                lambda i, row: len(set(row)) < len(row)):
+        expected.append(next((i for i, row in enumerate(indices.tolist()) if bad(i, row)), -1))
+    t = torch.from_numpy(indices)
+    assert _list_faults(t, compiled=True) == tuple(expected)
+    assert _list_faults(t, compiled=False) == tuple(expected)
+
+
 @settings(max_examples=25, deadline=None)
 @given(perm_seed=st.integers(0, 2**31), n_classes=st.integers(1, 6))
 def test_modularity_is_invariant_to_renaming_classes(perm_seed, n_classes):
