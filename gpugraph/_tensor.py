@@ -61,8 +61,22 @@ def as_features(x, name: str = "x", *, nonzero: bool = False, check: bool = True
 _CHUNK = 1 << 22  # elements per chunk of a pass over rows: bounded temporaries
 
 
+def _compiled(t: torch.Tensor) -> bool:
+    """Whether the CPU's compiled row passes (gpugraph/_rows_cpu.py) take ``t``."""
+    if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64) or t.dim() != 2:
+        return False
+    from gpugraph._select_cpu import use_torch_threads
+
+    use_torch_threads()
+    return True
+
+
 def row_maxabs(t: torch.Tensor) -> torch.Tensor:
     """(N,) largest |entry| of each row, NaN for a row holding NaN, in float32 or float64."""
+    if _compiled(t):
+        from gpugraph import _rows_cpu
+
+        return torch.from_numpy(_rows_cpu.maxabs(t.detach().contiguous().numpy()))
     dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
     out = torch.empty(t.shape[0], dtype=dtype, device=t.device)
     step = max(1, _CHUNK // max(1, t.shape[1]))
@@ -77,7 +91,11 @@ def check_rows(t: torch.Tensor, name: str = "x", *, nonzero: bool = True, offset
 
     Returns the rows' largest |entry| (:func:`row_maxabs`) for reuse.
     """
-    m = row_maxabs(t)
+    return _refuse_rows(row_maxabs(t), name, nonzero, offset)
+
+
+def _refuse_rows(m: torch.Tensor, name: str, nonzero: bool, offset: int) -> torch.Tensor:
+    """check_rows on the rows' largest |entry| ``m``."""
     bad = ~torch.isfinite(m)
     if bool(bad.any()):
         rows = bad.nonzero().flatten()
@@ -101,6 +119,12 @@ def unit_rows(x: torch.Tensor, name: str = "x", offset: int = 0) -> torch.Tensor
     (rows near 1e20 in float32) nor underflow (rows near 1e-23): every finite row with a
     nonzero entry has a unit direction, and only all-zero rows are refused.
     """
+    if _compiled(x):  # one pass over memory
+        from gpugraph import _rows_cpu
+
+        u, m = _rows_cpu.unit(x.detach().contiguous().numpy())
+        _refuse_rows(torch.from_numpy(m), name, True, offset)
+        return torch.from_numpy(u)
     m = check_rows(x, name, nonzero=True, offset=offset)
     u = x.to(m.dtype, copy=True)
     u /= m[:, None]  # entries in [-1, 1], one of them +-1

@@ -123,9 +123,13 @@ def test_distributed_measures_equal_the_single_process_ones(tmp_path, splits):
     weights = np.concatenate([r["weights"] for r in results])
     np.testing.assert_array_equal(indices, g.indices.numpy())
     np.testing.assert_allclose(weights, g.weights.numpy(), atol=1e-6)
+    # the weights agree to float32 rounding, not bit for bit (the tiles differ in shape), so
+    # the reductions are checked to 1e-9 on the ranks' own graph, gathered into one process,
+    # and the kNN LSim (whose graphs each side builds) to the weights' 1e-6
+    gathered = gg.KnnGraph(indices, weights)
     expected = {
-        "modularity": gg.modularity(g, names),
-        "modularity_max": gg.modularity(g, names, mode="max", weighted=False),
+        "modularity": gg.modularity(gathered, names),
+        "modularity_max": gg.modularity(gathered, names, mode="max", weighted=False),
         "triangles": gg.triangles(g),
         "motifs": gg.motifs(g, names),
         "lsim": gg.layer_similarity(x, y),
@@ -133,7 +137,7 @@ def test_distributed_measures_equal_the_single_process_ones(tmp_path, splits):
     }
     for r in results:  # the same value on every rank
         for key, value in expected.items():
-            assert r[key] == pytest.approx(value, abs=1e-9), key
+            assert r[key] == pytest.approx(value, abs=1e-6 if key == "lsim_k" else 1e-9), key
     per_node = np.concatenate([r["per_node"] for r in results])
     np.testing.assert_array_equal(per_node, gg.triangles(g, per_node=True).numpy())
 

@@ -230,3 +230,28 @@ def test_a_scope_asking_for_other_arithmetic_waits_for_the_live_one():
         assert matmul.fp32_precision == "none"
     finally:
         matmul.fp32_precision = saved
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_unit_rows_match_a_float64_reference(dtype):
+    # the CPU's one-pass unit rows (gpugraph/_rows_cpu.py): each row's largest |entry| exactly,
+    # and its direction to a few units of the dtype's rounding, at every scale a row can have,
+    # for strided input too
+    from gpugraph._tensor import row_maxabs, unit_rows
+
+    rng = np.random.default_rng(3)
+    scales = np.array([1e-40, 1e-23, 1e-3, 1.0, 1e20, 1e37] if dtype == torch.float32 else [1e-300, 1.0, 1e300])
+    base = rng.standard_normal((60, 37)) * scales[rng.integers(0, len(scales), 60)][:, None]
+    x = torch.from_numpy(base).to(dtype)
+    ref = x.double().numpy()
+    for given in (x, x.T.contiguous().T):  # C- and Fortran-ordered
+        np.testing.assert_array_equal(row_maxabs(given).numpy(), np.abs(ref).max(axis=1))
+        scaled = ref / np.abs(ref).max(axis=1, keepdims=True)
+        expected = scaled / np.linalg.norm(scaled, axis=1, keepdims=True)
+        eps = torch.finfo(dtype).eps
+        u = unit_rows(given)
+        assert u.dtype == dtype and u.is_contiguous()
+        np.testing.assert_allclose(u.double().numpy(), expected, rtol=0, atol=8 * eps)
+    nan = x.clone()
+    nan[7, 3] = float("nan")
+    assert torch.isnan(row_maxabs(nan)[7]) and torch.isfinite(row_maxabs(nan)[:7]).all()
