@@ -185,7 +185,7 @@ def list_faults(indices):
     """The first row of the (N, k) lists with an index outside [0, N), with itself as a
     neighbour, and with a repeated neighbour: three ints, -1 where there is none."""
     n, k = indices.shape
-    first = np.full((n if n < _SUM_CHUNKS else _SUM_CHUNKS, 3), n, dtype=np.int64)
+    first = np.full((min(n, _SUM_CHUNKS), 3), n, dtype=np.int64)
     chunks = first.shape[0]
     for c in numba.prange(chunks):
         for i in range(c * n // chunks, (c + 1) * n // chunks):

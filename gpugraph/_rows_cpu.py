@@ -21,7 +21,7 @@ def _row_max(x, i):
     nan = False
     for j in range(x.shape[1]):
         v = abs(x[i, j])
-        nan |= v != v
+        nan |= np.isnan(v)
         m = max(m, v)
     return np.nan if nan else m
 

@@ -89,8 +89,8 @@ def test_integer_label_codes_are_numpys_unique(dtype, spread):
     labels = rng.integers(low, high, size=300, endpoint=True).astype(dtype)
     labels[:2] = low, high
     classes, inverse = np.unique(labels, return_inverse=True)
-    for given in (labels, torch.from_numpy(labels.astype(np.int64)) if dtype == np.uint64 else torch.from_numpy(labels)):
-        codes, names = label_codes(given, 300, torch.device("cpu"))
+    for passed in (labels, torch.from_numpy(labels.astype(np.int64)) if dtype == np.uint64 else torch.from_numpy(labels)):
+        codes, names = label_codes(passed, 300, torch.device("cpu"))
         assert names == classes.tolist()
         assert codes.dtype == torch.int64 and codes.tolist() == inverse.tolist()
 
