@@ -2,7 +2,8 @@
 
 Exact cosine kNN graphs over the samples of each layer, and measures of those graphs:
 modularity against class labels (Lu et al., ECCV 2022), graph-based similarity between
-layers (Chen et al., Neurocomputing 2024), triangle and labelled-motif counts.
+layers (Chen et al., Neurocomputing 2024), triangle and labelled-motif counts, and layer
+pruning guided by the modularity curve.
 """
 
 from gpugraph._errors import GpuGraphError
@@ -11,6 +12,7 @@ from gpugraph.curves import LayerCurve, modularity_curve, motif_curve
 from gpugraph.knn import KnnGraph, knn_graph
 from gpugraph.modularity import modularity
 from gpugraph.motifs import motifs, triangles
+from gpugraph.pruning import PrunePlan, model_cost, prune, prune_plan
 from gpugraph.similarity import (
     MinibatchCKA,
     SimilarityMatrix,
@@ -27,17 +29,21 @@ __all__ = [
     "KnnGraph",
     "LayerCurve",
     "MinibatchCKA",
+    "PrunePlan",
     "SimilarityMatrix",
     "capture",
     "cka",
     "knn_graph",
     "knn_overlap",
     "layer_similarity",
+    "model_cost",
     "modularity",
     "modularity_curve",
     "motif_curve",
     "motifs",
     "mutual_knn",
+    "prune",
+    "prune_plan",
     "similarity_matrix",
     "triangles",
 ]

@@ -125,6 +125,32 @@ def _parser() -> argparse.ArgumentParser:
                    help="progress bar with rows/s and ETA (default: only when stderr is a terminal)")
     g.set_defaults(run=_graph)
 
+    pr = sub.add_parser("prune", help="remove the layers the modularity curve marks redundant, fine-tune, report",
+                        description="Measure the model's modularity curve on held-out data, remove the layers on its "
+                        "plateaus and dips that keep their input's shape (gpugraph.prune_plan), then fine-tune the "
+                        "pruned model and retrain it from scratch on DATA. Writes the fine-tuned pruned model, a JSON "
+                        "report (layers removed, parameters, FLOPs per sample, accuracy at each step) and the curve "
+                        "with the removed layers marked.")
+    _model_data_args(pr)
+    pr.add_argument("--test", default=None, help="held-out data file for the curve and the accuracies "
+                    "(default: a seeded share of DATA, see --test-fraction)")
+    pr.add_argument("--test-fraction", type=float, default=0.2, help="share of DATA held out when --test is not "
+                    "given (default: %(default)s)")
+    pr.add_argument("--tol", type=float, default=0.01, help="a run of layers goes while it adds less modularity "
+                    "than this (default: %(default)s)")
+    pr.add_argument("--epochs", type=_non_negative, default=3, help="fine-tuning epochs (default: %(default)s)")
+    pr.add_argument("--retrain-epochs", type=_non_negative, default=None,
+                    help="epochs to retrain the pruned model from scratch; 0 skips it (default: --epochs)")
+    pr.add_argument("--lr", type=float, default=3e-3, help="peak learning rate, AdamW one-cycle (default: %(default)s)")
+    pr.add_argument("--k", type=_positive, default=3, help="neighbours per node of the curve (default: %(default)s)")
+    pr.add_argument("--n", type=_positive, default=500, help="samples per subset of the curve, lowered to fit the "
+                    "held-out data (default: %(default)s)")
+    pr.add_argument("--repeats", type=_positive, default=5, help="disjoint subsets (default: %(default)s)")
+    pr.add_argument("--seed", type=int, default=0, help="seed of the split, the subsets and the training (default: "
+                    "%(default)s)")
+    pr.add_argument("--out", default="gpugraph-out", help="output folder (default: %(default)s)")
+    pr.set_defaults(run=_prune)
+
     b = sub.add_parser("bench", help="benchmark gpugraph beside its references; compare two runs",
                        description="Run each benchmark case beside its reference in the same process (interleaved, "
                        "medians after a warm-up) and write one JSON; or compare two such files for regressions "
@@ -200,6 +226,92 @@ def _curve(args) -> int:
     curve.to_json(out / "curve.json")
     print(f"wrote {out / 'curve.png'} and {out / 'curve.json'}")
     return 0
+
+
+def _prune(args) -> int:
+    import copy
+    import json
+
+    from gpugraph.capture import capture
+    from gpugraph.curves import modularity_curve
+    from gpugraph.pruning import model_cost, prune, prune_plan
+    from gpugraph.training import accuracy, fit, reinitialise
+
+    _check_files(args.model)
+    if not 0 < args.test_fraction < 1:
+        raise ValueError(f"--test-fraction must lie in (0, 1), got {args.test_fraction}")
+    device = _device(args.device)
+    x, y = load_data(args.data)
+    if args.max_samples:
+        x, y = x[: args.max_samples], y[: args.max_samples]
+    if not (torch.is_tensor(y) and not y.dtype.is_floating_point and y.dim() == 1):
+        raise ValueError(f"{args.data}: training needs integer class labels 0..C-1, one per sample")
+    if args.test:
+        x_test, y_test = load_data(args.test)
+        held_out = args.test
+    else:
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))
+        cut = int(round(len(x) * args.test_fraction))
+        if cut < 2 * args.repeats or len(x) - cut < 1:
+            raise ValueError(f"{args.data} has {len(x)} samples: too few to hold out {args.test_fraction:.0%} "
+                             f"for {args.repeats} subsets; pass --test FILE or a larger --test-fraction")
+        x_test, y_test, x, y = x[perm[:cut]], y[perm[:cut]], x[perm[cut:]], y[perm[cut:]]
+        held_out = f"{cut} samples of {args.data} (seed {args.seed})"
+    model = load_model(args.model, device, args.imports)
+    n = min(args.n, len(x_test) // args.repeats)
+    if n < args.n:
+        print(f"the held-out data has {len(x_test)} samples: subsets of {n} (asked for {args.n})")
+    acts = capture(model, (x_test, y_test), layers=args.layers, reduce=args.reduce, batch_size=args.batch_size,
+                   progress=args.progress)
+    curve = modularity_curve(acts, k=args.k, n=n, repeats=args.repeats, seed=args.seed, progress=args.progress)
+    print(curve.table(args.tol))
+    example = x_test[:2].to(device)
+    plan = prune_plan(curve, model, args.tol, example=example)
+    print(f"\n{plan}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    curve.plot(out / "curve.png", tol=args.tol, removed=plan.layers)
+    report = {"model": args.model, "data": args.data, "held_out": held_out, "tol": args.tol,
+              "curve": curve.to_dict(), "removed": plan.layers, "redundant": plan.redundant, "kept": plan.kept}
+    one = x_test[:1].to(device)
+    report["before"] = {**model_cost(model, one), "accuracy": accuracy(model, x_test, y_test)}
+    if plan.layers:
+        pruned = prune(model, plan.layers, example=example)
+        report["pruned"] = {**model_cost(pruned, one), "accuracy": accuracy(pruned, x_test, y_test)}
+        if args.epochs:
+            print(f"fine-tuning the pruned model for {args.epochs} epochs")
+            tuned = fit(copy.deepcopy(pruned), x, y, args.epochs, lr=args.lr, seed=args.seed, log=print)
+            report["finetuned"] = {"epochs": args.epochs, "accuracy": accuracy(tuned, x_test, y_test)}
+        else:
+            tuned = pruned
+        retrain = args.epochs if args.retrain_epochs is None else args.retrain_epochs
+        if retrain:
+            print(f"retraining the pruned architecture from scratch for {retrain} epochs")
+            fresh = fit(reinitialise(copy.deepcopy(pruned), args.seed), x, y, retrain, lr=args.lr, seed=args.seed,
+                        log=print)
+            report["retrained"] = {"epochs": retrain, "accuracy": accuracy(fresh, x_test, y_test)}
+        torch.save(tuned, out / "pruned.pt")
+        for key in ("params", "flops"):
+            report[f"{key}_removed"] = 1 - report["pruned"][key] / report["before"][key] if report["before"][key] else 0.0
+    (out / "prune.json").write_text(json.dumps(report, indent=1) + "\n")
+    _print_prune_report(report)
+    written = ["pruned.pt"] if plan.layers else []
+    print(f"wrote {', '.join(str(out / f) for f in [*written, 'prune.json', 'curve.png'])}")
+    return 0
+
+
+def _print_prune_report(report: dict) -> None:
+    if not report["removed"]:
+        print("\nnothing to remove at this tolerance: the model is unchanged")
+        return
+    print(f"\nremoved {len(report['removed'])} layer(s): parameters -{report['params_removed']:.1%}, "
+          f"FLOPs per sample -{report['flops_removed']:.1%}")
+    print(f"{'model':<28}{'params':>12}{'FLOPs/sample':>15}{'accuracy':>10}")
+    for key, what in (("before", "original"), ("pruned", "pruned, no training"), ("finetuned", "pruned, fine-tuned"),
+                      ("retrained", "pruned, from scratch")):
+        if key in report:
+            cost = report[key if key in ("before", "pruned") else "pruned"]
+            print(f"{what:<28}{cost['params']:>12,}{cost['flops']:>15,}{report[key]['accuracy']:>10.1%}")
 
 
 def _similarity(args) -> int:

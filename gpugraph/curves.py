@@ -123,8 +123,9 @@ class LayerCurve:
         return f"LayerCurve({len(self.layers)} layers, params={self.params})"
 
     def plot(self, path=None, *, label: str | None = None, others: Mapping | None = None, tol=0.01,
-             ax=None):
-        """Draw the mean with a band of one std, redundant layers circled.
+             ax=None, removed=()):
+        """Draw the mean with a band of one std, redundant layers circled, ``removed`` layers
+        (e.g. a :func:`gpugraph.prune_plan`'s) crossed.
 
         ``others`` maps a legend label to more curves over the same layers (e.g. the
         untrained model) drawn on the same axes. With ``path`` the figure is written as a
@@ -148,6 +149,9 @@ class LayerCurve:
         if red:
             ax.scatter(xs[red], self.mean[red], s=120, facecolors="none", edgecolors="red",
                        label=f"redundant (dQ < {tol})", zorder=3)
+        gone = [self.layers.index(n) for n in removed]
+        if gone:
+            ax.scatter(xs[gone], self.mean[gone], s=80, marker="x", color="black", label="removed", zorder=4)
         ax.set_xticks(xs, self.layers, rotation=60, ha="right", fontsize=8)
         ax.set_ylabel(self.params.get("measure", "modularity"))
         ax.set_xlabel("layer")

@@ -18,6 +18,8 @@ from torch import nn
 
 from gpugraph.capture import capture
 from gpugraph.curves import modularity_curve
+from gpugraph.training import accuracy
+from gpugraph.training import fit as train  # the benchmarks import it from here
 
 
 class ResBlock1d(nn.Module):
@@ -72,32 +74,6 @@ def mnist1d_data(seed: int = 42):
     return as_x(d["x"]), as_y(d["y"]), as_x(d["x_test"]), as_y(d["y_test"])
 
 
-def train(model: nn.Module, x, y, epochs: int = 12, seed: int = 0, log=print) -> None:
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=epochs * ((len(x) + 127) // 128))
-    model.train()
-    for epoch in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        total = 0.0
-        for i in range(0, len(x), 128):
-            idx = perm[i : i + 128]
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-        if epoch % 4 == 3 or epoch == epochs - 1:
-            log(f"  epoch {epoch + 1:2d}/{epochs}: loss {total / len(x):.3f}")
-
-
-def accuracy(model: nn.Module, x, y) -> float:
-    model.eval()
-    with torch.no_grad():
-        return float((model(x).argmax(1) == y).float().mean())
-
-
 def run(out: str | Path = "gpugraph-out", epochs: int = 12, seed: int = 0, k: int = 3,
         n: int = 200, repeats: int = 5, log=print) -> dict:
     """Train, measure both curves, print them, write the plot and the JSON; return both curves."""
@@ -113,7 +89,7 @@ def run(out: str | Path = "gpugraph-out", epochs: int = 12, seed: int = 0, k: in
     model = DemoNet()
     model.load_state_dict(untrained.state_dict())
     log(f"training {type(model).__name__} on the CPU for {epochs} epochs")
-    train(model, x_train, y_train, epochs, seed, log)
+    train(model, x_train, y_train, epochs, seed=seed, log=log)
     log(f"test accuracy: trained {accuracy(model, x_test, y_test):.1%}, untrained {accuracy(untrained, x_test, y_test):.1%}")
 
     curves = {}

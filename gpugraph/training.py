@@ -1,0 +1,76 @@
+"""A small, plain training loop for the demo, the pruning workflow and its benchmark.
+
+Your own training loop stays the normal path; these exist so that ``gpugraph demo`` and
+``gpugraph prune`` can train, fine-tune and evaluate a classifier without one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 12, *, lr: float = 3e-3,
+        batch_size: int = 128, weight_decay: float = 1e-4, seed: int = 0, log=print) -> nn.Module:
+    """Train ``model`` in place on (x, y) with cross-entropy: AdamW and a one-cycle learning
+    rate over ``epochs`` passes of shuffled mini-batches (seeded). Batches move to the model's
+    device. Returns the model, left in train mode. ``log`` gets a line every 4 epochs and at
+    the end (None: silent)."""
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
+    device = _device_of(model)
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = epochs * -(-len(x) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
+    model.train()
+    for epoch in range(epochs):
+        perm = torch.randperm(len(x), generator=g)
+        total = 0.0
+        for i in range(0, len(x), batch_size):
+            idx = perm[i : i + batch_size]
+            loss = nn.functional.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        if log is not None and (epoch % 4 == 3 or epoch == epochs - 1):
+            log(f"  epoch {epoch + 1:2d}/{epochs}: loss {total / len(x):.3f}")
+    return model
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    """Share of samples whose largest logit is their label, in eval mode (the model's mode is
+    restored)."""
+    device = _device_of(model)
+    was = model.training
+    model.eval()
+    right = 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            right += int((model(x[i : i + batch_size].to(device)).argmax(1).cpu() == y[i : i + batch_size]).sum())
+    model.train(was)
+    return right / len(x)
+
+
+def reinitialise(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Fresh weights for every submodule that has ``reset_parameters`` (convolutions, linear
+    and normalisation layers), drawn from a seeded generator: the same architecture trained
+    from scratch, as Lu et al. retrain their pruned networks. In place; returns the model."""
+    device = _device_of(model)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the caller's RNG untouched
+        torch.manual_seed(seed)
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+            if hasattr(module, "reset_running_stats"):
+                module.reset_running_stats()
+    return model
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
