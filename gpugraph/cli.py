@@ -251,7 +251,7 @@ def _prune(args) -> int:
         held_out = args.test
     else:
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))
-        cut = int(round(len(x) * args.test_fraction))
+        cut = round(len(x) * args.test_fraction)
         if cut < 2 * args.repeats or len(x) - cut < 1:
             raise ValueError(f"{args.data} has {len(x)} samples: too few to hold out {args.test_fraction:.0%} "
                              f"for {args.repeats} subsets; pass --test FILE or a larger --test-fraction")

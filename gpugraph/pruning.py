@@ -117,6 +117,10 @@ def prune_plan(curve, model: nn.Module, tol: float = 0.01, example=None) -> Prun
     output (``curve.final``) and names that are not modules of ``model`` (such as "input")
     always stay. ``example``: as in :func:`prune`.
     """
+    from gpugraph.curves import LayerCurve
+
+    if not isinstance(curve, LayerCurve):
+        raise TypeError(f"curve must be a LayerCurve (from gpugraph.modularity_curve), got {type(curve).__name__}")
     if tol < 0:
         raise ValueError(f"tol must be non-negative, got {tol}")
     _check_module(model)

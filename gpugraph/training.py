@@ -56,6 +56,33 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return right / len(x)
 
 
+def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> nn.Module:
+    """Re-estimate every batch-norm layer's running mean and variance on ``x``: train-mode
+    forward passes without gradients, each batch weighted equally (a cumulative average), no
+    weight changed. A pruned network's later BN layers see inputs of another distribution
+    than they were trained on; this separates that mismatch from the information a removed
+    layer carried. In place; returns the model, in the mode it had."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model
+    device = _device_of(model)
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches
+    was = model.training
+    model.train()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                model(x[i : i + batch_size].to(device))
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was)
+    return model
+
+
 def reinitialise(model: nn.Module, seed: int = 0) -> nn.Module:
     """Fresh weights for every submodule that has ``reset_parameters`` (convolutions, linear
     and normalisation layers), drawn from a seeded generator: the same architecture trained

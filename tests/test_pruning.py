@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import gpugraph as gg
 from gpugraph.cli import main
 from gpugraph.demo import DemoNet
-from gpugraph.training import accuracy, fit, reinitialise
+from gpugraph.training import accuracy, fit, recalibrate_bn, reinitialise
 
 SIGNAL = torch.randn(6, 40, generator=torch.Generator().manual_seed(0))
 IMAGE = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -160,6 +160,8 @@ def test_prune_plan_takes_runs_that_add_less_than_tol_together():
 def test_prune_plan_errors():
     with pytest.raises(ValueError, match="tol must be non-negative"):
         gg.prune_plan(curve_of(["a", "b"], [0.1, 0.2], final=()), DemoNet(), tol=-1)
+    with pytest.raises(TypeError, match="curve must be a LayerCurve"):
+        gg.prune_plan({"blocks.1": 0.3}, DemoNet())
 
 
 def test_training_helpers():
@@ -219,3 +221,20 @@ def test_cli_prune_errors(tmp_path, capsys):
     assert "too few to hold out" in capsys.readouterr().err
     assert main(["prune", str(tmp_path / "model.pt"), str(tmp_path / "small.pt"), "--test-fraction", "1.5"]) == 1
     assert "--test-fraction must lie in (0, 1)" in capsys.readouterr().err
+
+
+def test_recalibrate_bn_averages_the_batches_statistics():
+    # running mean / variance = the average over the batches of each batch's mean and unbiased
+    # variance of the BN's input (here the linear layer's output), weights untouched
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.ReLU()).eval()
+    x = torch.randn(96, 4) * 3 + 1
+    weights = snapshot(model)
+    recalibrate_bn(model, x, batch_size=32)
+    with torch.no_grad():
+        z = model[0](x).double().reshape(3, 32, 3)  # (batches, rows, features)
+    torch.testing.assert_close(model[1].running_mean.double(), z.mean(1).mean(0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model[1].running_var.double(), z.var(1).mean(0), rtol=1e-5, atol=1e-6)
+    assert not model.training and model[1].momentum == 0.1
+    assert all(torch.equal(weights[key], value) for key, value in model.state_dict().items()
+               if "running" not in key and "num_batches" not in key)
