@@ -299,13 +299,4 @@ def _on_device(example, model: nn.Module) -> tuple:
     return tuple(a.to(p.device) if torch.is_tensor(a) else a for a in args)
 
 
-def removed_cost(model: nn.Module, pruned: nn.Module, example) -> dict:
-    """The costs of both models and the share removed: {"before", "after", "params_removed",
-    "flops_removed"} (shares in [0, 1])."""
-    before, after = model_cost(model, example), model_cost(pruned, example)
-    return {"before": before, "after": after,
-            "params_removed": 1 - after["params"] / before["params"] if before["params"] else 0.0,
-            "flops_removed": 1 - after["flops"] / before["flops"] if before["flops"] else 0.0}
-
-
-__all__ = ["PrunePlan", "model_cost", "prune", "prune_plan", "removed_cost"]
+__all__ = ["PrunePlan", "model_cost", "prune", "prune_plan"]
