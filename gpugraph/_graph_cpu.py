@@ -143,7 +143,7 @@ def symmetric(w, pw, recip, mode, weighted):
     return (max(w, pw), 0.0) if recip else (w, w)  # max, and unweighted mean
 
 
-_SUM_CHUNKS = 16  # fixed, so that the float64 sums do not depend on the thread count
+_CHUNKS = 16  # rows split in a fixed number of chunks: float64 sums do not depend on the thread count
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
@@ -151,12 +151,12 @@ def modularity_sums(indices, weights, recip, partner_w, codes, classes, mode, we
     """(2m, sum of A_ij over same-class ordered pairs, (classes,) class strengths, the most
     negative adjacency entry) of the symmetrised graph, in float64."""
     n, k = indices.shape
-    strength = np.zeros((_SUM_CHUNKS, classes), dtype=np.float64)
-    sums = np.zeros((_SUM_CHUNKS, 3), dtype=np.float64)  # 2m, within, lowest
-    for c in numba.prange(_SUM_CHUNKS):
+    strength = np.zeros((_CHUNKS, classes), dtype=np.float64)
+    sums = np.zeros((_CHUNKS, 3), dtype=np.float64)  # 2m, within, lowest
+    for c in numba.prange(_CHUNKS):
         two_m = within = 0.0
         lowest = np.inf
-        for i in range(c * n // _SUM_CHUNKS, (c + 1) * n // _SUM_CHUNKS):
+        for i in range(c * n // _CHUNKS, (c + 1) * n // _CHUNKS):
             ci = codes[i]
             for a in range(k):
                 j = indices[i, a]
@@ -173,7 +173,7 @@ def modularity_sums(indices, weights, recip, partner_w, codes, classes, mode, we
         sums[c, 0], sums[c, 1], sums[c, 2] = two_m, within, lowest
     class_strength = np.zeros(classes, dtype=np.float64)
     two_m = within = 0.0
-    for c in range(_SUM_CHUNKS):
+    for c in range(_CHUNKS):
         class_strength += strength[c]
         two_m += sums[c, 0]
         within += sums[c, 1]
@@ -185,7 +185,7 @@ def list_faults(indices):
     """The first row of the (N, k) lists with an index outside [0, N), with itself as a
     neighbour, and with a repeated neighbour: three ints, -1 where there is none."""
     n, k = indices.shape
-    first = np.full((min(n, _SUM_CHUNKS), 3), n, dtype=np.int64)
+    first = np.full((min(n, _CHUNKS), 3), n, dtype=np.int64)
     chunks = first.shape[0]
     for c in numba.prange(chunks):
         for i in range(c * n // chunks, (c + 1) * n // chunks):

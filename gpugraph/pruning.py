@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from gpugraph.training import evaluating
+
 
 def model_cost(model: nn.Module, example) -> dict:
     """{"params": int, "flops": int} of ``model``: its distinct parameters, and the FLOPs of one
@@ -29,14 +31,8 @@ def model_cost(model: nn.Module, example) -> dict:
 
     _check_module(model)
     params = sum(p.numel() for p in model.parameters())
-    args = _on_device(example, model)
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(*args)
-    finally:
-        model.train(was)
+    with evaluating(model), FlopCounterMode(display=False) as counter:
+        model(*_on_device(example, model))
     return {"params": int(params), "flops": int(counter.get_total_flops())}
 
 
@@ -67,7 +63,7 @@ def prune(model: nn.Module, layers, example=None) -> nn.Module:
     """
     _check_module(model)
     names = _layer_names(model, layers)
-    shapes = _shapes(model, names, example)
+    shapes, output = _shapes(model, names, example)
     for name in names:
         reason = _unremovable(name, model.get_submodule(name), shapes[name])
         if reason:
@@ -77,7 +73,7 @@ def prune(model: nn.Module, layers, example=None) -> nn.Module:
         parent, _, attr = name.rpartition(".")
         setattr(pruned.get_submodule(parent), attr, nn.Identity())
     if example is not None:
-        _check_runs(model, pruned, names, example)
+        _check_runs(pruned, names, example, output)
     return pruned
 
 
@@ -126,7 +122,7 @@ def prune_plan(curve, model: nn.Module, tol: float = 0.01, example=None) -> Prun
     _check_module(model)
     modules = dict(model.named_modules())
     candidates = [name for name in curve.layers[1:] if name in modules and name and name not in curve.final]
-    shapes = _shapes(model, _outermost(candidates), example) if candidates else {}
+    shapes = _shapes(model, _outermost(candidates), example)[0] if candidates else {}
     why_not = {name: _unremovable(name, modules[name], shape) for name, shape in shapes.items()}
     mean = curve.mean
     ref = mean[0]
@@ -196,11 +192,11 @@ class _Shape:
     unknown: str | None = None  # why the shapes could not be found
 
 
-def _shapes(model: nn.Module, names: list[str], example) -> dict[str, _Shape]:
-    """Each layer's input and output shape: from a forward pass of ``example``, or from a run
-    of the layer alone on a probe input."""
+def _shapes(model: nn.Module, names: list[str], example) -> tuple[dict[str, _Shape], object]:
+    """Each layer's input and output shape, from a forward pass of ``example`` (and that
+    pass's output), or from a run of the layer alone on a probe input (output None)."""
     if example is None:
-        return {name: _probe_alone(name, model.get_submodule(name)) for name in names}
+        return {name: _probe_alone(name, model.get_submodule(name)) for name in names}, None
     shapes = {name: _Shape() for name in names}
     outputs = {}
 
@@ -215,18 +211,15 @@ def _shapes(model: nn.Module, names: list[str], example) -> dict[str, _Shape]:
         return record
 
     handles = [model.get_submodule(n).register_forward_hook(hook(n), with_kwargs=True) for n in names]
-    was = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluating(model):
             result = model(*_on_device(example, model))
     finally:
-        model.train(was)
         for h in handles:
             h.remove()
     for name, out in outputs.items():
         shapes[name].final = out is result
-    return shapes
+    return shapes, result
 
 
 _PROBES = {nn.Conv1d: (32,), nn.Conv2d: (16, 16), nn.Conv3d: (8, 8, 8), nn.BatchNorm1d: (32,),
@@ -244,13 +237,8 @@ def _probe_alone(name: str, module: nn.Module) -> _Shape:
         channels = first.in_channels if hasattr(first, "in_channels") else first.num_features
         shape = (channels, *_PROBES[type(first)])
     p = next(module.parameters())
-    was = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            out = module(torch.randn(2, *shape, dtype=p.dtype, device=p.device))
-    finally:
-        module.train(was)
+    with evaluating(module):
+        out = module(torch.randn(2, *shape, dtype=p.dtype, device=p.device))
     return _Shape(True, shape, tuple(out.shape[1:]) if torch.is_tensor(out) else None)
 
 
@@ -271,21 +259,15 @@ def _unremovable(name: str, module: nn.Module, shape: _Shape) -> str | None:
     return None
 
 
-def _check_runs(model: nn.Module, pruned: nn.Module, names: list[str], example) -> None:
-    was = model.training, pruned.training
-    model.eval()
-    pruned.eval()
+def _check_runs(pruned: nn.Module, names: list[str], example, before) -> None:
+    """The pruned copy runs on ``example`` and its output keeps the shape of the original's
+    output ``before``."""
     try:
-        with torch.no_grad():
-            before = model(*_on_device(example, model))
-            try:
-                after = pruned(*_on_device(example, pruned))
-            except RuntimeError as exc:
-                raise ValueError(f"the model no longer runs without {', '.join(names)} ({exc}); "
-                                 "its forward uses these layers' outputs in another way") from exc
-    finally:
-        model.train(was[0])
-        pruned.train(was[1])
+        with evaluating(pruned):
+            after = pruned(*_on_device(example, pruned))
+    except (RuntimeError, AttributeError, TypeError) as exc:
+        raise ValueError(f"the model no longer runs without {', '.join(names)} ({exc}); "
+                         "its forward uses these layers' outputs in another way") from exc
     if torch.is_tensor(before) and (not torch.is_tensor(after) or after.shape != before.shape):
         raise ValueError(f"without {', '.join(names)} the model's output changes shape "
                          f"({tuple(before.shape)} -> {tuple(getattr(after, 'shape', ()))})")

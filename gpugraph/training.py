@@ -6,6 +6,8 @@ Your own training loop stays the normal path; these exist so that ``gpugraph dem
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -46,14 +48,23 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     """Share of samples whose largest logit is their label, in eval mode (the model's mode is
     restored)."""
     device = _device_of(model)
-    was = model.training
-    model.eval()
     right = 0
-    with torch.no_grad():
+    with evaluating(model):
         for i in range(0, len(x), batch_size):
             right += int((model(x[i : i + batch_size].to(device)).argmax(1).cpu() == y[i : i + batch_size]).sum())
-    model.train(was)
     return right / len(x)
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    """``model`` in eval mode without gradients for the block; its mode restored after."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was)
 
 
 def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> nn.Module:

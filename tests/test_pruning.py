@@ -240,3 +240,19 @@ def test_recalibrate_bn_averages_the_batches_statistics():
     assert not model.training and model[1].momentum == 0.1
     assert all(torch.equal(weights[key], value) for key, value in model.state_dict().items()
                if "running" not in key and "num_batches" not in key)
+
+
+class TiedHead(nn.Module):
+    """Reads a layer's weight outside its call: without the layer the forward fails."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(6, 6, bias=False)
+
+    def forward(self, x):
+        return self.embed(x) @ self.embed.weight.T
+
+
+def test_a_copy_that_no_longer_runs_is_refused():
+    with pytest.raises(ValueError, match=r"the model no longer runs without embed \('Identity' object"):
+        gg.prune(TiedHead(), ["embed"], example=torch.randn(3, 6))
