@@ -6,11 +6,13 @@ layers (Chen et al., Neurocomputing 2024), triangle and labelled-motif counts, a
 pruning guided by the modularity curve.
 """
 
+from gpugraph import attacks
 from gpugraph._errors import GpuGraphError
 from gpugraph.capture import Activations, capture
 from gpugraph.curves import LayerCurve, modularity_curve, motif_curve
 from gpugraph.knn import KnnGraph, knn_graph
-from gpugraph.modularity import modularity
+from gpugraph.monitor import CurveMonitor
+from gpugraph.modularity import NullModularity, modularity, modularity_null
 from gpugraph.motifs import motifs, triangles
 from gpugraph.pruning import PrunePlan, model_cost, prune, prune_plan
 from gpugraph.similarity import (
@@ -25,12 +27,15 @@ from gpugraph.similarity import (
 
 __all__ = [
     "Activations",
+    "CurveMonitor",
     "GpuGraphError",
     "KnnGraph",
     "LayerCurve",
     "MinibatchCKA",
+    "NullModularity",
     "PrunePlan",
     "SimilarityMatrix",
+    "attacks",
     "capture",
     "cka",
     "knn_graph",
@@ -39,6 +44,7 @@ __all__ = [
     "model_cost",
     "modularity",
     "modularity_curve",
+    "modularity_null",
     "motif_curve",
     "motifs",
     "mutual_knn",

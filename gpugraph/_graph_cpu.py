@@ -204,3 +204,34 @@ def list_faults(indices):
         if low < n:
             out[f] = low
     return out
+
+
+_LANES = 64  # permutations one pass over the edges serves: a cache line of uint8 codes
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def permuted_sums(indices, both, strength, codes, classes):
+    """For each labelling p (column p of ``codes``, (N, P)): sum of ``both`` over the edges
+    whose ends share a label, and the (classes,) strength of each label. (P,), (P, classes),
+    float64. Each pass over the edges serves _LANES labellings (one per lane); every sum is
+    taken in edge order, so the result does not depend on the thread count."""
+    n, k = indices.shape
+    count = codes.shape[1]
+    within = np.zeros(count, dtype=np.float64)
+    class_strength = np.zeros((count, classes), dtype=np.float64)
+    for b in numba.prange((count + _LANES - 1) // _LANES):
+        p0 = b * _LANES
+        lanes = min(_LANES, count - p0)
+        acc = np.zeros(_LANES, dtype=np.float64)
+        cs = class_strength[p0 : p0 + lanes]
+        for i in range(n):
+            ci = codes[i, p0 : p0 + lanes]
+            for t in range(lanes):
+                cs[t, ci[t]] += strength[i]
+            for a in range(k):
+                cj = codes[indices[i, a], p0 : p0 + lanes]
+                w = both[i, a]
+                for t in range(lanes):
+                    acc[t] += w if ci[t] == cj[t] else 0.0
+        within[p0 : p0 + lanes] = acc[:lanes]
+    return within, class_strength

@@ -37,20 +37,36 @@ from gpugraph.sources import Source
 
 
 class TopK:
-    """The running k best (similarity, global index) of some rows; (-inf, -1) while empty."""
+    """The running k best (similarity, global index) of some rows; (-inf, -1) while empty.
+
+    While a search runs, each row is a heap whose worst entry, the k-th value, is last (see
+    gpugraph/_select_cpu.py; a list sorted best first is one): :meth:`sort` orders them.
+    """
 
     def __init__(self, n: int, k: int, dtype: torch.dtype, device):
         self.values = torch.full((n, k), -math.inf, dtype=dtype, device=device)  # (n, k)
         self.indices = torch.full((n, k), -1, dtype=torch.int64, device=device)  # (n, k)
 
+    def sort(self) -> None:
+        """Order each row best first: value descending, then index ascending."""
+        if self.values.device.type == "cpu" and self.values.dtype in (torch.float32, torch.float64):
+            from gpugraph._select_cpu import sort_rows
+
+            sort_rows(self.values.numpy(), self.indices.numpy())
+            return
+        self.values, self.indices = _best_first(self.values, self.indices, self.values.shape[1])
+
     def merge(self, other: TopK) -> None:
         """Keep the k best of both lists (which hold disjoint columns)."""
-        k = self.values.shape[1]
-        v = torch.cat([self.values, other.values], dim=1)
-        i = torch.cat([self.indices, other.indices], dim=1)
-        order = torch.argsort(i, dim=1, stable=True)
-        order = order.gather(1, torch.argsort(v.gather(1, order), dim=1, descending=True, stable=True))[:, :k]
-        self.values, self.indices = v.gather(1, order), i.gather(1, order)
+        self.values, self.indices = _best_first(torch.cat([self.values, other.values], dim=1),
+                                                torch.cat([self.indices, other.indices], dim=1), self.values.shape[1])
+
+
+def _best_first(v: torch.Tensor, i: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best of each row of (v, i), best first: value descending, then index ascending."""
+    order = torch.argsort(i, dim=1, stable=True)
+    order = order.gather(1, torch.argsort(v.gather(1, order), dim=1, descending=True, stable=True))[:, :k]
+    return v.gather(1, order), i.gather(1, order)
 
 
 class RowBlocks:

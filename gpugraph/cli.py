@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gpugraph import _memory
+from gpugraph import _jsonio, _memory
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
                        "TorchScript (sequential models only: compiled forwards cannot be hooked). DATA: a .pt file "
                        "holding a dict with inputs under x/inputs and labels under y/labels (or a tuple (x, y)), or "
                        "an .npz with arrays x and y. Loading a pickled model runs its code: load only files you trust.")
-    _model_data_args(c)
+    _model_data_args(c, several=True)
     c.add_argument("--k", type=_positive, default=3, help="neighbours per node (default: %(default)s)")
     c.add_argument("--n", type=_non_negative, default=500, help="samples per subset; 0 = all once (default: %(default)s)")
     c.add_argument("--repeats", type=_positive, default=5, help="disjoint subsets (default: %(default)s)")
@@ -92,6 +92,16 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--mode", default="mean", choices=["mean", "max", "mutual"], help="symmetrisation (default: %(default)s)")
     c.add_argument("--tol", type=float, default=0.01, help="redundancy tolerance on dQ (default: %(default)s)")
     c.add_argument("--include-input", action="store_true", help="add the inputs as a first layer, the curve's baseline")
+    c.add_argument("--null", type=_non_negative, default=0, metavar="P",
+                   help="also read each point against P label permutations: a z-score column and a band "
+                   "(default: 0, none)")
+    c.add_argument("--attack", default=None, choices=["fgsm", "pgd"],
+                   help="also draw the curve of adversarial inputs (L-infinity), beside the clean curve on the "
+                   "same samples: those classified correctly whose attack succeeded")
+    c.add_argument("--eps", type=float, default=None, help="the attack's L-infinity budget (needed with --attack)")
+    c.add_argument("--steps", type=_positive, default=10, help="PGD steps (default: %(default)s)")
+    c.add_argument("--bounds", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="the inputs' valid range, e.g. 0 1 for images; attacked inputs are clamped into it")
     c.add_argument("--out", default="gpugraph-out", help="output folder for curve.png and curve.json")
     c.set_defaults(run=_curve)
 
@@ -172,8 +182,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _model_data_args(p: argparse.ArgumentParser, second: bool = False) -> None:
-    p.add_argument("model", help="model file (torch.save of the whole module, or TorchScript)")
+def _model_data_args(p: argparse.ArgumentParser, second: bool = False, several: bool = False) -> None:
+    if several:
+        p.add_argument("model", nargs="+", help="model file (torch.save of the whole module, or TorchScript); "
+                       "several (e.g. checkpoints of one training run) are measured and drawn together")
+    else:
+        p.add_argument("model", help="model file (torch.save of the whole module, or TorchScript)")
     if second:
         p.add_argument("model_b", help="second model file (the same file twice compares a model with itself)")
     p.add_argument("data", help="data file (.pt or .npz) with inputs and labels")
@@ -201,31 +215,69 @@ def _demo(args) -> int:
 
 
 def _curve(args) -> int:
+    from gpugraph import attacks
     from gpugraph.capture import capture
     from gpugraph.curves import modularity_curve
 
-    _check_files(args.model)
+    if args.attack and args.eps is None:
+        raise ValueError("--attack needs --eps, the L-infinity budget (e.g. --eps 0.1)")
+    _check_files(*args.model)
     device = _device(args.device)
     x, y = load_data(args.data)
+    if args.attack and not (torch.is_tensor(y) and not y.dtype.is_floating_point and y.dim() == 1):
+        raise ValueError(f"--attack needs the labels as class indices (integers) of the model's outputs; "
+                         f"{args.data} holds {getattr(y, 'dtype', type(y))} labels")
+    if args.max_samples:
+        x, y = x[: args.max_samples], y[: args.max_samples]
     n = args.n or None
-    available = min(len(x), args.max_samples or len(x))
-    if n is not None and n * args.repeats > available:
+    if n is not None and n * args.repeats > len(x):
         raise ValueError(f"--n {n} x --repeats {args.repeats} needs {n * args.repeats} samples, the data has "
-                         f"{available}; lower them or pass --n 0 to use all samples once")
-    model = load_model(args.model, device, args.imports)
-    acts = capture(model, (x, y), layers=args.layers, reduce=args.reduce, max_samples=args.max_samples,
-                   batch_size=args.batch_size, progress=args.progress, include_input=args.include_input)
-    curve = modularity_curve(acts, k=args.k, n=n, repeats=args.repeats, seed=args.seed, mode=args.mode,
-                             progress=args.progress)
+                         f"{len(x)}; lower them or pass --n 0 to use all samples once")
+    names = _short_names(args.model)
+    curves = {}
+    for path, name in zip(args.model, names):
+        model = load_model(path, device, args.imports)
+        inputs = {name: x}
+        if args.attack:
+            kw = {"bounds": args.bounds, "batch_size": args.batch_size}
+            hit = attacks.fgsm(model, x, y, args.eps, **kw) if args.attack == "fgsm" else \
+                attacks.pgd(model, x, y, args.eps, steps=args.steps, **kw)
+            keep = hit.mask
+            print(f"{name}: {args.attack} eps={args.eps}: accuracy {hit.clean_accuracy:.1%} clean, "
+                  f"{hit.attacked_accuracy:.1%} attacked; {int(keep.sum())} samples correct and fooled")
+            if n is not None and n * args.repeats > int(keep.sum()):
+                raise ValueError(f"the attack left {int(keep.sum())} samples (correct and fooled), fewer than --n {n} "
+                                 f"x --repeats {args.repeats}; lower them, pass --n 0, or raise --eps")
+            inputs = {f"{name} clean": x[keep], f"{name} {args.attack}": hit.x[keep]}
+            labels = y[keep]
+        for label, xs in inputs.items():
+            acts = capture(model, (xs, labels if args.attack else y), layers=args.layers, reduce=args.reduce,
+                           batch_size=args.batch_size, progress=args.progress, include_input=args.include_input)
+            curves[label] = modularity_curve(acts, k=args.k, n=n, repeats=args.repeats, seed=args.seed,
+                                             mode=args.mode, progress=args.progress, null=args.null)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(curve.table(args.tol))
-    red = curve.redundant(args.tol)
-    print(f"\nredundant layers (dQ < {args.tol}): {', '.join(red) or 'none'}")
-    curve.plot(out / "curve.png", tol=args.tol)
-    curve.to_json(out / "curve.json")
-    print(f"wrote {out / 'curve.png'} and {out / 'curve.json'}")
+    for label, curve in curves.items():
+        if len(curves) > 1:
+            print(f"\n== {label}")
+        print(curve.table(args.tol))
+        red = curve.redundant(args.tol)
+        print(f"\nredundant layers (dQ < {args.tol}): {', '.join(red) or 'none'}")
+    (first, curve), *rest = curves.items()
+    curve.plot(out / "curve.png", tol=args.tol, label=first, others=dict(rest))
+    if len(curves) == 1:
+        curve.to_json(out / "curve.json")
+        print(f"wrote {out / 'curve.png'} and {out / 'curve.json'}")
+    else:
+        _jsonio.dump({label: c.to_dict() for label, c in curves.items()}, out / "curves.json")
+        print(f"wrote {out / 'curve.png'} and {out / 'curves.json'} ({len(curves)} curves)")
     return 0
+
+
+def _short_names(paths: list[str]) -> list[str]:
+    """A label per model file: its stem, or its path where stems repeat."""
+    stems = [Path(p).stem for p in paths]
+    return stems if len(set(stems)) == len(stems) else list(paths)
 
 
 def _prune(args) -> int:

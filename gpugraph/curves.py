@@ -11,7 +11,7 @@ import torch
 from gpugraph import _jsonio, _progress
 from gpugraph._tensor import label_codes
 from gpugraph.knn import knn_graph
-from gpugraph.modularity import modularity
+from gpugraph.modularity import modularity, modularity_null
 from gpugraph.sources import Source, as_source
 
 
@@ -24,9 +24,15 @@ class LayerCurve:
     mean, std : (L,) float64 arrays
     values : (repeats, L) float64 array, one row per subset
     params : dict, how the curve was made (k, n, repeats, seed, mode, measure)
+    null : dict or None
+        With ``modularity_curve(..., null=P)``: the permutation null of every point,
+        (repeats, L) arrays under "mean", "std", "z" and "p" (see
+        :func:`gpugraph.modularity_null`) and "permutations".
     """
 
-    def __init__(self, layers, values, params: dict | None = None):
+    _NULL_KEYS = ("mean", "std", "z", "p")
+
+    def __init__(self, layers, values, params: dict | None = None, null: dict | None = None):
         self.layers = list(layers)
         self.values = np.atleast_2d(np.asarray(values, dtype=np.float64))
         if self.values.shape[1] != len(self.layers):
@@ -35,6 +41,11 @@ class LayerCurve:
                 f"got shape {self.values.shape}"
             )
         self.params = dict(params or {})
+        self.null = None
+        if null is not None:
+            self.null = {key: np.asarray(null[key], dtype=np.float64).reshape(self.values.shape)
+                         for key in self._NULL_KEYS}
+            self.null["permutations"] = int(null["permutations"])
 
     @property
     def mean(self) -> np.ndarray:
@@ -44,6 +55,33 @@ class LayerCurve:
     def std(self) -> np.ndarray:
         """Standard deviation over the subsets (ddof=0; 0 for a single subset)."""
         return self.values.std(axis=0)
+
+    @property
+    def z(self) -> np.ndarray | None:
+        """Per layer, the mean over the subsets of the points' z-scores against the
+        permutation null (None without ``null``)."""
+        return None if self.null is None else self.null["z"].mean(axis=0)
+
+    def ci(self, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> np.ndarray:
+        """Bootstrap confidence interval of each layer's mean: (L, 2), low and high.
+
+        The subsets are the resampled units: ``resamples`` times, as many subsets' values
+        as there are are drawn with replacement and averaged; the interval is the central
+        ``level`` share of those means (the percentile bootstrap). It needs at least two
+        subsets and undercovers with few (with 5, a 95% interval is nearer 85%): read it
+        beside :attr:`std`, and draw more subsets where it matters.
+        """
+        if not 0 < level < 1:
+            raise ValueError(f"level must be between 0 and 1, got {level}")
+        if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or resamples < 1:
+            raise ValueError(f"resamples must be a positive integer, got {resamples!r}")
+        r = len(self.values)
+        if r < 2:
+            raise ValueError("a bootstrap interval needs at least 2 subsets (repeats >= 2); this curve has 1")
+        pick = np.random.default_rng(seed).integers(0, r, size=(resamples, r))  # (B, R)
+        means = self.values[pick].mean(axis=1)  # (B, L)
+        tail = (1 - level) / 2
+        return np.quantile(means, [tail, 1 - tail], axis=0).T
 
     @property
     def delta(self) -> np.ndarray:
@@ -72,13 +110,17 @@ class LayerCurve:
         return list(self.params.get("final", []))
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "layers": self.layers,
             "mean": self.mean.tolist(),
             "std": self.std.tolist(),
             "values": self.values.tolist(),
             "params": self.params,
         }
+        if self.null is not None:
+            out["z"] = self.z.tolist()
+            out["null"] = {key: (v.tolist() if isinstance(v, np.ndarray) else v) for key, v in self.null.items()}
+        return out
 
     def to_json(self, path=None) -> str:
         """The curve as JSON text; also written to ``path`` when given."""
@@ -88,32 +130,34 @@ class LayerCurve:
     def from_json(cls, text_or_path) -> LayerCurve:
         """Rebuild a curve from :meth:`to_json` output or a file holding it."""
         data = _jsonio.load(text_or_path)
-        return cls(data["layers"], data["values"], data.get("params"))
+        return cls(data["layers"], data["values"], data.get("params"), data.get("null"))
 
     def to_pandas(self):
         import pandas as pd
 
         red = set(self.redundant())
-        return pd.DataFrame(
-            {
-                "layer": self.layers,
-                "mean": self.mean,
-                "std": self.std,
-                "delta": self.delta,
-                "redundant": [name in red for name in self.layers],
-            }
-        )
+        columns = {"layer": self.layers, "mean": self.mean, "std": self.std, "delta": self.delta}
+        if self.null is not None:
+            columns["z"] = self.z
+        columns["redundant"] = [name in red for name in self.layers]
+        return pd.DataFrame(columns)
 
     def table(self, tol: float = 0.01) -> str:
-        """A fixed-width text table: layer, mean, std, delta, and a mark on redundant layers."""
+        """A fixed-width text table: layer, mean, std, delta (and, with a null, the mean
+        z-score), and a mark on redundant layers."""
         red = set(self.redundant(tol))
         width = max(8, *(len(n) for n in self.layers))
-        lines = [f"{'layer':<{width}}  {'mean':>7}  {'std':>6}  {'delta':>7}"]
+        z = self.z
+        lines = [f"{'layer':<{width}}  {'mean':>7}  {'std':>6}  {'delta':>7}" + ("  {:>7}".format("z") if z is not None else "")]
         final = set(self.final)
-        for name, m, s, d in zip(self.layers, self.mean, self.std, self.delta):
+        for j, (name, m, s, d) in enumerate(zip(self.layers, self.mean, self.std, self.delta)):
             delta = "" if np.isnan(d) else f"{d:+.3f}"
             mark = "  redundant" if name in red else "  (model output)" if name in final else ""
-            lines.append(f"{name:<{width}}  {m:7.3f}  {s:6.3f}  {delta:>7}{mark}")
+            score = f"  {z[j]:7.1f}" if z is not None else ""
+            lines.append(f"{name:<{width}}  {m:7.3f}  {s:6.3f}  {delta:>7}{score}{mark}")
+        if z is not None:
+            lines.append(f"z: (Q - null mean) / null std over {self.null['permutations']} label permutations, "
+                         "mean over the subsets")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -141,10 +185,18 @@ class LayerCurve:
         if ax is None:
             _, ax = plt.subplots(figsize=(max(6, 0.45 * len(self.layers) + 2), 4))
         curves = {label or self.params.get("measure", "modularity"): self, **(others or {})}
+        for name, curve in curves.items():
+            if curve.layers != self.layers:
+                raise ValueError(f"curve {name!r} has layers {curve.layers}, this curve {self.layers}: "
+                                 "only curves over the same layers are drawn together")
         xs = np.arange(len(self.layers))
         for name, curve in curves.items():
             ax.plot(xs, curve.mean, marker="o", label=name)
             ax.fill_between(xs, curve.mean - curve.std, curve.mean + curve.std, alpha=0.25)
+        if self.null is not None:  # where chance puts Q: the permutation null's mean +- 2 std
+            mid, spread = self.null["mean"].mean(axis=0), self.null["std"].mean(axis=0)
+            ax.fill_between(xs, mid - 2 * spread, mid + 2 * spread, color="grey", alpha=0.3,
+                            label=f"null, mean +- 2 std ({self.null['permutations']} label permutations)")
         red = [self.layers.index(n) for n in self.redundant(tol)]
         if red:
             ax.scatter(xs[red], self.mean[red], s=120, facecolors="none", edgecolors="red",
@@ -208,7 +260,7 @@ def _layer_items(acts, allow_empty: bool = False):
 
 def modularity_curve(
     acts, labels=None, k: int = 3, n: int | None = 500, repeats: int = 5, seed: int = 0,
-    mode: str = "mean", negative: str = "keep", progress=None,
+    mode: str = "mean", negative: str = "keep", progress=None, null: int = 0,
 ) -> LayerCurve:
     """Layer-wise modularity: per layer, the mean and std over disjoint random subsets.
 
@@ -227,6 +279,11 @@ def modularity_curve(
     progress : bool or callable, optional
         A bar per layer: None shows it only when stderr is a terminal; a callable is
         called as ``progress(layers_done, layers)``.
+    null : int
+        With P > 0, each point is also read against P permutations of its subset's labels
+        (:func:`gpugraph.modularity_null`, seeded by ``seed`` and the subset): the curve's
+        :attr:`~LayerCurve.null` and :attr:`~LayerCurve.z`, a column of the table, a band of
+        the plot.
 
     Returns
     -------
@@ -247,21 +304,31 @@ def modularity_curve(
     H. Lu et al., "Understanding the Dynamics of DNNs Using Graph Modularity", ECCV 2022,
     doi:10.1007/978-3-031-19775-8_14.
     """
+    if isinstance(null, bool) or not isinstance(null, (int, np.integer)) or null < 0:
+        raise ValueError(f"null must be a number of permutations >= 0 (0: none), got {null!r}")
     items, n_total = _layer_items(acts)
     labels = _labels_of(acts, labels)
     codes, _ = label_codes(labels, n_total, torch.device("cpu"))
     parts = subsets(n_total, n, repeats, seed)
     values = np.empty((len(parts), len(items)))
+    nulls = {key: np.empty_like(values) for key in LayerCurve._NULL_KEYS}
     bar = _progress.bar(progress, len(items), "layer", "modularity")
     for j, (_, src) in enumerate(items):
         for i, idx in enumerate(parts):
             g = knn_graph(src.take(idx), k=k)
-            values[i, j] = modularity(g, codes[idx].to(src.device), mode=mode, negative=negative)
+            if null:
+                r = modularity_null(g, codes[idx], permutations=null, seed=seed + i, mode=mode, negative=negative)
+                values[i, j] = r.q
+                for key in LayerCurve._NULL_KEYS:
+                    nulls[key][i, j] = getattr(r, key)
+            else:
+                values[i, j] = modularity(g, codes[idx].to(src.device), mode=mode, negative=negative)
         bar.update(1)
     bar.close()
     params = {"measure": "modularity", "k": k, "n": n, "repeats": len(parts), "seed": seed,
               "mode": mode, "negative": negative, "final": list(getattr(acts, "final", []))}
-    curve = LayerCurve([name for name, _ in items], values, params)
+    curve = LayerCurve([name for name, _ in items], values, params,
+                       {**nulls, "permutations": null} if null else None)
     _warn_if_flat(curve)
     return curve
 

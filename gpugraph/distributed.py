@@ -142,6 +142,7 @@ def knn_graph(x_local, k: int = 10, group=None, *, tile: int | None = None, prog
         sent += _exchange([visitor.values, visitor.indices], (rank - hops) % world,
                           [back.values, back.indices], (rank + hops) % world, group)
         own.merge(back)
+    own.sort()
     bar.close()
     meta = {"metric": "cosine", "n": n_total, "d": d, "k": k, "dtype": str(local.dtype).replace("torch.", ""),
             "precision": "exact", "world_size": world, "rank": rank, "offset": offsets[rank], "bytes_sent": sent}

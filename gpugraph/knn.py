@@ -142,6 +142,7 @@ def search(rows: RowBlocks, k: int, tile: int, precision: str, selector, bar=_pr
     """(indices, weights) of the k-NN of the unit rows: the upper tiles of X X^T, walked once."""
     top = TopK(rows.n, k, rows.dtype, rows.device)
     walk(selector, top, rows, 0, tile=tile, precision=precision, bar=bar)
+    top.sort()
     return top.indices, top.values.clamp_(-1.0, 1.0)
 
 

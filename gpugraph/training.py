@@ -13,11 +13,12 @@ from torch import nn
 
 
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 12, *, lr: float = 3e-3,
-        batch_size: int = 128, weight_decay: float = 1e-4, seed: int = 0, log=print) -> nn.Module:
+        batch_size: int = 128, weight_decay: float = 1e-4, seed: int = 0, log=print, callback=None) -> nn.Module:
     """Train ``model`` in place on (x, y) with cross-entropy: AdamW and a one-cycle learning
     rate over ``epochs`` passes of shuffled mini-batches (seeded). Batches move to the model's
     device. Returns the model, left in train mode. ``log`` gets a line every 4 epochs and at
-    the end (None: silent)."""
+    the end (None: silent). ``callback(model, epoch)`` runs after each epoch (e.g. a
+    :class:`gpugraph.CurveMonitor`; epoch 0 is the state after the first epoch)."""
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     if len(x) != len(y):
@@ -41,6 +42,9 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 12, *,
             total += loss.item() * len(idx)
         if log is not None and (epoch % 4 == 3 or epoch == epochs - 1):
             log(f"  epoch {epoch + 1:2d}/{epochs}: loss {total / len(x):.3f}")
+        if callback is not None:
+            callback(model, epoch)
+            model.train()
     return model
 
 

@@ -7,7 +7,8 @@ import gpugraph as gg
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("n,k,tile", [(50, 1, None), (300, 7, 64), (1000, 10, 150), (777, 31, 100)])
+@pytest.mark.parametrize("n,k,tile", [(50, 1, None), (300, 7, 64), (1000, 10, 150), (777, 31, 100),
+                                      (900, 256, 300)])
 def test_knn_matches_exact_float64_search(device, n, k, tile):
     x, _ = clustered(n=n, d=17, seed=n)
     g = gg.knn_graph(x.to(device), k=k, tile=tile)
@@ -47,6 +48,22 @@ def test_duplicates_are_listed_and_ties_break_towards_lower_index():
     torch.testing.assert_close(g.weights[0], torch.ones(2))
     # Row 1 = e_y: equally far from e_x (rows 0, 2, 4) and e_z; nearest is row 5 = (1, 1, 0).
     assert g.indices[1].tolist() == [5, 0]
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 64, 255])
+def test_large_lists_keep_the_tie_rule(k):
+    # 40 axis directions (scaled), each 8 times in shuffled order: every similarity is exactly
+    # 1 or 0 in any arithmetic, so every list is ties only; they go to the lower index, and
+    # the lists come out best first
+    axes = torch.randperm(320, generator=torch.Generator().manual_seed(k)) % 40
+    x = torch.nn.functional.one_hot(axes, 40).float() * (torch.rand(320, 1) * 9 + 0.5)
+    g = gg.knn_graph(x, k=k, tile=2 * k + 2)
+    s = (axes[:, None] == axes[None, :]).double().numpy()
+    np.fill_diagonal(s, -np.inf)
+    cols = np.arange(320)
+    for row in range(0, 320, 7):
+        want = np.lexsort((cols, -s[row]))[:k]  # value descending, then index ascending
+        assert g.indices[row].tolist() == want.tolist()
 
 
 def test_accepts_numpy_float16_and_float64():

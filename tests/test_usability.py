@@ -106,7 +106,7 @@ def test_too_few_samples_are_reported_before_any_model_runs(files):
     (["demo", "--epochs", "0"], "--epochs: must be a positive integer, got 0"),
     (["curve", "m.pt", "d.npz", "--k", "0"], "--k: must be a positive integer, got 0"),
     (["curve", "m.pt", "d.npz", "--n", "-1"], "--n: must be 0 or more, got -1"),
-    (["curve", "--layers", "a", "b", "m.pt", "d.npz"], "unrecognized arguments: d.npz"),
+    (["similarity", "--layers", "a", "b", "m.pt", "m2.pt", "d.npz"], "unrecognized arguments: d.npz"),
 ])
 def test_bad_options_are_refused_by_the_parser(args, message):
     out = cli(*args)
