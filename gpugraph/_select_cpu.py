@@ -78,6 +78,7 @@ def _select(s, row_v, row_i, row_id0, col_v, col_i, col_id0, margin, columns, xa
         p0, p1 = c * ta // chunks, (c + 1) * ta // chunks
         lv, li = local_v[c], local_i[c]
         cut = np.empty(tb, dtype=s.dtype)  # this chunk's column thresholds, margin subtracted
+        pick = np.empty(_CHUNK, dtype=np.int64)
         if columns:
             for q in range(tb):
                 lv[q, :] = -inf
@@ -99,7 +100,12 @@ def _select(s, row_v, row_i, row_id0, col_v, col_i, col_id0, margin, columns, xa
                         top = max(top, srow[q] - tr)
                 if top < 0:
                     continue
+                found = 0  # the chunk's entries over a threshold, gathered without a branch
                 for q in range(q0, q1):
+                    pick[found] = q
+                    found += (srow[q] >= tr) | (srow[q] >= cut[q]) if columns else srow[q] >= tr
+                for t in range(found):
+                    q = pick[t]
                     v = srow[q]
                     to_row = v >= tr
                     to_col = columns and v >= cut[q]
