@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--permutations", type=int, default=1000, help="of the null model (default: %(default)s)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
@@ -86,6 +87,19 @@ def main() -> None:
     print(row("networkx", f"{t_nx:.4f}"))
     t_motifs = median_time(lambda: gg.motifs(g, labels), args.repeats)
     print(row("gpugraph motifs", f"{t_motifs:.4f}"), gg.motifs(g, labels))
+
+    # the permutation null: P label permutations in passes of 64 over the edges, against P
+    # separate modularity calls (gpugraph's own, warm) and igraph's, on the same permutations
+    perms = args.permutations
+    shuffled = [np.random.default_rng(0).permutation(labels) for _ in range(10)]
+    t_null = median_time(lambda: gg.modularity_null(g, labels, permutations=perms), 3)
+    t_one = median_time(lambda: [gg.modularity(g, s) for s in shuffled], 3) / len(shuffled)
+    t_one_ig = median_time(lambda: [ig.modularity(s.tolist(), weights=weights) for s in shuffled], 3) / len(shuffled)
+    print(row(f"null, {perms} permutations", "time [s]", "vs calls", "vs igraph calls"))
+    print(row("gpugraph modularity_null", f"{t_null:.4f}", f"{perms * t_one / t_null:.1f}x",
+              f"{perms * t_one_ig / t_null:.1f}x"))
+    print(row(f"{perms} x gg.modularity", f"{perms * t_one:.4f}"))
+    print(row(f"{perms} x igraph modularity", f"{perms * t_one_ig:.4f}"))
 
 
 if __name__ == "__main__":
