@@ -11,8 +11,8 @@ from gpugraph._errors import GpuGraphError
 from gpugraph.capture import Activations, capture
 from gpugraph.curves import LayerCurve, modularity_curve, motif_curve
 from gpugraph.knn import KnnGraph, knn_graph
-from gpugraph.monitor import CurveMonitor
 from gpugraph.modularity import NullModularity, modularity, modularity_null
+from gpugraph.monitor import CurveMonitor
 from gpugraph.motifs import motifs, triangles
 from gpugraph.pruning import PrunePlan, model_cost, prune, prune_plan
 from gpugraph.similarity import (

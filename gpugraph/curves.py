@@ -110,6 +110,8 @@ class LayerCurve:
         return list(self.params.get("final", []))
 
     def to_dict(self) -> dict:
+        """layers, mean, std, values, params; "ci95" (:meth:`ci`) with two or more subsets;
+        "z" and "null" with a null."""
         out = {
             "layers": self.layers,
             "mean": self.mean.tolist(),
@@ -117,6 +119,8 @@ class LayerCurve:
             "values": self.values.tolist(),
             "params": self.params,
         }
+        if len(self.values) >= 2:
+            out["ci95"] = self.ci(0.95).tolist()
         if self.null is not None:
             out["z"] = self.z.tolist()
             out["null"] = {key: (v.tolist() if isinstance(v, np.ndarray) else v) for key, v in self.null.items()}

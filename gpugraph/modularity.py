@@ -180,8 +180,8 @@ def modularity_null(
     On the CPU all the permutations are evaluated in compiled passes over the edges, each
     serving 64 of them (O(N k P) time, O(N P) bytes of codes for a batch of permutations);
     elsewhere in batches of torch operations. Drawing the permutations (NumPy's generator,
-    about 10 ns a label) takes most of the time: 1000 permutations of 50 000 labels take
-    about 0.7 s, their modularities about 0.2 s (benchmarks/bench_graph.py).
+    about 10 ns a label) takes most of the time: of the 0.7 s that 1000 permutations of
+    50 000 labels take, about 0.5 s (benchmarks/bench_graph.py).
 
     Parameters
     ----------

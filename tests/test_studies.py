@@ -252,6 +252,26 @@ def test_fit_calls_the_monitor_after_every_epoch(tmp_path):
     assert [e for e, _ in gg.CurveMonitor.read(tmp_path)] == [0, 1, 2]
 
 
+def test_lightning_callback_measures_at_the_end_of_each_training_epoch(monkeypatch, tmp_path):
+    # Lightning is an optional extra, not installed here: a stand-in module with its Callback
+    # base class checks the wiring (the hook Lightning calls, and the epoch it passes)
+    import sys
+    import types
+
+    pytorch = types.ModuleType("lightning.pytorch")
+    pytorch.Callback = type("Callback", (), {})
+    monkeypatch.setitem(sys.modules, "lightning", types.ModuleType("lightning"))
+    monkeypatch.setitem(sys.modules, "lightning.pytorch", pytorch)
+    x, y = clustered(n=90, d=12, classes=3, seed=7)
+    monitor = gg.CurveMonitor((x, y), out=tmp_path, n=30, repeats=2, k=3)
+    callback = monitor.lightning_callback()
+    assert isinstance(callback, pytorch.Callback)
+    model = _Net()
+    for epoch in range(2):
+        callback.on_train_epoch_end(types.SimpleNamespace(current_epoch=epoch), model)
+    assert [e for e, _ in gg.CurveMonitor.read(tmp_path)] == [0, 1]
+
+
 def test_lightning_callback_without_lightning_says_what_to_install(monkeypatch):
     import builtins
 
