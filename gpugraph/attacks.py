@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from gpugraph._errors import check_count
 from gpugraph.training import _device_of
 
 
@@ -122,8 +123,7 @@ def _check(model, x, y, eps, steps, bounds):
         raise ValueError(f"y must be {len(x)} integer labels, one per input; got {tuple(y.shape)} {y.dtype}")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
         raise ValueError(f"eps must be a positive number (the L-infinity budget), got {eps!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    check_count(steps, "steps")
     if bounds is not None:
         low, high = bounds
         if not low < high:

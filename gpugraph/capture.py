@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from gpugraph import _memory, _progress, spill
-from gpugraph._errors import GpuGraphError
+from gpugraph._errors import GpuGraphError, check_count
 from gpugraph._tensor import as_tensor, resolve_device
 
 _INPUT_KEYS = ("x", "input", "inputs", "image", "images", "data", "pixel_values")
@@ -202,8 +202,7 @@ def capture(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_count(batch_size, "batch_size")
     modes = {m: m.training for m in model.modules()}  # restored at the end, hooks or not
     if isinstance(model, torch.jit.ScriptModule):
         model = _ScriptedSequential.wrap(model)

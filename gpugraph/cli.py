@@ -237,7 +237,7 @@ def _curve(args) -> int:
     curves = {}
     for path, name in zip(args.model, names):
         model = load_model(path, device, args.imports)
-        inputs = {name: x}
+        inputs = {name: (x, y)}
         if args.attack:
             kw = {"bounds": args.bounds, "batch_size": args.batch_size}
             hit = attacks.fgsm(model, x, y, args.eps, **kw) if args.attack == "fgsm" else \
@@ -248,10 +248,9 @@ def _curve(args) -> int:
             if n is not None and n * args.repeats > int(keep.sum()):
                 raise ValueError(f"the attack left {int(keep.sum())} samples (correct and fooled), fewer than --n {n} "
                                  f"x --repeats {args.repeats}; lower them, pass --n 0, or raise --eps")
-            inputs = {f"{name} clean": x[keep], f"{name} {args.attack}": hit.x[keep]}
-            labels = y[keep]
-        for label, xs in inputs.items():
-            acts = capture(model, (xs, labels if args.attack else y), layers=args.layers, reduce=args.reduce,
+            inputs = {f"{name} clean": (x[keep], y[keep]), f"{name} {args.attack}": (hit.x[keep], y[keep])}
+        for label, data in inputs.items():
+            acts = capture(model, data, layers=args.layers, reduce=args.reduce,
                            batch_size=args.batch_size, progress=args.progress, include_input=args.include_input)
             curves[label] = modularity_curve(acts, k=args.k, n=n, repeats=args.repeats, seed=args.seed,
                                              mode=args.mode, progress=args.progress, null=args.null)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from gpugraph import _jsonio, _progress
+from gpugraph._errors import check_count
 from gpugraph._tensor import label_codes
 from gpugraph.knn import knn_graph
 from gpugraph.modularity import modularity, modularity_null
@@ -73,8 +74,7 @@ class LayerCurve:
         """
         if not 0 < level < 1:
             raise ValueError(f"level must be between 0 and 1, got {level}")
-        if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or resamples < 1:
-            raise ValueError(f"resamples must be a positive integer, got {resamples!r}")
+        check_count(resamples, "resamples")
         r = len(self.values)
         if r < 2:
             raise ValueError("a bootstrap interval needs at least 2 subsets (repeats >= 2); this curve has 1")
@@ -308,8 +308,7 @@ def modularity_curve(
     H. Lu et al., "Understanding the Dynamics of DNNs Using Graph Modularity", ECCV 2022,
     doi:10.1007/978-3-031-19775-8_14.
     """
-    if isinstance(null, bool) or not isinstance(null, (int, np.integer)) or null < 0:
-        raise ValueError(f"null must be a number of permutations >= 0 (0: none), got {null!r}")
+    null = check_count(null, "null", minimum=0, what="a number of permutations >= 0 (0: none)")
     items, n_total = _layer_items(acts)
     labels = _labels_of(acts, labels)
     codes, _ = label_codes(labels, n_total, torch.device("cpu"))

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from gpugraph import _graph_cpu
+from gpugraph._errors import check_count
 from gpugraph._tensor import label_codes
 from gpugraph.graph import KnnGraph, check_graph, check_mode
 
@@ -204,8 +205,7 @@ def modularity_null(
     True
     """
     check_graph(g)
-    if isinstance(permutations, bool) or not isinstance(permutations, (int, np.integer)) or permutations < 1:
-        raise ValueError(f"permutations must be a positive integer, got {permutations!r}")
+    permutations = check_count(permutations, "permutations")
     if negative not in _NEGATIVE:
         raise ValueError(f"negative must be one of {_NEGATIVE}, got {negative!r}")
     check_mode(mode)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from gpugraph._errors import check_count
 from gpugraph.capture import capture
 from gpugraph.curves import LayerCurve, modularity_curve
 
@@ -51,9 +52,7 @@ class CurveMonitor:
 
     def __init__(self, data, layers=None, every: int = 1, out=None, *, capture_kwargs: dict | None = None,
                  **curve_kwargs):
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive integer, got {every!r}")
-        self.data, self.layers, self.every = data, layers, every
+        self.data, self.layers, self.every = data, layers, check_count(every, "every")
         self.capture_kwargs = dict(capture_kwargs or {})
         self.curve_kwargs = curve_kwargs
         self.path = None
