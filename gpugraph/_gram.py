@@ -195,3 +195,56 @@ def _rowdot_gram(a: Rows, b: Rows) -> torch.Tensor:
             ac, bc = (ar, br) if c0 == r0 else _pair_block(a, b, c0, c1)
             out[r0:r1] += ((ar @ ac.T) * (br @ bc.T)).sum(dim=1)  # (t, t) tiles of K and L
     return out
+
+
+def grid(a: list[Rows], b: list[Rows] | None = None, *, adjacency: bool, names=None) -> tuple:
+    """Every layer of ``a`` against every layer of ``b`` (default: ``a``) at once.
+
+    Each layer's N x N matrix M = R R^T of its rows R is taken a block of rows at a time, for
+    all layers together, and flattened; one product of the stacked blocks then adds
+    sum_ij M_l[i, j] M'_m[i, j] for every pair (l, m). With ``adjacency`` M is the dense
+    graph of LSim: diagonal zero, each row divided by its norm (the pair's sum is then
+    N LSim). FLOPs: 2 N^2 D per layer plus 2 N^2 a pair, against a pair's
+    min(4 N D1 D2, 2 N^2 (D1 + D2)) one pair at a time: the cheaper way for a grid of many
+    wide layers. Memory: one block of rows of every layer's M within the budget.
+
+    Returns (sums (La, Lb), |M_l|_F^2 of a's layers, of b's layers), float64 on the first
+    layer's device. ``names``: a's and b's layer names, for the error a zero adjacency row
+    raises.
+    """
+    layers = a if b is None else a + b
+    n, device = a[0].n, a[0].device
+    step = max(1, min(n, _memory.budget(device) // (_F64 * n * (len(layers) + 2))))
+    sums = torch.zeros(len(a), len(layers) - len(a) if b is not None else len(a), dtype=torch.float64, device=device)
+    squares = torch.zeros(len(layers), dtype=torch.float64, device=device)
+    for r0, r1 in a[0].blocks(step):
+        flat = torch.empty(len(layers), (r1 - r0) * n, dtype=torch.float64, device=device)
+        for m, rows in enumerate(layers):
+            full = rows.block(0, n, device)  # (N, D)
+            s = full[r0:r1] @ full.T  # (r1 - r0, N)
+            if adjacency:
+                s[torch.arange(r1 - r0, device=device), torch.arange(r0, r1, device=device)] = 0.0
+                norm = torch.linalg.vector_norm(s, dim=1)
+                if bool((norm == 0).any()):
+                    layer = f" of layer {names[m]!r}" if names is not None else ""
+                    raise ValueError(f"a node's adjacency row is zero in the dense graph{layer} "
+                                     "(all other samples orthogonal to it)")
+                s /= norm[:, None]
+            flat[m] = s.flatten()
+        squares += (flat * flat).sum(dim=1)
+        sums += flat[: len(a)] @ (flat[len(a) :] if b is not None else flat[: len(a)]).T
+    return sums, squares[: len(a)], squares[len(a) :] if b is not None else squares
+
+
+def grid_pays(a: list[Rows], b: list[Rows] | None = None) -> bool:
+    """Whether :func:`grid` costs fewer FLOPs than the pairs one at a time (each in the cheaper
+    of :func:`rowdot`'s forms), with every layer on one device."""
+    other = a if b is None else b
+    if len({r.device for r in (*a, *other)}) > 1:
+        return False
+    n = a[0].n
+    pairs = sum(min(4 * n * x.d * y.d, 2 * n * n * (x.d + y.d)) for x in a for y in other)
+    if b is None:
+        pairs //= 2  # a symmetric grid computes each pair once
+    layers = a if b is None else a + b
+    return 2 * n * n * (sum(r.d for r in layers) + len(a) * len(other)) < pairs

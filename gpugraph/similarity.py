@@ -420,26 +420,36 @@ class SimilarityMatrix:
 
 
 def similarity_matrix(acts_a: Mapping, acts_b: Mapping | None = None, measure: str = "lsim",
-                      k: int | None = None) -> SimilarityMatrix:
+                      k: int | None = None, unbiased: bool = False) -> SimilarityMatrix:
     """Similarity of every layer of ``acts_a`` with every layer of ``acts_b`` (default: itself).
 
     ``measure``: "lsim" (GBS layer similarity; ``k`` None for dense graphs or an int for
-    kNN graphs), "cka" (linear CKA), "knn_overlap" and "mutual_knn" (``k`` defaults to 10).
-    Per-layer work (unit rows, Gram factors, kNN graphs) is done once per layer and reused
-    across the grid.
+    kNN graphs), "cka" (linear CKA; ``unbiased=True`` for the unbiased HSIC estimator, see
+    :func:`cka`), "knn_overlap" and "mutual_knn" (``k`` defaults to 10). Per-layer work
+    (unit rows, Gram factors, kNN graphs) is done once per layer and reused across the
+    grid. Dense LSim and plug-in CKA over many wide layers take every pair in one pass over
+    blocks of rows of all layers' N x N matrices (never one whole), when that costs fewer
+    FLOPs than the pairs one at a time (see gpugraph._gram.grid).
     """
     if measure not in _MEASURES:
         raise ValueError(f"measure must be one of {_MEASURES}, got {measure!r}")
     if measure == "cka" and k is not None:
         raise ValueError(f"k={k} has no meaning for measure='cka' (CKA uses no graph); leave k out")
+    if unbiased and measure != "cka":
+        raise ValueError(f"unbiased=True is an estimator of CKA; it has no meaning for measure={measure!r}")
     same = acts_b is None
     layers_a = _checked_layers(acts_a, "acts_a")
     n = len(next(iter(layers_a.values())))
     layers_b = layers_a if same else _checked_layers(acts_b, "acts_b", n)
-    prep = _preparer(measure, k)
+    params = {"k": k, **({"unbiased": True} if unbiased else {})}
+    if k is None and not unbiased:
+        values = _grid_values(layers_a, None if same else layers_b, measure)
+        if values is not None:
+            return SimilarityMatrix(values, list(layers_a), list(layers_b), measure, params)
+    prep = _preparer(measure, k, unbiased)
     fa = {name: prep(src) for name, src in layers_a.items()}
     fb = fa if same else {name: prep(src) for name, src in layers_b.items()}
-    pair = _pair_measure(measure, k)
+    pair = _pair_measure(measure, k, unbiased)
     a_list, b_list = list(fa.values()), list(fb.values())
     values = np.empty((len(a_list), len(b_list)))
     for i, f in enumerate(a_list):
@@ -448,7 +458,22 @@ def similarity_matrix(acts_a: Mapping, acts_b: Mapping | None = None, measure: s
             values[i, j] = pair(f, b_list[j])
             if same:
                 values[j, i] = values[i, j]
-    return SimilarityMatrix(values, list(fa), list(fb), measure, {"k": k})
+    return SimilarityMatrix(values, list(fa), list(fb), measure, params)
+
+
+def _grid_values(layers_a: dict, layers_b: dict | None, measure: str) -> np.ndarray | None:
+    """Dense LSim or plug-in CKA of every pair through gpugraph._gram.grid, or None where
+    the pairs one at a time cost fewer FLOPs."""
+    make = _gram.Rows.unit if measure == "lsim" else _gram.Rows.centred
+    ra = [make(src, src.name) for src in layers_a.values()]
+    rb = None if layers_b is None else [make(src, src.name) for src in layers_b.values()]
+    if not _gram.grid_pays(ra, rb):
+        return None
+    names = list(layers_a) + ([] if layers_b is None else list(layers_b))
+    sums, sq_a, sq_b = _gram.grid(ra, rb, adjacency=measure == "lsim", names=names)
+    if measure == "lsim":
+        return (sums / ra[0].n).cpu().numpy()
+    return (sums / torch.sqrt(sq_a[:, None] * sq_b[None, :])).cpu().numpy()
 
 
 def _checked_layers(acts, label: str, n: int | None = None) -> dict[str, Source]:
@@ -471,11 +496,13 @@ def _checked_layers(acts, label: str, n: int | None = None) -> dict[str, Source]
     return layers
 
 
-def _preparer(measure: str, k: int | None):
+def _preparer(measure: str, k: int | None, unbiased: bool = False):
     """The per-layer work of a measure, from a layer's Source (whose name errors use)."""
     if measure == "lsim" and k is None:
         return lambda src: _Factor(_gram.Rows.unit(src))
     if measure == "cka":
+        if unbiased:
+            return lambda src: _UnbiasedCkaFactor(src)
         return lambda src: _CkaFactor(_gram.Rows.centred(src, src.name))
     kk = k if k is not None else 10
     if measure == "lsim":
@@ -483,11 +510,11 @@ def _preparer(measure: str, k: int | None):
     return lambda src: knn_graph(src, kk)
 
 
-def _pair_measure(measure: str, k: int | None):
+def _pair_measure(measure: str, k: int | None, unbiased: bool = False):
     if measure == "lsim":
         return _dense_lsim if k is None else _sparse_lsim
     if measure == "cka":
-        return _CkaFactor.cka
+        return _UnbiasedCkaFactor.cka if unbiased else _CkaFactor.cka
     if measure == "knn_overlap":
         return knn_overlap
     kk = k if k is not None else 10
@@ -503,3 +530,15 @@ class _CkaFactor:
 
     def cka(self, other: _CkaFactor) -> float:
         return _cka_ratio(_gram.total(self.rows, other.rows), self.self_total, other.self_total)
+
+
+class _UnbiasedCkaFactor:
+    """One layer's share of the unbiased HSIC (O(N D), its own scale) and its HSIC with
+    itself; a pair then costs one Gram sum."""
+
+    def __init__(self, src: Source):
+        self.side = _HsicSide(src, src.name)
+        self.self_hsic = self.side.hsic(self.side)
+
+    def cka(self, other: _UnbiasedCkaFactor) -> float:
+        return _cka_ratio(self.side.hsic(other.side), self.self_hsic, other.self_hsic)

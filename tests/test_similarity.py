@@ -215,6 +215,50 @@ def test_unbiased_cka_and_minibatch_cka_equal_the_u_statistic():
     assert acc.compute() == pytest.approx(kl / np.sqrt(kk * ll), abs=1e-12)
 
 
+@pytest.mark.parametrize("tiny_budget", [False, True])
+def test_a_grid_of_wide_layers_in_one_pass_equals_the_definitions(monkeypatch, tiny_budget):
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=(40, 5))
+    acts = {f"l{d}": np.tanh(base @ rng.normal(size=(5, d)) + 0.5 * rng.normal(size=(40, d))) + 0.2
+            for d in (60, 90, 120)}
+    other = {"m": rng.normal(size=(40, 70)), "n": np.abs(base @ rng.normal(size=(5, 100)))}
+    rows = [_gram.Rows.unit(torch.tensor(x)) for x in acts.values()]
+    assert _gram.grid_pays(rows)  # the one-pass path is the one under test
+    if tiny_budget:
+        from gpugraph import _memory
+
+        monkeypatch.setattr(_memory, "budget", lambda device: 4096)  # one row of every layer a block
+    for a, b in ((acts, None), (acts, other)):
+        right = acts if b is None else b
+        lsim = gg.similarity_matrix(a, b, measure="lsim").values
+        ck = gg.similarity_matrix(a, b, measure="cka").values
+        np.testing.assert_allclose(lsim, [[dense_lsim(p, q) for q in right.values()] for p in a.values()], atol=1e-12)
+        np.testing.assert_allclose(ck, [[numpy_cka(p, q) for q in right.values()] for p in a.values()], atol=1e-12)
+
+
+def test_a_grid_names_the_layer_whose_adjacency_row_is_zero():
+    rng = np.random.default_rng(0)
+    x = np.abs(rng.normal(size=(40, 80)))
+    x[0], x[1:, 0] = 0.0, 0.0
+    x[0, 0] = 1.0  # sample 0 is orthogonal to every other sample
+    acts = {"fine": rng.normal(size=(40, 80)), "lonely": x}
+    assert _gram.grid_pays([_gram.Rows.unit(torch.tensor(v)) for v in acts.values()])
+    with pytest.raises(ValueError, match="adjacency row is zero.*'lonely'"):
+        gg.similarity_matrix(acts)
+
+
+def test_unbiased_cka_grid_equals_the_u_statistic():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(8, 4))
+    acts = {"a": x, "b": x @ rng.normal(size=(4, 6)) + rng.normal(size=(8, 6)), "c": rng.normal(size=(8, 3))}
+    m = gg.similarity_matrix(acts, measure="cka", unbiased=True)
+    ref = [[u_statistic_cka(p, q) for q in acts.values()] for p in acts.values()]
+    np.testing.assert_allclose(m.values, ref, atol=1e-12)
+    assert m.params == {"k": None, "unbiased": True}
+    with pytest.raises(ValueError, match="unbiased=True is an estimator of CKA"):
+        gg.similarity_matrix(acts, measure="lsim", unbiased=True)
+
+
 @pytest.mark.parametrize("scale", [1e20, 1e-23])
 def test_similarities_of_rows_of_extreme_magnitude(scale):
     rng = np.random.default_rng(1)
