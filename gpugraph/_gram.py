@@ -197,14 +197,17 @@ def _rowdot_gram(a: Rows, b: Rows) -> torch.Tensor:
     return out
 
 
-def grid(a: list[Rows], b: list[Rows] | None = None, *, adjacency: bool, names=None) -> tuple:
+def grid(a: list[Rows], b: list[Rows] | None = None, *, kind: str = "gram", names=None) -> tuple:
     """Every layer of ``a`` against every layer of ``b`` (default: ``a``) at once.
 
     Each layer's N x N matrix M = R R^T of its rows R is taken a block of rows at a time, for
     all layers together, and flattened; one product of the stacked blocks then adds
-    sum_ij M_l[i, j] M'_m[i, j] for every pair (l, m). With ``adjacency`` M is the dense
-    graph of LSim: diagonal zero, each row divided by its norm (the pair's sum is then
-    N LSim). FLOPs: 2 N^2 D per layer plus 2 N^2 a pair, against a pair's
+    sum_ij M_l[i, j] M'_m[i, j] for every pair (l, m). ``kind``: "gram" M = R R^T as it is
+    (CKA of centred rows); "adjacency" the dense graph of LSim: diagonal zero, each row
+    divided by its norm (the pair's sum is then N LSim); "ucentred" the U-centred K~ (K with
+    a zero diagonal, then K~_ij - r_i / (N-2) - r_j / (N-2) + t / ((N-1)(N-2)) off the
+    diagonal, with r the row sums and t the total of K~): the pair's sum is then N (N-3)
+    times the unbiased HSIC of Song et al. (2012). FLOPs: 2 N^2 D per layer plus 2 N^2 a pair, against a pair's
     min(4 N D1 D2, 2 N^2 (D1 + D2)) one pair at a time: the cheaper way for a grid of many
     wide layers. Memory: one block of rows of every layer's M within the budget.
 
@@ -219,17 +222,24 @@ def grid(a: list[Rows], b: list[Rows] | None = None, *, adjacency: bool, names=N
     squares = torch.zeros(len(layers), dtype=torch.float64, device=device)
     for r0, r1 in a[0].blocks(step):
         flat = torch.empty(len(layers), (r1 - r0) * n, dtype=torch.float64, device=device)
+        own = (torch.arange(r1 - r0, device=device), torch.arange(r0, r1, device=device))  # the diagonal
         for m, rows in enumerate(layers):
             full = rows.block(0, n, device)  # (N, D)
             s = full[r0:r1] @ full.T  # (r1 - r0, N)
-            if adjacency:
-                s[torch.arange(r1 - r0, device=device), torch.arange(r0, r1, device=device)] = 0.0
+            if kind == "adjacency":
+                s[own] = 0.0
                 norm = torch.linalg.vector_norm(s, dim=1)
                 if bool((norm == 0).any()):
                     layer = f" of layer {names[m]!r}" if names is not None else ""
                     raise ValueError(f"a node's adjacency row is zero in the dense graph{layer} "
                                      "(all other samples orthogonal to it)")
                 s /= norm[:, None]
+            elif kind == "ucentred":
+                r = full @ full.sum(dim=0) - (full * full).sum(dim=1)  # (N,) row sums of K~
+                s[own] = 0.0
+                s -= (r[r0:r1, None] + r[None, :]) / (n - 2)
+                s += r.sum() / ((n - 1) * (n - 2))
+                s[own] = 0.0
             flat[m] = s.flatten()
         squares += (flat * flat).sum(dim=1)
         sums += flat[: len(a)] @ (flat[len(a) :] if b is not None else flat[: len(a)]).T

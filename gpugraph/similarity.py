@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from gpugraph import _gram, _jsonio
-from gpugraph.sources import Source, as_source
 from gpugraph.graph import KnnGraph, check_graph
 from gpugraph.knn import knn_graph
+from gpugraph.sources import Source, as_source
 
 _MEASURES = ("lsim", "cka", "knn_overlap", "mutual_knn")
 
@@ -442,8 +442,8 @@ def similarity_matrix(acts_a: Mapping, acts_b: Mapping | None = None, measure: s
     n = len(next(iter(layers_a.values())))
     layers_b = layers_a if same else _checked_layers(acts_b, "acts_b", n)
     params = {"k": k, **({"unbiased": True} if unbiased else {})}
-    if k is None and not unbiased:
-        values = _grid_values(layers_a, None if same else layers_b, measure)
+    if k is None:
+        values = _grid_values(layers_a, None if same else layers_b, measure, unbiased)
         if values is not None:
             return SimilarityMatrix(values, list(layers_a), list(layers_b), measure, params)
     prep = _preparer(measure, k, unbiased)
@@ -461,18 +461,27 @@ def similarity_matrix(acts_a: Mapping, acts_b: Mapping | None = None, measure: s
     return SimilarityMatrix(values, list(fa), list(fb), measure, params)
 
 
-def _grid_values(layers_a: dict, layers_b: dict | None, measure: str) -> np.ndarray | None:
-    """Dense LSim or plug-in CKA of every pair through gpugraph._gram.grid, or None where
-    the pairs one at a time cost fewer FLOPs."""
-    make = _gram.Rows.unit if measure == "lsim" else _gram.Rows.centred
-    ra = [make(src, src.name) for src in layers_a.values()]
-    rb = None if layers_b is None else [make(src, src.name) for src in layers_b.values()]
+def _grid_values(layers_a: dict, layers_b: dict | None, measure: str, unbiased: bool) -> np.ndarray | None:
+    """Dense LSim or CKA of every pair through gpugraph._gram.grid, or None where the pairs
+    one at a time cost fewer FLOPs."""
+    if unbiased:  # the U-centred Gram of the rows, each layer in its own scale
+        make = lambda src: _gram.Rows(src, (src.check(nonzero=False).amax().to(torch.float64).clamp_min(1e-300),))  # noqa: E731
+        if layers_a and next(iter(layers_a.values())).n < 4:
+            raise ValueError("the unbiased CKA estimator needs at least 4 samples")
+    else:
+        make = (lambda src: _gram.Rows.unit(src, src.name)) if measure == "lsim" else (lambda src: _gram.Rows.centred(src, src.name))  # noqa: E731
+    ra = [make(src) for src in layers_a.values()]
+    rb = None if layers_b is None else [make(src) for src in layers_b.values()]
     if not _gram.grid_pays(ra, rb):
         return None
     names = list(layers_a) + ([] if layers_b is None else list(layers_b))
-    sums, sq_a, sq_b = _gram.grid(ra, rb, adjacency=measure == "lsim", names=names)
+    kind = "adjacency" if measure == "lsim" else "ucentred" if unbiased else "gram"
+    sums, sq_a, sq_b = _gram.grid(ra, rb, kind=kind, names=names)
     if measure == "lsim":
         return (sums / ra[0].n).cpu().numpy()
+    if not (bool((sq_a > 0).all()) and bool((sq_b > 0).all())):
+        raise ValueError("the HSIC of a representation with itself is not positive: the unbiased "
+                         "estimator needs more samples (or the representation is constant)")
     return (sums / torch.sqrt(sq_a[:, None] * sq_b[None, :])).cpu().numpy()
 
 

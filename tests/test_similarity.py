@@ -247,10 +247,12 @@ def test_a_grid_names_the_layer_whose_adjacency_row_is_zero():
         gg.similarity_matrix(acts)
 
 
-def test_unbiased_cka_grid_equals_the_u_statistic():
+@pytest.mark.parametrize("d", [4, 40])  # a pair at a time; one pass over the U-centred Grams
+def test_unbiased_cka_grid_equals_the_u_statistic(d):
     rng = np.random.default_rng(7)
-    x = rng.normal(size=(8, 4))
-    acts = {"a": x, "b": x @ rng.normal(size=(4, 6)) + rng.normal(size=(8, 6)), "c": rng.normal(size=(8, 3))}
+    x = rng.normal(size=(8, d))
+    acts = {"a": x, "b": x @ rng.normal(size=(d, d + 2)) + rng.normal(size=(8, d + 2)), "c": rng.normal(size=(8, d - 1)) ** 2}
+    assert _gram.grid_pays([_gram.Rows(torch.tensor(v)) for v in acts.values()]) == (d == 40)
     m = gg.similarity_matrix(acts, measure="cka", unbiased=True)
     ref = [[u_statistic_cka(p, q) for q in acts.values()] for p in acts.values()]
     np.testing.assert_allclose(m.values, ref, atol=1e-12)
