@@ -122,7 +122,7 @@ def mnist1d(n_eval: int, seed: int = 7):
     held = get_dataset_args()
     held.seed, held.num_samples, held.train_split = seed, n_eval, 0.0
     h = make_dataset(held)
-    t = lambda a, dt: torch.tensor(np.asarray(a), dtype=dt)  # noqa: E731
+    t = lambda a, dt: torch.tensor(np.asarray(a), dtype=dt)
     return t(d["x"], torch.float32), t(d["y"], torch.int64), t(h["x_test"], torch.float32), t(h["y_test"], torch.int64)
 
 

@@ -1,140 +1,159 @@
-"""Layer identification (Kornblith et al., 2019, section 6.1), reproduced offline on MNIST-1D.
+"""Layer identification (Kornblith et al., 2019, section 6.1) per architecture and protocol,
+offline on MNIST-1D: the GBS paper's sanity check.
 
-    python benchmarks/sanity_check.py [--nets 10] [--epochs 15] [--n 2000] [--k 10]
+    python benchmarks/sanity_check.py [--archs cnn resnet18 vgg16] [--nets 10] [--epochs 15]
 
-Trains --nets copies of a small plain CNN on MNIST-1D, seeds 0..nets-1, on the CPU:
-Kornblith et al.'s Tiny-10 in one dimension (eight conv-BN-ReLU layers, widths 16 -> 32 ->
-64, two strided, one unpadded, the last 1x1; global average pooling; a linear head).
-Every copy sees the same --n held-out signals; the logits are left out, as in the
-paper. For every ordered pair of copies (a, b) and every layer of a, a measure
-identifies the layer of b most similar to it; its accuracy is the share of those picks
-that are the corresponding layer.
+--nets copies of each architecture (benchmarks/_zoo.py: a 1-D Tiny-10 CNN, ResNet-18 and
+VGG-16) are trained from seeds 0..nets-1 on the 4000 MNIST-1D training signals (cached in
+benchmarks/cache/ after the first run). For each pair of copies (a, b) and each layer of a,
+a measure picks the most similar layer of b; accuracy is the share of picks that land on
+the same depth, with a 95% bootstrap interval over the copies (resampled with replacement;
+pairs of a copy with itself skipped).
 
-Each measure is one ``gg.similarity_matrix`` call over all layers of all copies, so
-per-layer work (unit rows, Gram factors, kNN graphs) is done once per layer; the time
-printed is that call's. All five measures are symmetric, so the pick for layer j of b
-against a reads column j of the (a, b) block.
+Protocols:
+- authors (the GBS code): hooks on every convolution's raw output (before BN), the first
+  500 held-out signals, the 45 unordered pairs; CKA on average-pooled features, LSim and the
+  kNN measures on flattened ones (CKA on flattened features is shown too).
+- ours: the output of each block and of the pooled hidden layers, flattened, ordered pairs,
+  at N = 500 and N = 2000 (the same first 500 within the 2000).
+Diagnostics: dense LSim of centred features (CKA centres, LSim does not) and kNN LSim at
+several k (dense graph against kNN graph).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from _common import environment
-from mnist1d.data import get_dataset_args, make_dataset
-from torch import nn
+from _zoo import ARCHS, hook_points, mnist1d, trained
 
 import gpugraph as gg
-from gpugraph.demo import accuracy, train
+from gpugraph.training import accuracy
 
-# Kornblith et al.'s Tiny-10 in one dimension: (out channels, kernel, stride, padding)
-PLAN = [(16, 3, 1, 1), (16, 3, 1, 1), (32, 3, 2, 1), (32, 3, 1, 1), (32, 3, 1, 1),
-        (64, 3, 2, 1), (64, 3, 1, 0), (64, 1, 1, 0)]
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
-class ConvBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int):
-        super().__init__()
-        self.conv = nn.Conv1d(c_in, c_out, kernel, stride, padding, bias=False)
-        self.bn = nn.BatchNorm1d(c_out)
-
-    def forward(self, x):
-        return torch.relu(self.bn(self.conv(x)))
-
-
-class TinyCnn(nn.Module):
-    """Eight conv-BN-ReLU layers (widths 16 -> 32 -> 64, two strided, one unpadded, the last
-    1x1), global average pooling and a linear head; plain, no shortcuts."""
-
-    def __init__(self, classes: int = 10):
-        super().__init__()
-        layers, c = [], 1
-        for width, kernel, stride, padding in PLAN:
-            layers.append(ConvBlock(c, width, kernel, stride, padding))
-            c = width
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool1d(1), nn.Flatten())
-        self.fc = nn.Linear(c, classes)
-
-    def forward(self, x):
-        if x.dim() == 2:
-            x = x[:, None, :]
-        return self.fc(self.pool(self.features(x)))
-
-
-def data(n_eval: int):
-    """MNIST-1D: the standard 4000 training signals, and n_eval held-out signals drawn with
-    another seed (the standard test split holds only 1000)."""
-    args = get_dataset_args()
-    d = make_dataset(args)
-    held = get_dataset_args()
-    held.seed, held.num_samples, held.train_split = 7, n_eval, 0.0
-    h = make_dataset(held)
-    t = lambda a, dt: torch.tensor(np.asarray(a), dtype=dt)  # noqa: E731
-    return t(d["x"], torch.float32), t(d["y"], torch.int64), t(h["x_test"], torch.float32), t(h["y_test"], torch.int64)
-
-
-def identification(values: np.ndarray, nets: int, layers: int) -> np.ndarray:
-    """(layers,) share of ordered pairs (a, b) in which layer i of a picks layer i of b."""
-    hits = np.zeros(layers)
+def picks(values: np.ndarray, nets: int, layers: int) -> np.ndarray:
+    """(nets, nets) hits[a, b]: how many layers of copy a pick their own depth in copy b."""
+    hits = np.zeros((nets, nets))
     for a in range(nets):
         for b in range(nets):
             if a != b:
                 block = values[a * layers : (a + 1) * layers, b * layers : (b + 1) * layers]
-                hits += block.argmax(axis=1) == np.arange(layers)
-    return hits / (nets * (nets - 1))
+                hits[a, b] = (block.argmax(axis=1) == np.arange(layers)).sum()
+    return hits
+
+
+def score(hits: np.ndarray, layers: int, ordered: bool, resamples: int = 2000, seed: int = 0):
+    """Accuracy over the pairs of copies (ordered, or a < b), and its 95% bootstrap interval
+    over copies."""
+    nets = len(hits)
+
+    def accuracy_of(sample):
+        a, b = np.meshgrid(sample, sample, indexing="ij")
+        keep = a != b
+        if not ordered:  # an unordered pair is read from the lower copy to the higher one
+            keep &= np.triu(np.ones_like(keep), k=1)
+            a, b = np.minimum(a, b), np.maximum(a, b)
+        return hits[a[keep], b[keep]].sum() / (keep.sum() * layers) if keep.any() else np.nan
+
+    rng = np.random.default_rng(seed)
+    boot = [accuracy_of(rng.integers(0, nets, nets)) for _ in range(resamples)]
+    return accuracy_of(np.arange(nets)), np.nanpercentile(boot, [2.5, 97.5])
+
+
+def centred(acts: dict) -> dict:
+    return {name: x - x.mean(dim=0) for name, x in acts.items()}
+
+
+def measures(ks: list[int], pooled: bool):
+    """(label, function(flat, pooled) -> SimilarityMatrix) of one protocol."""
+    cka_of = (lambda f, p: p) if pooled else (lambda f, p: f)
+    rows = [
+        ("dense LSim", lambda f, p: gg.similarity_matrix(f, measure="lsim")),
+        ("dense LSim, centred", lambda f, p: gg.similarity_matrix(centred(f), measure="lsim")),
+        *((f"kNN LSim, k={k}", lambda f, p, k=k: gg.similarity_matrix(f, measure="lsim", k=k)) for k in ks),
+        ("linear CKA" + (", pooled" if pooled else ""), lambda f, p: gg.similarity_matrix(cka_of(f, p), measure="cka")),
+        ("unbiased CKA" + (", pooled" if pooled else ""),
+         lambda f, p: gg.similarity_matrix(cka_of(f, p), measure="cka", unbiased=True)),
+    ]
+    if pooled:
+        rows.append(("linear CKA, flattened", lambda f, p: gg.similarity_matrix(f, measure="cka")))
+    rows += [("mutual kNN, k=10", lambda f, p: gg.similarity_matrix(f, measure="mutual_knn", k=10)),
+             ("kNN overlap, k=10", lambda f, p: gg.similarity_matrix(f, measure="knn_overlap", k=10))]
+    return rows
+
+
+def capture_all(models, x, y, protocol: str, reduce: str) -> tuple[dict, int]:
+    acts, layers = {}, None
+    for seed, model in enumerate(models):
+        names = hook_points(model, protocol)
+        layers = len(names)
+        got = gg.capture(model, (x, y), layers=names, reduce=reduce)
+        acts.update({f"net{seed}/{name}": got[name] for name in names})
+    return acts, layers
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--archs", nargs="+", default=list(ARCHS), choices=list(ARCHS))
     ap.add_argument("--nets", type=int, default=10)
     ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--n", type=int, default=2000, help="held-out signals every layer is compared on")
-    ap.add_argument("--k", type=int, default=10, help="k of the kNN-based measures")
+    ap.add_argument("--ks", type=int, nargs="+", default=[5, 10, 50], help="k of the kNN LSim rows")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=str(RESULTS / "sanity.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     print(environment())
-    x_train, y_train, x_eval, y_eval = data(args.n)
-    print(f"MNIST-1D: {len(x_train)} training signals, {len(x_eval)} held-out signals compared")
+    x_train, y_train, x_eval, y_eval = mnist1d(2000)
+    print(f"MNIST-1D: {len(x_train)} training signals; {len(x_eval)} held-out signals compared")
+    report = {"nets": args.nets, "epochs": args.epochs, "tables": []}
+    for arch in args.archs:
+        models = [trained(arch, seed, x_train, y_train, args.epochs) for seed in range(args.nets)]
+        accs = [accuracy(m, x_eval, y_eval) for m in models]
+        print(f"\n## {arch}: {args.nets} copies, held-out accuracy {min(accs):.1%}-{max(accs):.1%}")
+        for protocol, n, ordered in (("authors", 500, False), ("ours", 500, True), ("ours", 2000, True)):
+            x, y = x_eval[:n], y_eval[:n]
+            flat, layers = capture_all(models, x, y, protocol, "flatten")
+            pooled = capture_all(models, x, y, protocol, "avgpool")[0] if protocol == "authors" else None
+            pairs = args.nets * (args.nets - 1) // (1 if ordered else 2)
+            print(f"\n{arch}, protocol {protocol}, N={n}: {layers} layers, {pairs} {'ordered' if ordered else 'unordered'} "
+                  f"pairs, {pairs * layers} picks per measure")
+            print(f"{'measure':<24} {'accuracy':>8}  {'95% CI':>13}  {'time':>6}  per layer (%)")
+            table = {"arch": arch, "protocol": protocol, "n": n, "ordered": ordered, "layers": layers, "rows": []}
+            for label, fn in measures(args.ks, pooled is not None):
+                t0 = time.perf_counter()
+                m = fn(flat, pooled)
+                elapsed = time.perf_counter() - t0
+                hits = picks(m.values, args.nets, layers)
+                acc, (lo, hi) = score(hits, layers, ordered)
+                nets_pairs = hits if ordered else np.triu(hits, 1)
+                per_layer = _per_layer(m.values, args.nets, layers, ordered)
+                print(f"{label:<24} {acc:8.1%}  {lo:5.1%}-{hi:5.1%}  {elapsed:5.1f}s  "
+                      + " ".join(f"{100 * v:3.0f}" for v in per_layer))
+                table["rows"].append({"measure": label, "accuracy": acc, "ci95": [lo, hi], "seconds": elapsed,
+                                      "per_layer": per_layer.tolist(), "hits": nets_pairs.tolist()})
+            report["tables"].append(table)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=1))
+    print(f"\nwrote {args.json}; total {time.perf_counter() - start:.0f} s")
 
-    acts = {}
-    for seed in range(args.nets):
-        torch.manual_seed(seed)
-        model = TinyCnn()
-        t0 = time.perf_counter()
-        train(model, x_train, y_train, args.epochs, seed, log=lambda *a: None)
-        captured = gg.capture(model, (x_eval, y_eval), layers=[f"features.{i}" for i in range(len(PLAN))] + ["pool"])
-        hidden = list(captured)  # logits excluded, as in the paper
-        acts.update({f"net{seed}/{name}": captured[name] for name in hidden})
-        print(f"  net {seed}: held-out accuracy {accuracy(model, x_eval, y_eval):.1%}, "
-              f"trained in {time.perf_counter() - t0:.0f} s")
-    layers = len(hidden)
-    widths = ", ".join(f"{name} {acts['net0/' + name].shape[1]}" for name in hidden)
-    print(f"{layers} layers per net (flattened widths): {widths}")
 
-    measures = [
-        ("dense LSim (GBS)", "lsim", None),
-        (f"kNN LSim, k={args.k}", "lsim", args.k),
-        (f"kNN overlap, k={args.k}", "knn_overlap", args.k),
-        (f"mutual kNN, k={args.k}", "mutual_knn", args.k),
-        ("linear CKA", "cka", None),
-    ]
-    pairs = args.nets * (args.nets - 1)
-    print(f"\nlayer identification: {pairs} ordered pairs x {layers} layers = {pairs * layers} picks per measure")
-    print(f"{'measure':<22}  {'accuracy':>8}  {'time (s)':>8}  per layer (%)")
-    for label, measure, k in measures:
-        t0 = time.perf_counter()
-        m = gg.similarity_matrix(acts, measure=measure, k=k)
-        elapsed = time.perf_counter() - t0
-        per_layer = identification(m.values, args.nets, layers)
-        print(f"{label:<22}  {per_layer.mean():8.1%}  {elapsed:8.1f}  "
-              + " ".join(f"{100 * v:3.0f}" for v in per_layer))
-    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+def _per_layer(values: np.ndarray, nets: int, layers: int, ordered: bool) -> np.ndarray:
+    hits, count = np.zeros(layers), 0
+    for a in range(nets):
+        for b in range(nets) if ordered else range(a + 1, nets):
+            if a != b:
+                block = values[a * layers : (a + 1) * layers, b * layers : (b + 1) * layers]
+                hits += block.argmax(axis=1) == np.arange(layers)
+                count += 1
+    return hits / count
 
 
 if __name__ == "__main__":

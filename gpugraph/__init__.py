@@ -24,6 +24,8 @@ from gpugraph.similarity import (
     mutual_knn,
     similarity_matrix,
 )
+from gpugraph.stitching import Stitched, stitch
+from gpugraph.transfer import SourceRanking, rank_sources
 
 __all__ = [
     "Activations",
@@ -35,6 +37,8 @@ __all__ = [
     "NullModularity",
     "PrunePlan",
     "SimilarityMatrix",
+    "SourceRanking",
+    "Stitched",
     "attacks",
     "capture",
     "cka",
@@ -50,7 +54,9 @@ __all__ = [
     "mutual_knn",
     "prune",
     "prune_plan",
+    "rank_sources",
     "similarity_matrix",
+    "stitch",
     "triangles",
 ]
 __version__ = "0.1.0"

@@ -465,11 +465,11 @@ def _grid_values(layers_a: dict, layers_b: dict | None, measure: str, unbiased: 
     """Dense LSim or CKA of every pair through gpugraph._gram.grid, or None where the pairs
     one at a time cost fewer FLOPs."""
     if unbiased:  # the U-centred Gram of the rows, each layer in its own scale
-        make = lambda src: _gram.Rows(src, (src.check(nonzero=False).amax().to(torch.float64).clamp_min(1e-300),))  # noqa: E731
+        make = lambda src: _gram.Rows(src, (src.check(nonzero=False).amax().to(torch.float64).clamp_min(1e-300),))
         if layers_a and next(iter(layers_a.values())).n < 4:
             raise ValueError("the unbiased CKA estimator needs at least 4 samples")
     else:
-        make = (lambda src: _gram.Rows.unit(src, src.name)) if measure == "lsim" else (lambda src: _gram.Rows.centred(src, src.name))  # noqa: E731
+        make = (lambda src: _gram.Rows.unit(src, src.name)) if measure == "lsim" else (lambda src: _gram.Rows.centred(src, src.name))
     ra = [make(src) for src in layers_a.values()]
     rb = None if layers_b is None else [make(src) for src in layers_b.values()]
     if not _gram.grid_pays(ra, rb):
