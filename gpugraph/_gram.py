@@ -31,15 +31,15 @@ _F64 = 8  # bytes
 
 
 class Rows:
-    """A layer's rows as float64 blocks: row i is (x[i] / d[i] for each divisor d) - shift.
+    """A layer's rows as float64 blocks: row i is ((x[i] / d[i] for each divisor d) - shift) / after[i].
 
     Reads the layer's own :class:`~gpugraph.sources.Source` a block at a time (in memory or
     on disk) and keeps O(N + D) factors, never a converted copy of x.
     """
 
-    def __init__(self, x, divisors: tuple = (), shift: torch.Tensor | None = None):
+    def __init__(self, x, divisors: tuple = (), shift: torch.Tensor | None = None, after: torch.Tensor | None = None):
         self.src = as_source(x)
-        self.divisors, self.shift = divisors, shift
+        self.divisors, self.shift, self.after = divisors, shift, after  # after: (N,) divisors past the shift
 
     @classmethod
     def unit(cls, x, name: str = "x") -> Rows:
@@ -73,6 +73,20 @@ class Rows:
             raise ValueError(_constant_message(name, src.n))
         return rows
 
+    @classmethod
+    def unit_centred(cls, x, name: str = "x") -> Rows:
+        """The rows of x minus their mean (see :meth:`centred`), scaled to unit L2 norm;
+        refuses a sample equal to the mean (its direction is undefined)."""
+        rows = cls.centred(x, name)
+        norms = torch.empty(rows.n, dtype=torch.float64, device=rows.device)
+        for r0, r1 in rows.blocks(_row_step(rows.d, rows.device)):
+            norms[r0:r1] = torch.linalg.vector_norm(rows.block(r0, r1), dim=1)
+        zero = torch.nonzero(norms <= 1e3 * 2.0**-52 * float(norms.max())).ravel()
+        if len(zero):
+            raise ValueError(f"row {int(zero[0])} of {name} equals the mean of its rows, so it has no direction "
+                             "once centred; centre=True needs every sample to differ from the mean")
+        return cls(rows.src, rows.divisors, rows.shift, norms)
+
     @property
     def n(self) -> int:
         return self.src.n
@@ -92,6 +106,8 @@ class Rows:
             b /= d[r0:r1, None] if d.dim() else d
         if self.shift is not None:
             b -= self.shift
+        if self.after is not None:
+            b /= self.after[r0:r1, None]
         return b if device is None else b.to(device)
 
     def blocks(self, step: int):

@@ -21,13 +21,17 @@ from gpugraph.sources import Source, as_source
 _MEASURES = ("lsim", "cka", "knn_overlap", "mutual_knn")
 
 
-def layer_similarity(x1, x2, k: int | None = None) -> float:
+def layer_similarity(x1, x2, k: int | None = None, centre: bool = False) -> float:
     """GBS layer similarity LSim between two representations of the same N samples.
 
     LSim(A1, A2) = (1/N) sum_i cos(A1[i, :], A2[i, :]), the mean over nodes of the cosine
     between a node's adjacency rows in the two graphs. With ``k=None`` the graphs are the
     dense cosine graphs of the paper: A[i, j] = cos(x_i, x_j) for j != i, A[i, i] = 0. With
-    an integer k they are the kNN graphs in "mean" mode, (W + W^T)/2.
+    an integer k they are the kNN graphs in "mean" mode, (W + W^T)/2. ``centre=True`` (dense
+    graphs only) subtracts each representation's mean sample first, as CKA does: the cosine
+    graph of features that share a large common component (post-ReLU or pre-BN outputs) is
+    close to all-ones, and centring exposes how the samples differ (see "Layer
+    identification" in benchmarks/RESULTS.md for when that matters).
 
     Dense graphs are never formed. With unit rows U1 (N, D1), U2 (N, D2) and S = U U^T,
         <A1[i], A2[i]> = sum_j S1[i, j] S2[i, j] - 1,   |A[i]|^2 = sum_j S[i, j]^2 - 1,
@@ -67,8 +71,16 @@ def layer_similarity(x1, x2, k: int | None = None) -> float:
     """
     t1, t2 = _pair(x1, x2)
     if k is not None:
+        _check_centre(centre)
         return _sparse_lsim(_SparseFactor(_graph_of(t1, k, "x1")), _SparseFactor(_graph_of(t2, k, "x2")))
-    return _dense_lsim(_Factor(_gram.Rows.unit(t1)), _Factor(_gram.Rows.unit(t2)))
+    unit = _gram.Rows.unit_centred if centre else _gram.Rows.unit
+    return _dense_lsim(_Factor(unit(t1, "x1")), _Factor(unit(t2, "x2")))
+
+
+def _check_centre(centre: bool) -> None:
+    if centre:
+        raise ValueError("centre=True applies to dense LSim (k=None); a kNN graph of centred features "
+                         "has the neighbours of the centred rows: centre the features yourself for that")
 
 
 class _Factor:
@@ -420,11 +432,12 @@ class SimilarityMatrix:
 
 
 def similarity_matrix(acts_a: Mapping, acts_b: Mapping | None = None, measure: str = "lsim",
-                      k: int | None = None, unbiased: bool = False) -> SimilarityMatrix:
+                      k: int | None = None, unbiased: bool = False, centre: bool = False) -> SimilarityMatrix:
     """Similarity of every layer of ``acts_a`` with every layer of ``acts_b`` (default: itself).
 
     ``measure``: "lsim" (GBS layer similarity; ``k`` None for dense graphs or an int for
-    kNN graphs), "cka" (linear CKA; ``unbiased=True`` for the unbiased HSIC estimator, see
+    kNN graphs; ``centre=True`` for dense graphs of centred features, see
+    :func:`layer_similarity`), "cka" (linear CKA; ``unbiased=True`` for the unbiased HSIC estimator, see
     :func:`cka`), "knn_overlap" and "mutual_knn" (``k`` defaults to 10). Per-layer work
     (unit rows, Gram factors, kNN graphs) is done once per layer and reused across the
     grid. Dense LSim and plug-in CKA over many wide layers take every pair in one pass over
@@ -437,16 +450,18 @@ def similarity_matrix(acts_a: Mapping, acts_b: Mapping | None = None, measure: s
         raise ValueError(f"k={k} has no meaning for measure='cka' (CKA uses no graph); leave k out")
     if unbiased and measure != "cka":
         raise ValueError(f"unbiased=True is an estimator of CKA; it has no meaning for measure={measure!r}")
+    if centre and (measure != "lsim" or k is not None):
+        raise ValueError("centre=True applies to dense LSim (measure='lsim', k=None); CKA centres by definition")
     same = acts_b is None
     layers_a = _checked_layers(acts_a, "acts_a")
     n = len(next(iter(layers_a.values())))
     layers_b = layers_a if same else _checked_layers(acts_b, "acts_b", n)
-    params = {"k": k, **({"unbiased": True} if unbiased else {})}
+    params = {"k": k, **({"unbiased": True} if unbiased else {}), **({"centre": True} if centre else {})}
     if k is None:
-        values = _grid_values(layers_a, None if same else layers_b, measure, unbiased)
+        values = _grid_values(layers_a, None if same else layers_b, measure, unbiased, centre)
         if values is not None:
             return SimilarityMatrix(values, list(layers_a), list(layers_b), measure, params)
-    prep = _preparer(measure, k, unbiased)
+    prep = _preparer(measure, k, unbiased, centre)
     fa = {name: prep(src) for name, src in layers_a.items()}
     fb = fa if same else {name: prep(src) for name, src in layers_b.items()}
     pair = _pair_measure(measure, k, unbiased)
@@ -461,7 +476,8 @@ def similarity_matrix(acts_a: Mapping, acts_b: Mapping | None = None, measure: s
     return SimilarityMatrix(values, list(fa), list(fb), measure, params)
 
 
-def _grid_values(layers_a: dict, layers_b: dict | None, measure: str, unbiased: bool) -> np.ndarray | None:
+def _grid_values(layers_a: dict, layers_b: dict | None, measure: str, unbiased: bool,
+                 centre: bool) -> np.ndarray | None:
     """Dense LSim or CKA of every pair through gpugraph._gram.grid, or None where the pairs
     one at a time cost fewer FLOPs."""
     if unbiased:  # the U-centred Gram of the rows, each layer in its own scale
@@ -469,7 +485,8 @@ def _grid_values(layers_a: dict, layers_b: dict | None, measure: str, unbiased: 
         if layers_a and next(iter(layers_a.values())).n < 4:
             raise ValueError("the unbiased CKA estimator needs at least 4 samples")
     else:
-        make = (lambda src: _gram.Rows.unit(src, src.name)) if measure == "lsim" else (lambda src: _gram.Rows.centred(src, src.name))
+        unit = _gram.Rows.unit_centred if centre else _gram.Rows.unit
+        make = (lambda src: unit(src, src.name)) if measure == "lsim" else (lambda src: _gram.Rows.centred(src, src.name))
     ra = [make(src) for src in layers_a.values()]
     rb = None if layers_b is None else [make(src) for src in layers_b.values()]
     if not _gram.grid_pays(ra, rb):
@@ -505,10 +522,11 @@ def _checked_layers(acts, label: str, n: int | None = None) -> dict[str, Source]
     return layers
 
 
-def _preparer(measure: str, k: int | None, unbiased: bool = False):
+def _preparer(measure: str, k: int | None, unbiased: bool = False, centre: bool = False):
     """The per-layer work of a measure, from a layer's Source (whose name errors use)."""
     if measure == "lsim" and k is None:
-        return lambda src: _Factor(_gram.Rows.unit(src))
+        unit = _gram.Rows.unit_centred if centre else _gram.Rows.unit
+        return lambda src: _Factor(unit(src, src.name))
     if measure == "cka":
         if unbiased:
             return lambda src: _UnbiasedCkaFactor(src)

@@ -63,19 +63,25 @@ class Stitched(nn.Module):
 
 def stitch(bottom: nn.Module, top: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor, *,
            top_layer: str | None = None, epochs: int = 5, lr: float = 1e-3, batch_size: int = 128,
-           seed: int = 0, log=None) -> Stitched:
+           init: str = "lstsq", seed: int = 0, log=None) -> Stitched:
     """Train a stitch from ``bottom``'s module ``layer`` into ``top``'s module ``top_layer``
     (default: the same name) on samples ``x`` with integer labels ``y``.
 
     The stitch is a 1x1 convolution for (B, C, *S) activations (the spatial sizes of the two
-    layers must agree) and a linear map for (B, D) ones. It trains with Adam (the authors'
-    lr 1e-3) on cross-entropy over shuffled mini-batches (seeded); the two networks stay
+    layers must agree) and a linear map for (B, D) ones. ``init="lstsq"`` starts it at the
+    least-squares map from the bottom's activations on ``x`` to the top's own (the "direct
+    matching" of Csiszarik et al., 2021; at most 100 000 rows of positions x channels are
+    used), "random" at PyTorch's default initialisation; then it trains with Adam (the
+    authors' lr 1e-3) on cross-entropy over shuffled mini-batches (seeded) for ``epochs``
+    (0: the initial map alone). The two networks stay
     frozen and in eval mode (batch-norm statistics untouched) and get back their modes and
     ``requires_grad`` flags, also when training fails. Returns the :class:`Stitched` network
     (its ``losses``: mean loss per epoch); measure it with e.g.
     ``gpugraph.training.accuracy(stitched, x_test, y_test)``.
     """
-    epochs = check_count(epochs, "epochs")
+    epochs = check_count(epochs, "epochs", minimum=0, what="a non-negative integer")
+    if init not in ("lstsq", "random"):
+        raise ValueError(f"init must be 'lstsq' or 'random', got {init!r}")
     batch_size = check_count(batch_size, "batch_size")
     top_layer = layer if top_layer is None else top_layer
     if len(x) != len(y):
@@ -104,6 +110,8 @@ def stitch(bottom: nn.Module, top: nn.Module, layer: str, x: torch.Tensor, y: to
     else:
         raise ValueError(f"bottom {layer!r} gives {got.dim()}-D outputs; a stitch takes (B, D) or (B, C, *S) with 1-3 spatial axes")
     model = Stitched(bottom, top, layer, top_layer, layer_map.to(want.device))
+    if init == "lstsq":
+        _match(model, x, batch_size)
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.stitch.parameters(), lr=lr)
     with _frozen(bottom), _frozen(top):
@@ -123,6 +131,29 @@ def stitch(bottom: nn.Module, top: nn.Module, layer: str, x: torch.Tensor, y: to
             if log is not None:
                 log(f"  stitch {layer} -> {top_layer}, epoch {epoch + 1}/{epochs}: loss {model.losses[-1]:.3f}")
     return model.eval()
+
+
+def _match(model: Stitched, x: torch.Tensor, batch_size: int, rows: int = 100_000) -> None:
+    """Set the stitch to the least-squares map (with bias) from the bottom's activations to
+    the top's at their layers, over the positions of the first samples of x."""
+    device = _device_of(model.bottom)
+    a, b, seen = [], [], 0
+    with torch.no_grad(), _evaluating(model.bottom), _evaluating(model.top):
+        for i in range(0, len(x), batch_size):
+            batch = x[i : i + batch_size].to(device)
+            got = _run_until(model.bottom, model.layer, batch)
+            want = _run_until(model.top, model.top_layer, batch.to(_device_of(model.top)))
+            a.append(got.movedim(1, -1).reshape(-1, got.shape[1]).double().cpu())  # (positions, C_in)
+            b.append(want.movedim(1, -1).reshape(-1, want.shape[1]).double().cpu())
+            seen += len(a[-1])
+            if seen >= rows:
+                break
+    a = torch.cat([torch.cat(a)[:rows], torch.ones(min(seen, rows), 1, dtype=torch.float64)], dim=1)
+    w = torch.linalg.lstsq(a, torch.cat(b)[:rows], driver="gelsd").solution  # (C_in + 1, C_out)
+    weight = model.stitch.weight
+    with torch.no_grad():
+        weight.copy_(w[:-1].T.reshape(weight.shape).to(weight.dtype))
+        model.stitch.bias.copy_(w[-1].to(weight.dtype))
 
 
 class _Stop(Exception):

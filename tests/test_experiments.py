@@ -83,8 +83,24 @@ def test_stitched_forward_is_the_hand_composition_and_the_stitch_alone_learns():
 def test_stitching_a_network_into_itself_recovers_its_accuracy():
     (net, _), x, y = trained_pair()
     own = accuracy(net, x, y)
-    s = gg.stitch(net, net, "body.5", x, y, epochs=15, lr=1e-2, seed=0)
+    s = gg.stitch(net, net, "body.5", x, y, epochs=15, lr=1e-2, init="random", seed=0)
     assert own > 0.9 and accuracy(s, x, y) >= own - 0.05
+
+
+def test_the_least_squares_start_matches_numpy_and_is_the_identity_for_a_network_with_itself():
+    (bottom, top), x, y = trained_pair()
+    s = gg.stitch(bottom, top, "body.2", x, y, epochs=0)
+    bottom.eval()
+    top.eval()
+    with torch.no_grad():
+        a = bottom.body[:3](x).permute(0, 2, 1).reshape(-1, 8).double().numpy()
+        b = top.body[:3](x).permute(0, 2, 1).reshape(-1, 8).double().numpy()
+    w, *_ = np.linalg.lstsq(np.hstack([a, np.ones((len(a), 1))]), b, rcond=None)
+    np.testing.assert_allclose(s.stitch.weight[:, :, 0].detach().numpy(), w[:-1].T, atol=1e-5)
+    np.testing.assert_allclose(s.stitch.bias.detach().numpy(), w[-1], atol=1e-5)
+    own = gg.stitch(top, top, "body.5", x, y, epochs=0)
+    with torch.no_grad():
+        torch.testing.assert_close(own(x), top(x), rtol=1e-4, atol=1e-4)
 
 
 def test_stitching_flat_features_uses_a_linear_map():
@@ -102,8 +118,10 @@ def test_stitch_errors():
         gg.stitch(bottom, top, "body.2", x, y, top_layer="pool")
     with pytest.raises(ValueError, match="one integer class label"):
         gg.stitch(bottom, top, "body.2", x, y.float())
-    with pytest.raises(ValueError, match="epochs must be a positive integer"):
-        gg.stitch(bottom, top, "body.2", x, y, epochs=0)
+    with pytest.raises(ValueError, match="epochs must be a non-negative integer"):
+        gg.stitch(bottom, top, "body.2", x, y, epochs=-1)
+    with pytest.raises(ValueError, match="init must be 'lstsq' or 'random'"):
+        gg.stitch(bottom, top, "body.2", x, y, init="zeros")
 
 
 class Fixed(nn.Module):

@@ -247,6 +247,34 @@ def test_a_grid_names_the_layer_whose_adjacency_row_is_zero():
         gg.similarity_matrix(acts)
 
 
+@pytest.mark.parametrize("d", [3, 60])  # pairs one at a time (feature form); one pass over the grid
+def test_centred_lsim_is_dense_lsim_of_the_centred_features(d):
+    rng = np.random.default_rng(d)
+    base = np.abs(rng.normal(size=(40, 3))) + 2.0  # a large common component, as after a ReLU
+    acts = {"a": base @ np.abs(rng.normal(size=(3, d))), "b": np.abs(base @ rng.normal(size=(3, d + 1))) + 1.0,
+            "c": rng.normal(size=(40, d)) + 5.0}
+    centred = {name: x - x.mean(axis=0) for name, x in acts.items()}
+    assert _gram.grid_pays([_gram.Rows.unit(torch.tensor(x)) for x in acts.values()]) == (d == 60)
+    m = gg.similarity_matrix(acts, measure="lsim", centre=True)
+    ref = [[dense_lsim(p, q) for q in centred.values()] for p in centred.values()]
+    np.testing.assert_allclose(m.values, ref, atol=1e-12)
+    assert m.params["centre"] is True
+    assert gg.layer_similarity(acts["a"], acts["b"], centre=True) == pytest.approx(ref[0][1], abs=1e-12)
+    assert abs(gg.layer_similarity(acts["a"], acts["b"]) - ref[0][1]) > 1e-3  # centring changes the answer here
+
+
+def test_centre_errors():
+    x = np.random.default_rng(0).normal(size=(20, 4))
+    with pytest.raises(ValueError, match="centre=True applies to dense LSim"):
+        gg.layer_similarity(x, x, k=3, centre=True)
+    with pytest.raises(ValueError, match="centre=True applies to dense LSim"):
+        gg.similarity_matrix({"a": x}, measure="cka", centre=True)
+    y = x.copy()
+    y[5] = (y.sum(axis=0) - y[5]) / 19  # the mean of the other 19, so the mean of all 20
+    with pytest.raises(ValueError, match="row 5 of x2 equals the mean"):
+        gg.layer_similarity(x, y, centre=True)
+
+
 @pytest.mark.parametrize("d", [4, 40])  # a pair at a time; one pass over the U-centred Grams
 def test_unbiased_cka_grid_equals_the_u_statistic(d):
     rng = np.random.default_rng(7)
