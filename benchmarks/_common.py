@@ -34,3 +34,19 @@ def row(*cells, widths=(28, 12, 12, 12, 10)) -> str:
 def peak_rss_kib() -> int:
     """Peak resident memory of this process in KiB (VmHWM; unlike ru_maxrss it resets at exec)."""
     return _memory.peak_resident() // 1024
+
+
+def correlation_ci(correlation, a, b, resamples: int = 2000, seed: int = 0):
+    """``correlation(a, b)`` (a SciPy function such as spearmanr or kendalltau: its result
+    with .statistic and .pvalue) and the 95% percentile bootstrap interval of its statistic
+    over the points (resamples where a or b is constant are skipped)."""
+    import numpy as np
+
+    a, b = np.asarray(a), np.asarray(b)
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(resamples):
+        i = rng.integers(0, len(a), len(a))
+        if len(np.unique(a[i])) > 1 and len(np.unique(b[i])) > 1:
+            boot.append(correlation(a[i], b[i]).statistic)
+    return correlation(a, b), np.percentile(boot, [2.5, 97.5])

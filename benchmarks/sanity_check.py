@@ -16,6 +16,7 @@ Protocols:
   kNN measures on flattened ones (CKA on flattened features is shown too).
 - ours: the output of each block and of the pooled hidden layers, flattened, ordered pairs,
   at N = 500 and N = 2000 (the same first 500 within the 2000).
+--protocols, --n-authors and --n-ours choose among them.
 Diagnostics: dense LSim of centred features (CKA centres, LSim does not) and kNN LSim at
 several k (dense graph against kNN graph).
 """
@@ -67,16 +68,12 @@ def score(hits: np.ndarray, layers: int, ordered: bool, resamples: int = 2000, s
     return accuracy_of(np.arange(nets)), np.nanpercentile(boot, [2.5, 97.5])
 
 
-def centred(acts: dict) -> dict:
-    return {name: x - x.mean(dim=0) for name, x in acts.items()}
-
-
 def measures(ks: list[int], pooled: bool):
     """(label, function(flat, pooled) -> SimilarityMatrix) of one protocol."""
     cka_of = (lambda f, p: p) if pooled else (lambda f, p: f)
     rows = [
         ("dense LSim", lambda f, p: gg.similarity_matrix(f, measure="lsim")),
-        ("dense LSim, centred", lambda f, p: gg.similarity_matrix(centred(f), measure="lsim")),
+        ("dense LSim, centred", lambda f, p: gg.similarity_matrix(f, measure="lsim", centre=True)),
         *((f"kNN LSim, k={k}", lambda f, p, k=k: gg.similarity_matrix(f, measure="lsim", k=k)) for k in ks),
         ("linear CKA" + (", pooled" if pooled else ""), lambda f, p: gg.similarity_matrix(cka_of(f, p), measure="cka")),
         ("unbiased CKA" + (", pooled" if pooled else ""),
@@ -105,20 +102,25 @@ def main() -> None:
     ap.add_argument("--nets", type=int, default=10)
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--ks", type=int, nargs="+", default=[5, 10, 50], help="k of the kNN LSim rows")
+    ap.add_argument("--protocols", nargs="+", default=["authors", "ours"], choices=["authors", "ours"])
+    ap.add_argument("--n-authors", type=int, default=500, help="signals compared in the authors' protocol")
+    ap.add_argument("--n-ours", type=int, nargs="+", default=[500, 2000], help="signal counts compared in ours")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=str(RESULTS / "sanity.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     print(environment())
-    x_train, y_train, x_eval, y_eval = mnist1d(2000)
+    runs = [("authors", args.n_authors, False)] if "authors" in args.protocols else []
+    runs += [("ours", n, True) for n in args.n_ours] if "ours" in args.protocols else []
+    x_train, y_train, x_eval, y_eval = mnist1d(max(n for _, n, _ in runs))
     print(f"MNIST-1D: {len(x_train)} training signals; {len(x_eval)} held-out signals compared")
     report = {"nets": args.nets, "epochs": args.epochs, "tables": []}
     for arch in args.archs:
         models = [trained(arch, seed, x_train, y_train, args.epochs) for seed in range(args.nets)]
         accs = [accuracy(m, x_eval, y_eval) for m in models]
         print(f"\n## {arch}: {args.nets} copies, held-out accuracy {min(accs):.1%}-{max(accs):.1%}")
-        for protocol, n, ordered in (("authors", 500, False), ("ours", 500, True), ("ours", 2000, True)):
+        for protocol, n, ordered in runs:
             x, y = x_eval[:n], y_eval[:n]
             flat, layers = capture_all(models, x, y, protocol, "flatten")
             pooled = capture_all(models, x, y, protocol, "avgpool")[0] if protocol == "authors" else None

@@ -25,9 +25,8 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from _common import environment
+from _common import correlation_ci, environment
 from _zoo import TinyCnn, hook_points, mnist1d, trained
 from scipy.stats import spearmanr
 
@@ -36,18 +35,6 @@ from gpugraph.training import accuracy
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BOTTOMS = {"trained, seed 0": (0, 15), "trained, seed 2": (2, 15), "1 epoch, seed 10": (10, 1), "untrained, seed 20": (20, 0)}
-
-
-def rho_with_ci(a, b, resamples: int = 2000, seed: int = 0):
-    """Spearman's rho of a and b, and its 95% percentile bootstrap interval over the points."""
-    a, b = np.asarray(a), np.asarray(b)
-    rng = np.random.default_rng(seed)
-    boot = []
-    for _ in range(resamples):
-        i = rng.integers(0, len(a), len(a))
-        if len(np.unique(a[i])) > 1 and len(np.unique(b[i])) > 1:
-            boot.append(spearmanr(a[i], b[i]).statistic)
-    return float(spearmanr(a, b).statistic), np.percentile(boot, [2.5, 97.5])
 
 
 def main() -> None:
@@ -102,7 +89,8 @@ def main() -> None:
         print(f"\nSpearman rho with stitched accuracy, {subset} ({len(chosen)} points), 95% bootstrap CI:")
         summary[subset] = {}
         for key in predictors:
-            rho, (lo, hi) = rho_with_ci([p[key] for p in chosen], [p["stitched_accuracy"] for p in chosen])
+            result, (lo, hi) = correlation_ci(spearmanr, [p[key] for p in chosen], [p["stitched_accuracy"] for p in chosen])
+            rho = float(result.statistic)
             summary[subset][key] = {"rho": rho, "ci95": [float(lo), float(hi)]}
             print(f"  {key:<22} {rho:+.2f}  [{lo:+.2f}, {hi:+.2f}]")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

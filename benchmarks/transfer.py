@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import environment
+from _common import correlation_ci, environment
 from _zoo import TinyCnn, mnist1d, trained
 from scipy.stats import kendalltau
 from sklearn.linear_model import LogisticRegression
@@ -98,18 +98,6 @@ def probe_accuracy(source: nn.Module, x, y, x_test, y_test) -> float:
     return float(clf.score(features(x_test), y_test.numpy()))
 
 
-def tau_with_ci(a, b, resamples: int = 2000, seed: int = 0):
-    a, b = np.asarray(a), np.asarray(b)
-    rng = np.random.default_rng(seed)
-    boot = []
-    for _ in range(resamples):
-        i = rng.integers(0, len(a), len(a))
-        if len(np.unique(a[i])) > 1 and len(np.unique(b[i])) > 1:
-            boot.append(kendalltau(a[i], b[i]).statistic)
-    result = kendalltau(a, b)
-    return float(result.statistic), float(result.pvalue), np.percentile(boot, [2.5, 97.5])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--finetune-epochs", type=int, default=10)
@@ -146,7 +134,8 @@ def main() -> None:
         print(f"\nKendall tau-b with the {outcome} accuracy ({len(zoo)} sources), 95% bootstrap CI, p-value:")
         summary[outcome] = {}
         for m in ranking.measures:
-            tau, p, (lo, hi) = tau_with_ci([ranking.scores[n][m] for n in zoo], [truth[n][outcome] for n in zoo])
+            result, (lo, hi) = correlation_ci(kendalltau, [ranking.scores[n][m] for n in zoo], [truth[n][outcome] for n in zoo])
+            tau, p = float(result.statistic), float(result.pvalue)
             summary[outcome][m] = {"tau": tau, "p": p, "ci95": [float(lo), float(hi)]}
             print(f"  {m:<14} {tau:+.2f}  [{lo:+.2f}, {hi:+.2f}]  p={p:.3f}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

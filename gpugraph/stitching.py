@@ -172,7 +172,7 @@ def _run_until(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
         model(x)
     except _Stop as s:
         if not isinstance(s.output, torch.Tensor):
-            raise ValueError(f"module {layer!r} returns a {type(s.output).__name__}, not a tensor; stitch at another layer") from None
+            raise TypeError(f"module {layer!r} returns a {type(s.output).__name__}, not a tensor; stitch at another layer") from None
         return s.output
     finally:
         handle.remove()
