@@ -457,7 +457,7 @@ def similarity_matrix(acts_a: Mapping, acts_b: Mapping | None = None, measure: s
     n = len(next(iter(layers_a.values())))
     layers_b = layers_a if same else _checked_layers(acts_b, "acts_b", n)
     params = {"k": k, **({"unbiased": True} if unbiased else {}), **({"centre": True} if centre else {})}
-    if k is None:
+    if k is None and measure in ("lsim", "cka"):
         values = _grid_values(layers_a, None if same else layers_b, measure, unbiased, centre)
         if values is not None:
             return SimilarityMatrix(values, list(layers_a), list(layers_b), measure, params)

@@ -228,6 +228,8 @@ def test_a_grid_of_wide_layers_in_one_pass_equals_the_definitions(monkeypatch, t
         from gpugraph import _memory
 
         monkeypatch.setattr(_memory, "budget", lambda device: 4096)  # one row of every layer a block
+    knn = gg.similarity_matrix(acts, measure="mutual_knn").values  # k None: the default 10, never the grid
+    assert knn[0, 1] == pytest.approx(gg.mutual_knn(acts["l60"], acts["l90"], k=10), abs=1e-12)
     for a, b in ((acts, None), (acts, other)):
         right = acts if b is None else b
         lsim = gg.similarity_matrix(a, b, measure="lsim").values
