@@ -482,11 +482,10 @@ def _grid_values(layers_a: dict, layers_b: dict | None, measure: str, unbiased: 
     one at a time cost fewer FLOPs."""
     if unbiased:  # the U-centred Gram of the rows, each layer in its own scale
         make = lambda src: _gram.Rows(src, (src.check(nonzero=False).amax().to(torch.float64).clamp_min(1e-300),))
-        if layers_a and next(iter(layers_a.values())).n < 4:
+        if next(iter(layers_a.values())).n < 4:
             raise ValueError("the unbiased CKA estimator needs at least 4 samples")
     else:
-        unit = _gram.Rows.unit_centred if centre else _gram.Rows.unit
-        make = (lambda src: unit(src, src.name)) if measure == "lsim" else (lambda src: _gram.Rows.centred(src, src.name))
+        make = _rows_maker(measure, centre)
     ra = [make(src) for src in layers_a.values()]
     rb = None if layers_b is None else [make(src) for src in layers_b.values()]
     if not _gram.grid_pays(ra, rb):
@@ -522,15 +521,25 @@ def _checked_layers(acts, label: str, n: int | None = None) -> dict[str, Source]
     return layers
 
 
+def _rows_maker(measure: str, centre: bool = False):
+    """A layer's float64 rows as dense LSim ("lsim": unit rows, centred first with
+    ``centre``) or plug-in CKA ("cka": centred rows) reads them."""
+    if measure == "lsim":
+        unit = _gram.Rows.unit_centred if centre else _gram.Rows.unit
+        return lambda src: unit(src, src.name)
+    return lambda src: _gram.Rows.centred(src, src.name)
+
+
 def _preparer(measure: str, k: int | None, unbiased: bool = False, centre: bool = False):
     """The per-layer work of a measure, from a layer's Source (whose name errors use)."""
     if measure == "lsim" and k is None:
-        unit = _gram.Rows.unit_centred if centre else _gram.Rows.unit
-        return lambda src: _Factor(unit(src, src.name))
+        rows = _rows_maker(measure, centre)
+        return lambda src: _Factor(rows(src))
     if measure == "cka":
         if unbiased:
-            return lambda src: _UnbiasedCkaFactor(src)
-        return lambda src: _CkaFactor(_gram.Rows.centred(src, src.name))
+            return _UnbiasedCkaFactor
+        rows = _rows_maker(measure)
+        return lambda src: _CkaFactor(rows(src))
     kk = k if k is not None else 10
     if measure == "lsim":
         return lambda src: _SparseFactor(knn_graph(src, kk))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from gpugraph._errors import check_count
+from gpugraph.training import _device_of, eval_modes
 
 
 class Stitched(nn.Module):
@@ -47,7 +48,7 @@ class Stitched(nn.Module):
 
     def bottom_features(self, x: torch.Tensor) -> torch.Tensor:
         """The bottom's output at ``layer`` for input ``x`` (the bottom stops there)."""
-        with _evaluating(self.bottom):
+        with eval_modes(self.bottom):
             return _run_until(self.bottom, self.layer, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,7 +56,7 @@ class Stitched(nn.Module):
         module = _module(self.top, self.top_layer, "top")
         handle = module.register_forward_hook(lambda mod, args, out: h)
         try:
-            with _evaluating(self.top):
+            with eval_modes(self.top):
                 return self.top(x)
         finally:
             handle.remove()
@@ -92,7 +93,7 @@ def stitch(bottom: nn.Module, top: nn.Module, layer: str, x: torch.Tensor, y: to
     _module(top, top_layer, "top")
     device = _device_of(bottom)
     probe = x[: min(len(x), 2)].to(device)
-    with torch.no_grad(), _evaluating(bottom), _evaluating(top):
+    with torch.no_grad(), eval_modes(bottom), eval_modes(top):
         got = _run_until(bottom, layer, probe)
         want = _run_until(top, top_layer, probe.to(_device_of(top)))
     if got.dim() != want.dim() or got.shape[2:] != want.shape[2:]:
@@ -138,7 +139,7 @@ def _match(model: Stitched, x: torch.Tensor, batch_size: int, rows: int = 100_00
     the top's at their layers, over the positions of the first samples of x."""
     device = _device_of(model.bottom)
     a, b, seen = [], [], 0
-    with torch.no_grad(), _evaluating(model.bottom), _evaluating(model.top):
+    with torch.no_grad(), eval_modes(model.bottom), eval_modes(model.top):
         for i in range(0, len(x), batch_size):
             batch = x[i : i + batch_size].to(device)
             got = _run_until(model.bottom, model.layer, batch)
@@ -188,18 +189,6 @@ def _module(model: nn.Module, name: str, which: str) -> nn.Module:
 
 
 @contextlib.contextmanager
-def _evaluating(model: nn.Module):
-    """Every submodule in eval mode for the block, each one's own mode restored after."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, mode in modes:
-            m.training = mode
-
-
-@contextlib.contextmanager
 def _frozen(model: nn.Module):
     """No gradient for the model's parameters in the block; the flags restored after."""
     flags = [(p, p.requires_grad) for p in model.parameters()]
@@ -210,8 +199,3 @@ def _frozen(model: nn.Module):
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")

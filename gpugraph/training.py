@@ -71,6 +71,19 @@ def evaluating(model: nn.Module):
         model.train(was)
 
 
+@contextlib.contextmanager
+def eval_modes(model: nn.Module):
+    """Every submodule of ``model`` in eval mode for the block (gradients still flow), each
+    one's own mode restored after, also where they differed."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> nn.Module:
     """Re-estimate every batch-norm layer's running mean and variance on ``x``: train-mode
     forward passes without gradients, each batch weighted equally (a cumulative average), no

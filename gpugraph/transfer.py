@@ -21,6 +21,7 @@ from gpugraph.knn import knn_graph
 from gpugraph.modularity import modularity
 from gpugraph.motifs import motifs
 from gpugraph.similarity import cka, layer_similarity
+from gpugraph.training import eval_modes
 
 MEASURES = {
     "lsim": "dense LSim between the features' cosine graph and the label graph (1 within a class)",
@@ -161,18 +162,14 @@ def _features(model: nn.Module, x, y, layer: str | None, reduce: str, batch_size
         raise ValueError(f"source {name!r} has no nn.Linear layer to read features before; name a layer with layer=")
     kept: list[torch.Tensor] = []
     handle = heads[-1].register_forward_pre_hook(lambda mod, args: kept.append(args[0].detach().flatten(1).cpu()))
-    modes = [(m, m.training) for m in model.modules()]
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
-    model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), eval_modes(model):
             for i in range(0, len(x), batch_size):
                 model(x[i : i + batch_size].to(device, dtype))
     finally:
         handle.remove()
-        for m, mode in modes:
-            m.training = mode
     if sum(len(t) for t in kept) != len(x):
         raise ValueError(f"the last nn.Linear of source {name!r} ran {len(kept)} times for {-(-len(x) // batch_size)} "
                          "batches; name the representation's layer with layer=")
