@@ -74,9 +74,9 @@ def stitch(bottom: nn.Module, top: nn.Module, layer: str, x: torch.Tensor, y: to
     matching" of Csiszarik et al., 2021; at most 100 000 rows of positions x channels are
     used), "random" at PyTorch's default initialisation; then it trains with Adam (the
     authors' lr 1e-3) on cross-entropy over shuffled mini-batches (seeded) for ``epochs``
-    (0: the initial map alone). The two networks stay
-    frozen and in eval mode (batch-norm statistics untouched) and get back their modes and
-    ``requires_grad`` flags, also when training fails. Returns the :class:`Stitched` network
+    (0: the initial map alone). The two networks stay frozen and in eval mode (batch-norm
+    statistics untouched) and get back their modes and ``requires_grad`` flags, also when
+    training fails; the global RNG is left as it was. Returns the :class:`Stitched` network
     (its ``losses``: mean loss per epoch); measure it with e.g.
     ``gpugraph.training.accuracy(stitched, x_test, y_test)``.
     """
@@ -102,14 +102,15 @@ def stitch(bottom: nn.Module, top: nn.Module, layer: str, x: torch.Tensor, y: to
             f"(output {tuple(want.shape[1:])}): a 1x1 stitch keeps the spatial size, so pick layers "
             "whose outputs have the same spatial shape"
         )
-    torch.manual_seed(seed)
     conv = {3: nn.Conv1d, 4: nn.Conv2d, 5: nn.Conv3d}
-    if got.dim() == 2:
-        layer_map = nn.Linear(got.shape[1], want.shape[1])
-    elif got.dim() in conv:
-        layer_map = conv[got.dim()](got.shape[1], want.shape[1], kernel_size=1)
-    else:
+    if got.dim() != 2 and got.dim() not in conv:
         raise ValueError(f"bottom {layer!r} gives {got.dim()}-D outputs; a stitch takes (B, D) or (B, C, *S) with 1-3 spatial axes")
+    with torch.random.fork_rng(devices=[]):  # seeded, the caller's RNG untouched
+        torch.manual_seed(seed)
+        if got.dim() == 2:
+            layer_map = nn.Linear(got.shape[1], want.shape[1])
+        else:
+            layer_map = conv[got.dim()](got.shape[1], want.shape[1], kernel_size=1)
     model = Stitched(bottom, top, layer, top_layer, layer_map.to(want.device))
     if init == "lstsq":
         _match(model, x, batch_size)

@@ -53,7 +53,9 @@ def test_stitched_forward_is_the_hand_composition_and_the_stitch_alone_learns():
     top.fc.weight.requires_grad_(False)  # a user's own frozen parameter stays frozen
     for p in (*bottom.parameters(), *top.parameters()):
         p.grad = None
+    rng = torch.get_rng_state()
     s = gg.stitch(bottom, top, "body.2", x, y, epochs=3, seed=0)
+    assert torch.equal(torch.get_rng_state(), rng)  # seeded on its own generators
     # modes, flags and every weight and BN statistic of both networks as they were
     assert bottom.training and all(m.training for m in bottom.modules())
     assert not top.training and top.body[4].training and not top.body[1].training
