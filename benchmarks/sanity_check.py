@@ -40,26 +40,30 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def picks(values: np.ndarray, nets: int, layers: int) -> np.ndarray:
-    """(nets, nets) hits[a, b]: how many layers of copy a pick their own depth in copy b."""
-    hits = np.zeros((nets, nets))
-    for a in range(nets):
-        for b in range(nets):
-            if a != b:
-                block = values[a * layers : (a + 1) * layers, b * layers : (b + 1) * layers]
-                hits[a, b] = (block.argmax(axis=1) == np.arange(layers)).sum()
+    """(nets, nets, layers) hits[a, b, i]: whether layer i of copy a picks layer i of copy b
+    (False for a == b)."""
+    blocks = values.reshape(nets, layers, nets, layers).transpose(0, 2, 1, 3)  # (a, b, i, j)
+    hits = blocks.argmax(axis=3) == np.arange(layers)
+    hits[np.arange(nets), np.arange(nets)] = False
     return hits
+
+
+def pairs_of(nets: int, ordered: bool) -> np.ndarray:
+    """(nets, nets) mask of the pairs of copies a protocol reads: a != b, or a < b."""
+    return ~np.eye(nets, dtype=bool) if ordered else np.triu(np.ones((nets, nets), dtype=bool), k=1)
 
 
 def score(hits: np.ndarray, layers: int, ordered: bool, resamples: int = 2000, seed: int = 0):
     """Accuracy over the pairs of copies (ordered, or a < b), and its 95% bootstrap interval
     over copies."""
     nets = len(hits)
+    hits = hits.sum(axis=2)  # (nets, nets) picks at the right depth
 
     def accuracy_of(sample):
         a, b = np.meshgrid(sample, sample, indexing="ij")
         keep = a != b
         if not ordered:  # an unordered pair is read from the lower copy to the higher one
-            keep &= np.triu(np.ones_like(keep), k=1)
+            keep &= pairs_of(nets, False)
             a, b = np.minimum(a, b), np.maximum(a, b)
         return hits[a[keep], b[keep]].sum() / (keep.sum() * layers) if keep.any() else np.nan
 
@@ -135,8 +139,9 @@ def main() -> None:
                 elapsed = time.perf_counter() - t0
                 hits = picks(m.values, args.nets, layers)
                 acc, (lo, hi) = score(hits, layers, ordered)
-                nets_pairs = hits if ordered else np.triu(hits, 1)
-                per_layer = _per_layer(m.values, args.nets, layers, ordered)
+                read = pairs_of(args.nets, ordered)
+                nets_pairs = hits.sum(axis=2) * read
+                per_layer = hits[read].mean(axis=0)
                 print(f"{label:<24} {acc:8.1%}  {lo:5.1%}-{hi:5.1%}  {elapsed:5.1f}s  "
                       + " ".join(f"{100 * v:3.0f}" for v in per_layer))
                 table["rows"].append({"measure": label, "accuracy": acc, "ci95": [lo, hi], "seconds": elapsed,
@@ -145,17 +150,6 @@ def main() -> None:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=1))
     print(f"\nwrote {args.json}; total {time.perf_counter() - start:.0f} s")
-
-
-def _per_layer(values: np.ndarray, nets: int, layers: int, ordered: bool) -> np.ndarray:
-    hits, count = np.zeros(layers), 0
-    for a in range(nets):
-        for b in range(nets) if ordered else range(a + 1, nets):
-            if a != b:
-                block = values[a * layers : (a + 1) * layers, b * layers : (b + 1) * layers]
-                hits += block.argmax(axis=1) == np.arange(layers)
-                count += 1
-    return hits / count
 
 
 if __name__ == "__main__":

@@ -252,10 +252,9 @@ def grid(a: list[Rows], b: list[Rows] | None = None, *, kind: str = "gram", name
                 s /= norm[:, None]
             elif kind == "ucentred":
                 r = full @ full.sum(dim=0) - (full * full).sum(dim=1)  # (N,) row sums of K~
-                s[own] = 0.0
                 s -= (r[r0:r1, None] + r[None, :]) / (n - 2)
                 s += r.sum() / ((n - 1) * (n - 2))
-                s[own] = 0.0
+                s[own] = 0.0  # K~ and its U-centring are zero on the diagonal
             flat[m] = s.flatten()
         squares += (flat * flat).sum(dim=1)
         sums += flat[: len(a)] @ (flat[len(a) :] if b is not None else flat[: len(a)]).T

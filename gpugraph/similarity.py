@@ -70,17 +70,18 @@ def layer_similarity(x1, x2, k: int | None = None, centre: bool = False) -> floa
     (2024), doi:10.1016/j.neucom.2024.128722.
     """
     t1, t2 = _pair(x1, x2)
+    _check_centre(centre, "lsim", k)
     if k is not None:
-        _check_centre(centre)
         return _sparse_lsim(_SparseFactor(_graph_of(t1, k, "x1")), _SparseFactor(_graph_of(t2, k, "x2")))
     unit = _gram.Rows.unit_centred if centre else _gram.Rows.unit
     return _dense_lsim(_Factor(unit(t1, "x1")), _Factor(unit(t2, "x2")))
 
 
-def _check_centre(centre: bool) -> None:
-    if centre:
-        raise ValueError("centre=True applies to dense LSim (k=None); a kNN graph of centred features "
-                         "has the neighbours of the centred rows: centre the features yourself for that")
+def _check_centre(centre: bool, measure: str, k: int | None) -> None:
+    if centre and (measure != "lsim" or k is not None):
+        raise ValueError("centre=True applies to dense LSim (measure='lsim', k=None): CKA centres by "
+                         "definition, and a kNN graph of centred features needs the centred features "
+                         "themselves (centre them yourself for that)")
 
 
 class _Factor:
@@ -450,8 +451,7 @@ def similarity_matrix(acts_a: Mapping, acts_b: Mapping | None = None, measure: s
         raise ValueError(f"k={k} has no meaning for measure='cka' (CKA uses no graph); leave k out")
     if unbiased and measure != "cka":
         raise ValueError(f"unbiased=True is an estimator of CKA; it has no meaning for measure={measure!r}")
-    if centre and (measure != "lsim" or k is not None):
-        raise ValueError("centre=True applies to dense LSim (measure='lsim', k=None); CKA centres by definition")
+    _check_centre(centre, measure, k)
     same = acts_b is None
     layers_a = _checked_layers(acts_a, "acts_a")
     n = len(next(iter(layers_a.values())))
