@@ -197,7 +197,7 @@ def test_the_graph_command_under_torchrun(tmp_path):
     np.save(tmp_path / "x.npy", x.numpy())
     np.save(tmp_path / "y.npy", names)
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=3",
-                          "-m", "gpugraph", "graph", str(tmp_path / "x.npy"), "--k", "5", "--labels",
+                          "--log-dir", str(tmp_path / "logs"), "-m", "gpugraph", "graph", str(tmp_path / "x.npy"), "--k", "5", "--labels",
                           str(tmp_path / "y.npy"), "--out", str(tmp_path / "out")],
                          capture_output=True, text=True, check=False, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
