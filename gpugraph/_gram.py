@@ -54,22 +54,28 @@ class Rows:
         return cls(src, (m, norms))
 
     @classmethod
-    def centred(cls, x, name: str = "x") -> Rows:
-        """The rows of x minus their mean, all divided by the largest |entry| of x (a global
-        scale, which CKA does not see, so that no square overflows). Refuses a
-        representation that is constant across samples (CKA is 0 / 0 there)."""
+    def centred(cls, x, name: str = "x", scale: float | None = None, constant_ok: bool = False) -> Rows:
+        """The rows of x minus their mean, all divided by ``scale`` (default: the largest
+        |entry| of x; a global scale, which CKA does not see, so that no square overflows).
+        Refuses a representation that is constant across samples (CKA is 0 / 0 there)
+        unless ``constant_ok`` (its centred rows are then zero)."""
         src = as_source(x, name)
         top = src.check(nonzero=False).amax().to(torch.float64)
-        if src.n < 2 or float(top) == 0.0:
+        if src.n < 2 or (float(top) == 0.0 and not constant_ok):
             raise ValueError(_constant_message(name, src.n))
+        if scale is not None:
+            top = torch.tensor(scale, dtype=torch.float64, device=src.device)
+        elif float(top) == 0.0:
+            top = torch.ones((), dtype=torch.float64, device=src.device)
         scaled, step = cls(src, (top,)), _row_step(src.d, src.device)
         mean = torch.zeros(src.d, dtype=torch.float64, device=src.device)
         for r0, r1 in scaled.blocks(step):
             mean += scaled.block(r0, r1).sum(dim=0)
         mean /= src.n
         rows = cls(src, (top,), mean)
+        size = max(float(mean.abs().amax()), 2.0**-1022)  # the rows' own scale, past the divisor
         spread = max(float(rows.block(r0, r1).abs().amax()) for r0, r1 in rows.blocks(step))
-        if spread <= 1e3 * 2.0**-52:  # every row equal to the mean, up to float64 rounding
+        if spread <= 1e3 * 2.0**-52 * size and not constant_ok:  # every row the mean, up to rounding
             raise ValueError(_constant_message(name, src.n))
         return rows
 
@@ -134,6 +140,60 @@ def rowdot(a: Rows, b: Rows) -> torch.Tensor:
     if 4 * d1 * d2 <= 2 * n * (d1 + d2):
         return _rowdot_features(a, b)
     return _rowdot_gram(a, b)
+
+
+def rowdot_off(a: Rows, b: Rows, against: torch.Tensor | None = None) -> torch.Tensor:
+    """(N,) float64: sum over j != i of (a_i . a_j)(b_i . b_j), without cancellation.
+
+    :func:`rowdot` less the diagonal term (a_i . a_i)(b_i . b_i) loses every digit when the
+    off-diagonal sum is small next to the diagonal (samples nearly orthogonal to all
+    others). Its rounding error is at most (N + D1 + D2 + 4) 2^-53 sqrt(rowdot(a, a)_i
+    rowdot(b, b)_i); rows where that exceeds 2^-30 times ``against`` (default: the result
+    itself, a relative error) are summed again directly over j != i (Gram tiles with the
+    diagonal left out): O(flagged N (D1 + D2)). So every row is accurate to 2^-30 relative,
+    or of ``against`` (the scale the caller divides by).
+    """
+    full = rowdot(a, b)
+    diag_a = _row_squares(a)
+    diag_b = diag_a if b is a else _row_squares(b).to(a.device)
+    off = full - diag_a * diag_b
+    scale_a = full if b is a else rowdot(a, a)
+    scale_b = scale_a if b is a else rowdot(b, b).to(a.device)
+    bound = (a.n + a.d + b.d + 4) * 2.0**-53 * torch.sqrt(scale_a * scale_b)
+    flagged = torch.nonzero(2.0**30 * bound >= (off.abs() if against is None else against)).ravel()
+    if len(flagged):
+        off[flagged] = _rowdot_off_direct(a, b, flagged)
+    return off
+
+
+def _row_squares(a: Rows) -> torch.Tensor:
+    out = torch.empty(a.n, dtype=torch.float64, device=a.device)
+    for r0, r1 in a.blocks(_row_step(a.d, a.device)):
+        block = a.block(r0, r1)
+        out[r0:r1] = (block * block).sum(dim=1)
+    return out
+
+
+def _rowdot_off_direct(a: Rows, b: Rows, rows: torch.Tensor) -> torch.Tensor:
+    """sum over j != i of (a_i . a_j)(b_i . b_j) for the rows i listed (sorted), directly."""
+    device = a.device
+    step = _row_step(a.d + b.d, device, copies=4)
+    picked_a, picked_b = [], []
+    for r0, r1 in a.blocks(step):  # the listed rows, read a block at a time
+        mine = rows[(rows >= r0) & (rows < r1)] - r0
+        if len(mine):
+            ab, bb = _pair_block(a, b, r0, r1)
+            picked_a.append(ab[mine])
+            picked_b.append(bb[mine])
+    ar, br = torch.cat(picked_a), torch.cat(picked_b)  # (R, D1), (R, D2)
+    out = torch.zeros(len(rows), dtype=torch.float64, device=device)
+    for c0, c1 in a.blocks(step):
+        ac, bc = _pair_block(a, b, c0, c1)
+        prod = (ar @ ac.T) * (br @ bc.T)  # (R, c)
+        inside = (rows >= c0) & (rows < c1)
+        prod[torch.nonzero(inside).ravel(), rows[inside] - c0] = 0.0  # j == i left out
+        out += prod.sum(dim=1)
+    return out
 
 
 def total(a: Rows, b: Rows) -> torch.Tensor:
@@ -225,7 +285,8 @@ def grid(a: list[Rows], b: list[Rows] | None = None, *, kind: str = "gram", name
     diagonal, with r the row sums and t the total of K~): the pair's sum is then N (N-3)
     times the unbiased HSIC of Song et al. (2012). FLOPs: 2 N^2 D per layer plus 2 N^2 a pair, against a pair's
     min(4 N D1 D2, 2 N^2 (D1 + D2)) one pair at a time: the cheaper way for a grid of many
-    wide layers. Memory: one block of rows of every layer's M within the budget.
+    wide layers. Memory: one block of rows of every layer's M within the budget, and one
+    row block and one column block of a layer's rows at a time (a layer is never read whole).
 
     Returns (sums (La, Lb), |M_l|_F^2 of a's layers, of b's layers), float64 on the first
     layer's device. ``names``: a's and b's layer names, for the error a zero adjacency row
@@ -233,15 +294,20 @@ def grid(a: list[Rows], b: list[Rows] | None = None, *, kind: str = "gram", name
     """
     layers = a if b is None else a + b
     n, device = a[0].n, a[0].device
-    step = max(1, min(n, _memory.budget(device) // (_F64 * n * (len(layers) + 2))))
+    budget = _memory.budget(device)
+    # a row block of every layer's M (and two more), and of a layer's rows, within the budget
+    step = max(1, min(n, budget // (_F64 * (n * (len(layers) + 2) + 2 * max(r.d for r in layers)))))
     sums = torch.zeros(len(a), len(layers) - len(a) if b is not None else len(a), dtype=torch.float64, device=device)
     squares = torch.zeros(len(layers), dtype=torch.float64, device=device)
+    row_sums = [_k_tilde_row_sums(rows, device) for rows in layers] if kind == "ucentred" else None
     for r0, r1 in a[0].blocks(step):
         flat = torch.empty(len(layers), (r1 - r0) * n, dtype=torch.float64, device=device)
         own = (torch.arange(r1 - r0, device=device), torch.arange(r0, r1, device=device))  # the diagonal
         for m, rows in enumerate(layers):
-            full = rows.block(0, n, device)  # (N, D)
-            s = full[r0:r1] @ full.T  # (r1 - r0, N)
+            s = flat[m].view(r1 - r0, n)  # (r1 - r0, N): this row block of the layer's M
+            mine = rows.block(r0, r1, device)  # (r1 - r0, D), the one row block a layer holds
+            for c0, c1 in rows.blocks(_row_step(rows.d, device, copies=4)):  # columns read a block at a time
+                s[:, c0:c1] = mine @ rows.block(c0, c1, device).T
             if kind == "adjacency":
                 s[own] = 0.0
                 norm = torch.linalg.vector_norm(s, dim=1)
@@ -251,14 +317,26 @@ def grid(a: list[Rows], b: list[Rows] | None = None, *, kind: str = "gram", name
                                      "(all other samples orthogonal to it)")
                 s /= norm[:, None]
             elif kind == "ucentred":
-                r = full @ full.sum(dim=0) - (full * full).sum(dim=1)  # (N,) row sums of K~
+                r = row_sums[m]  # (N,) row sums of K~
                 s -= (r[r0:r1, None] + r[None, :]) / (n - 2)
                 s += r.sum() / ((n - 1) * (n - 2))
                 s[own] = 0.0  # K~ and its U-centring are zero on the diagonal
-            flat[m] = s.flatten()
         squares += (flat * flat).sum(dim=1)
         sums += flat[: len(a)] @ (flat[len(a) :] if b is not None else flat[: len(a)]).T
     return sums, squares[: len(a)], squares[len(a) :] if b is not None else squares
+
+
+def _k_tilde_row_sums(rows: Rows, device) -> torch.Tensor:
+    """(N,) row sums of K~ = R R^T less its diagonal, a block of rows at a time: O(N D)."""
+    step = _row_step(rows.d, device)
+    total = torch.zeros(rows.d, dtype=torch.float64, device=device)
+    for r0, r1 in rows.blocks(step):
+        total += rows.block(r0, r1, device).sum(dim=0)
+    out = torch.empty(rows.n, dtype=torch.float64, device=device)
+    for r0, r1 in rows.blocks(step):
+        block = rows.block(r0, r1, device)
+        out[r0:r1] = block @ total - (block * block).sum(dim=1)
+    return out
 
 
 def grid_pays(a: list[Rows], b: list[Rows] | None = None) -> bool:

@@ -7,6 +7,7 @@
   counts and labelled motifs in the same pass.
 - :func:`modularity_sums`: 2m, the within-class mass and the class strengths in one pass.
 - :func:`list_faults`: where user-built lists break the graph's rules.
+- :func:`fingerprint`: a hash of the lists' bits, so that a cache sees any edit.
 """
 
 from __future__ import annotations
@@ -148,8 +149,9 @@ _CHUNKS = 16  # rows split in a fixed number of chunks: float64 sums do not depe
 
 @numba.njit(parallel=True, nogil=True, cache=True)
 def modularity_sums(indices, weights, recip, partner_w, codes, classes, mode, weighted, clip):
-    """(2m, sum of A_ij over same-class ordered pairs, (classes,) class strengths, the most
-    negative adjacency entry) of the symmetrised graph, in float64."""
+    """(2m, sum of A_ij over same-class ordered pairs, (classes,) class strengths, the lowest
+    directed weight) of the symmetrised graph, in float64; ``clip`` sets negative directed
+    weights to 0 before they are symmetrised."""
     n, k = indices.shape
     strength = np.zeros((_CHUNKS, classes), dtype=np.float64)
     sums = np.zeros((_CHUNKS, 3), dtype=np.float64)  # 2m, within, lowest
@@ -160,11 +162,11 @@ def modularity_sums(indices, weights, recip, partner_w, codes, classes, mode, we
             ci = codes[i]
             for a in range(k):
                 j = indices[i, a]
-                fwd, rev = symmetric(np.float64(weights[i, a]), np.float64(partner_w[i, a]), recip[i, a],
-                                     mode, weighted)
-                lowest = min(lowest, fwd, rev)
-                if clip:
-                    fwd, rev = max(fwd, 0.0), max(rev, 0.0)
+                w, pw = np.float64(weights[i, a]), np.float64(partner_w[i, a])
+                lowest = min(lowest, w)
+                if clip:  # the directed weights, before they are symmetrised
+                    w, pw = max(w, 0.0), max(pw, 0.0)
+                fwd, rev = symmetric(w, pw, recip[i, a], mode, weighted)
                 strength[c, ci] += fwd  # s_i gets A_ij; s_j gets A_ji from a one-way edge
                 strength[c, codes[j]] += rev
                 two_m += fwd + rev
@@ -235,3 +237,34 @@ def permuted_sums(indices, both, strength, codes, classes):
                     acc[t] += w if ci[t] == cj[t] else 0.0
         within[p0 : p0 + lanes] = acc[:lanes]
     return within, class_strength
+
+
+@numba.njit(inline="always")
+def _mix(z):
+    """splitmix64's finaliser: every input bit moves every output bit (uint64 wraps)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _hash(words, seed):
+    n = words.shape[0]
+    total = np.uint64(0)
+    for c in numba.prange(_CHUNKS):
+        part = np.uint64(0)
+        for t in range(c * n // _CHUNKS, (c + 1) * n // _CHUNKS):
+            part += _mix(np.uint64(words[t]) ^ (np.uint64(t) * np.uint64(0x9E3779B97F4A7C15) + seed))
+        total += part
+    return total
+
+
+def fingerprint(*arrays: np.ndarray) -> int:
+    """A 64-bit hash of the bits of NumPy arrays (C-contiguous, 4 or 8 bytes an entry): for
+    each array the sum over its words of mix(word ^ (position * golden + seed)), in parallel
+    chunks. Any edit of the bits changes it except with probability about 2^-64."""
+    total = 0
+    for m, a in enumerate(arrays):
+        words = a.reshape(-1).view(np.uint64 if a.itemsize == 8 else np.uint32)
+        total = (total + int(_hash(words, np.uint64((m + 1) * 0x9E3779B97F4A7C15 % 2**64)))) % 2**64
+    return total

@@ -79,7 +79,8 @@ def _check(name: str, t: torch.Tensor, dtype: torch.dtype, device: torch.device)
 
 def topk_merge(tile: torch.Tensor, row0: int, col0: int, best_v: torch.Tensor, best_i: torch.Tensor,
                *, transpose: bool = False, margin: float = 0.0, row_id0: int | None = None,
-               xr: torch.Tensor | None = None, xc: torch.Tensor | None = None) -> None:
+               xr: torch.Tensor | None = None, xc: torch.Tensor | None = None, nr: torch.Tensor | None = None,
+               nc: torch.Tensor | None = None) -> None:
     """Merge a similarity tile into the running top-k of its rows, in place (topk.cu).
 
     Without ``transpose``, tile entry (p, q) is the similarity of the row whose running
@@ -88,8 +89,9 @@ def topk_merge(tile: torch.Tensor, row0: int, col0: int, best_v: torch.Tensor, b
     row row0 + q as column col0 + p. ``row_id0``: the global id of the first row (default
     row0); a pair of equal ids is skipped. ``margin > 0`` marks a tile computed in low
     precision with that error bound, or one whose candidates must be re-scored: candidates
-    within the margin of a row's k-th value are re-scored exactly from the unit rows ``xr``
-    (of the rows offered to) and ``xc`` (of the columns).
+    within the margin of a row's k-th value are re-scored by the canonical cosine from the
+    unit rows ``xr`` (of the rows offered to) and ``xc`` (of the columns) and their float64
+    lane norms ``nr`` and ``nc`` (gpugraph._tiles.lane_norms).
     """
     device = best_v.device
     n, k = best_v.shape
@@ -106,24 +108,30 @@ def topk_merge(tile: torch.Tensor, row0: int, col0: int, best_v: torch.Tensor, b
         raise ValueError(f"the selection kernel indexes rows with int32: ids {row_id0}..{row_id0 + rows} and "
                          f"{col0}..{col0 + cols} must lie in 0..2^31 - 2")
     if margin > 0:
-        if xr is None or xc is None:
-            raise ValueError("a screened tile (margin > 0) needs the unit rows xr and xc to re-score candidates")
+        if xr is None or xc is None or nr is None or nc is None:
+            raise ValueError("a tile with margin > 0 needs the unit rows xr and xc and their norms nr and nc "
+                             "to re-score candidates")
         if xr.shape[0] != rows or xc.shape[0] != cols or xr.shape[1] != xc.shape[1]:
             raise ValueError(f"xr must be ({rows}, D) and xc ({cols}, D), got {tuple(xr.shape)} and {tuple(xc.shape)}")
+        if nr.shape != (rows,) or nc.shape != (cols,):
+            raise ValueError(f"nr must be ({rows},) and nc ({cols},), got {tuple(nr.shape)} and {tuple(nc.shape)}")
     _check("tile", tile, torch.float32, device)
     _check("best_v", best_v, torch.float32, device)
     _check("best_i", best_i, torch.int64, device)
     if margin > 0:
         _check("xr", xr, torch.float32, device)
         _check("xc", xc, torch.float32, device)
+        _check("nr", nr, torch.float64, device)
+        _check("nc", nc, torch.float64, device)
         d = xr.shape[1]
     else:
         xr = xc = tile  # never read
+        nr = nc = best_v
         d = 0
     _launch(device, "topk.cu", "topk_merge", rows, (
         _arg(tile), np.int64(row_stride), np.int64(col_stride), np.int32(rows), np.int32(cols),
         np.int64(row0), np.int64(row_id0), np.int64(col0), _arg(best_v), _arg(best_i), np.int32(k),
-        np.float32(margin), _arg(xr), _arg(xc), np.int32(d),
+        np.float32(margin), _arg(xr), _arg(xc), _arg(nr), _arg(nc), np.int32(d),
     ))
 
 

@@ -15,8 +15,10 @@ is already such a heap (the other selectors' output), and an insertion costs log
 steps instead of a sorted list's k / 2 shifts (the difference at k = 256). :func:`sort_rows`
 orders the lists once, at the end.
 
-A tile computed in low precision (``margin`` > 0: its error bound) keeps every entry within
-the margin of a threshold and re-scores it exactly from the unit rows before inserting it.
+Every entry within ``margin`` (the tile's error bound) of a threshold is re-scored from the
+unit rows by :func:`cosine` before it is inserted, so the lists hold one value per pair
+whatever tile, precision or rank computed it; ``margin`` = 0 takes the tile's values as they
+are (the kernels' tests).
 """
 
 from __future__ import annotations
@@ -56,19 +58,63 @@ def _insert(vals, idx, v, i) -> None:
     idx[k - 1 - j] = i
 
 
-@numba.njit(inline="always")
-def _dot(a, b):
-    acc = a.dtype.type(0)
-    for t in range(a.shape[0]):
-        acc += a[t] * b[t]
-    return acc
+LANES = 32  # the lanes of the canonical dot product (a CUDA warp's)
+
+
+# The canonical similarity is compiled without fast-math, and says so explicitly: numba
+# compiles a callee with its caller's flags unless told (and _select is fast-math).
+@numba.njit(nogil=True, cache=True, fastmath=False)
+def lane_dot(a, b):
+    """a.b of two (D,) rows in float64 over LANES lanes: lane l adds the products of the
+    indices t = l mod LANES in increasing t, then lanes l and l + 16, l + 8, ..., l + 1 are
+    added (a warp's butterfly). The same bits in gpugraph/_tiles.py (torch) and
+    kernels/topk.cu (CUDA)."""
+    acc = np.zeros(LANES, dtype=np.float64)
+    d = a.shape[0]
+    full = d - d % LANES
+    for t0 in range(0, full, LANES):
+        for lane in range(LANES):
+            acc[lane] += np.float64(a[t0 + lane]) * np.float64(b[t0 + lane])
+    for lane in range(d - full):
+        acc[lane] += np.float64(a[full + lane]) * np.float64(b[full + lane])
+    width = LANES // 2
+    while width:
+        for lane in range(width):
+            acc[lane] += acc[lane + width]
+        width //= 2
+    return acc[0]
+
+
+@numba.njit(parallel=True, nogil=True, cache=True, fastmath=False)
+def lane_norms(x):
+    """(N,) float64 :func:`lane_dot` of each row of the (N, D) array with itself."""
+    out = np.empty(x.shape[0], dtype=np.float64)
+    for i in numba.prange(x.shape[0]):
+        out[i] = lane_dot(x[i], x[i])
+    return out
+
+
+@numba.njit(nogil=True, cache=True, fastmath=False)
+def _cosine(a, b, aa, bb):
+    """:func:`cosine` with the rows' :func:`lane_norms` given."""
+    c = lane_dot(a, b) / np.sqrt(aa * bb)
+    return a.dtype.type(min(1.0, max(-1.0, c)))
+
+
+@numba.njit(nogil=True, cache=True, fastmath=False)
+def cosine(a, b):
+    """The canonical similarity of unit rows a and b, (D,) float32 or float64:
+    a.b / sqrt(a.a b.b), each sum a :func:`lane_dot`, clamped to [-1, 1] and rounded to a's
+    dtype. Identical rows give 1 exactly (sqrt(s s) = s in IEEE arithmetic)."""
+    return _cosine(a, b, lane_dot(a, a), lane_dot(b, b))
 
 
 @numba.njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
-def _select(s, row_v, row_i, row_id0, col_v, col_i, col_id0, margin, columns, xa, xb, local_v, local_i):
+def _select(s, row_v, row_i, row_id0, col_v, col_i, col_id0, margin, columns, xa, xb, na, nb, local_v, local_i):
     """Offer tile ``s`` (ta, tb) to the lists of its rows (row_v/row_i: (ta, k)) and, with
     ``columns``, of its columns (col_v/col_i: (tb, k)). Entry (p, q) pairs global ids
     row_id0 + p and col_id0 + q; a pair of equal ids (the diagonal) is skipped.
+    xa, xb: the tile's unit rows, na, nb their lane_norms (read when margin > 0).
     local_v/local_i: (chunks, tb, k) workspace for the column candidates."""
     ta, tb = s.shape
     k = row_v.shape[1]
@@ -112,7 +158,7 @@ def _select(s, row_v, row_i, row_id0, col_v, col_i, col_id0, margin, columns, xa
                     gj = col_id0 + q
                     if not (to_row or to_col) or gi == gj:
                         continue
-                    e = v if margin == 0 else _dot(xa[p], xb[q])
+                    e = v if margin == 0 else _cosine(xa[p], xb[q], na[p], nb[q])
                     if to_row and _better(e, gj, rv[k - 1], ri[k - 1]):
                         _insert(rv, ri, e, gj)
                         tr = rv[k - 1] - margin
@@ -153,16 +199,25 @@ def _sort_rows(vals, idx) -> None:
 
 def sort_rows(values, indices) -> None:
     """Order each row's heap (see the module's note) best first, in place (NumPy arrays)."""
-    use_torch_threads()
+    use_threads(values.size * max(1, values.shape[1].bit_length()))
     _sort_rows(values, indices)
 
 
-def use_torch_threads() -> int:
-    """Run numba's parallel loops on as many threads as torch uses (torch.set_num_threads,
-    OMP_NUM_THREADS, 1 a rank under torchrun), never more than numba started; the count."""
+SERIAL_WORK = 1 << 21
+"""Below this many element steps (a few milliseconds on one core) a compiled pass runs on
+the calling thread alone: on a busy machine the threads of a parallel region wait for each
+other at its barrier (spinning, then sleeping), and a few milliseconds of work took up to
+700 ms when one of them was descheduled (benchmarks/bench_load.py)."""
+
+
+def use_threads(work: int | None = None) -> int:
+    """Run numba's next parallel loops on as many threads as torch uses (torch.set_num_threads,
+    OMP_NUM_THREADS, 1 a rank under torchrun), never more than numba started, and on one
+    thread when ``work`` (element steps) is below :data:`SERIAL_WORK`; the count."""
     import torch
 
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(1 if work is not None and work < SERIAL_WORK else threads)
     return numba.get_num_threads()
 
 
@@ -170,7 +225,7 @@ class Workspace:
     """The column candidates' lists of each chunk, kept across the tiles of one search."""
 
     def __init__(self, k: int, dtype):
-        self.k, self.dtype, self.chunks = k, np.dtype(dtype), use_torch_threads()
+        self.k, self.dtype, self.chunks = k, np.dtype(dtype), use_threads()
         self.values = np.empty((self.chunks, 0, k), dtype=self.dtype)
         self.indices = np.empty((self.chunks, 0, k), dtype=np.int64)
 
@@ -188,5 +243,7 @@ class Workspace:
             col_v, col_i = row_v[:0], row_i[:0]
         if xa is None:
             xa = xb = s[:0]
-        _select(s, row_v, row_i, row_id0, col_v, col_i, col_id0, s.dtype.type(margin), columns, xa, xb,
+        use_threads(s.size)
+        na, nb = lane_norms(xa), lane_norms(xb)
+        _select(s, row_v, row_i, row_id0, col_v, col_i, col_id0, s.dtype.type(margin), columns, xa, xb, na, nb,
                 self.values[:, :tb], self.indices[:, :tb])

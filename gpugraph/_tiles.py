@@ -7,14 +7,19 @@ for an off-diagonal tile of the symmetric matrix, of its columns: each pair of r
 computed once. One search (``gpugraph.knn_graph``) walks the upper tiles of one block of
 rows; a distributed search walks its own block, then pairs of blocks that meet on a ring.
 
+One value per pair: a tile's GEMM value of a pair depends on the tile's shape, the precision
+and the BLAS, so no list keeps it. The selector keeps every entry within the tile's error
+bound (the margin: :func:`pair_error`, plus the screen's bound for a low-precision tile) of
+its row's or column's k-th value, re-scores it with the canonical :func:`cosine` (a fixed
+float64 summation order, the same bits in torch, numba and CUDA), and merges by that value,
+then by index. So the neighbours, their weights and every tie are the same whatever the
+tile, the precision, the device's selector or the number of ranks.
+
 Screening (``precision`` "bf16" or "tf32"): off-diagonal tiles are computed in low
-precision; the selector keeps every entry within the proven error bound (the margin) of
-its row's or column's k-th value and re-scores those exactly from the unit rows. A tile
-whose screen would keep more than 64 candidates per row is recomputed exactly instead.
-Diagonal tiles are always exact, so every row has exact candidates and a threshold before
-the first screened tile. A ``rescore`` margin asks for every kept entry to be re-scored,
-one pair at a time (a distributed search does, so that a pair has the same value on
-whichever rank it is computed).
+precision and the margin widens by the screen's proven error bound. A tile whose screen
+would keep more than 64 candidates per row is recomputed exactly instead. Diagonal tiles
+are always exact, so every row has candidates and a threshold before the first screened
+tile.
 
 Selectors (all keep each row's k best by value descending, then global index ascending):
 
@@ -140,6 +145,15 @@ def screen_error(precision: str, d: int) -> float:
     return 0.0
 
 
+def pair_error(dtype: torch.dtype, d: int) -> float:
+    """Bound on |GEMM value - :func:`cosine`| for unit rows of dimension d computed in
+    ``dtype``: the GEMM's rounding (gamma_d |a||b|), the unit rows' norms off 1 by at most
+    (d + 8) u (_tensor.unit_rows), and the canonical value's own rounding (u / 2); with
+    u = 2^-24 (float32) or 2^-53 (float64): (2 d + 16) u."""
+    u = 2.0**-53 if dtype == torch.float64 else 2.0**-24
+    return (2 * d + 16) * u
+
+
 def gemm(a: torch.Tensor, b: torch.Tensor, precision: str) -> torch.Tensor:
     """a @ b.T in the arithmetic ``precision`` names, whatever torch's global settings say:
     "exact" in IEEE arithmetic of a's dtype, "tf32" with TF32 inputs, "bf16" with bf16
@@ -164,19 +178,19 @@ def tiles(n_a: int, n_b: int | None, tile: int, k: int) -> list[tuple[tuple, tup
 
 def walk(selector, top_a: TopK, rows_a: RowBlocks, a_id: int, *, top_b: TopK | None = None,
          rows_b: RowBlocks | None = None, b_id: int = 0, a_at: int = 0, b_at: int = 0, tile: int,
-         precision: str = "exact", rescore: float = 0.0, bar=_progress.SILENT) -> None:
+         precision: str = "exact", bar=_progress.SILENT) -> None:
     """Offer every pair (row of A, row of B) once to both rows' running top-k.
 
     ``rows_b`` None: B is A (the upper tiles of A against itself; a row never meets itself).
     ``a_id``/``b_id``: global id of the first row of A/B; ``a_at``/``b_at``: where A's/B's
-    rows start in ``top_a``/``top_b``. ``rescore``: a margin within which every kept entry
-    is re-scored exactly (0: exact tiles are read as they are).
+    rows start in ``top_a``/``top_b``.
     """
     same = rows_b is None
     if same:
         rows_b, top_b, b_id, b_at = rows_a, top_a, a_id, a_at
     k = top_a.values.shape[1]
     err = screen_error(precision, rows_a.d)
+    exact = pair_error(rows_a.dtype, rows_a.d)
     for (a0, a1), (b0, b1) in tiles(rows_a.n, None if same else rows_b.n, tile, k):
         xa, xb = rows_a.get(a0, a1), rows_b.get(b0, b1)
         diagonal = same and a0 == b0
@@ -185,7 +199,7 @@ def walk(selector, top_a: TopK, rows_a: RowBlocks, a_id: int, *, top_b: TopK | N
         if screened and (_too_many(s >= (top_a.values[a_at + a0 : a_at + a1, -1] - err)[:, None])
                          or _too_many(s >= (top_b.values[b_at + b0 : b_at + b1, -1] - err)[None, :])):
             s, screened = gemm(xa, xb, "exact"), False
-        margin = max(err if screened else 0.0, rescore)
+        margin = exact + (err if screened else 0.0)
         selector(s, xa, xb, margin, top_a, a_at + a0, a_id + a0, top_b, b_at + b0, b_id + b0, not diagonal)
         s = None  # freed before the next tile is computed
         bar.update(1)
@@ -206,11 +220,12 @@ class TorchSelector:
         if lo < hi:  # pairs of a row with itself never count
             own = torch.arange(lo, hi, device=s.device)
             s[own - a_id, own - b_id] = -math.inf
+        norms = (lane_norms(xa), lane_norms(xb)) if margin > 0 else None
         mask = s >= self._cut(s, top_a.values[ra : ra + s.shape[0], -1], margin, k, dim=1)[:, None]
-        _offer(top_a.values, top_a.indices, xa, xb, ra, b_id, s, mask, transpose=False, exact=margin == 0)
+        _offer(top_a.values, top_a.indices, xa, xb, ra, b_id, s, mask, transpose=False, norms=norms)
         if columns:
             mask = s >= self._cut(s, top_b.values[rb : rb + s.shape[1], -1], margin, k, dim=0)[None, :]
-            _offer(top_b.values, top_b.indices, xa, xb, rb, a_id, s, mask, transpose=True, exact=margin == 0)
+            _offer(top_b.values, top_b.indices, xa, xb, rb, a_id, s, mask, transpose=True, norms=norms)
 
     @staticmethod
     def _cut(s, kth, margin: float, k: int, dim: int):
@@ -224,12 +239,13 @@ class TorchSelector:
         return cut
 
 
-def _offer(best_v, best_i, xa, xb, r0, c0, s, mask, *, transpose: bool, exact: bool) -> None:
+def _offer(best_v, best_i, xa, xb, r0, c0, s, mask, *, transpose: bool, norms=None) -> None:
     """Merge the masked entries of tile ``s`` = xa xb^T into the running top-k of their rows.
 
     Without ``transpose``, masked entry (p, q) offers column c0 + q to row r0 + p; with it,
     the tile is read as its transpose: entry (p, q) offers column c0 + p to row r0 + q.
-    Entries not ``exact`` are re-scored from the unit rows xa[p] and xb[q].
+    With ``norms`` (the lane norms of xa and xb) entries are re-scored by :func:`cosine`
+    from the unit rows xa[p] and xb[q]; without, the tile's values are taken as they are.
     Each row keeps its k best by similarity descending, then index ascending, so that ties
     resolve deterministically whatever order the tiles come in.
     """
@@ -237,7 +253,7 @@ def _offer(best_v, best_i, xa, xb, r0, c0, s, mask, *, transpose: bool, exact: b
     if p.numel() == 0:
         return
     rows, cols = (q + r0, p + c0) if transpose else (p + r0, q + c0)
-    vals = s[p, q] if exact else _rescore(xa, xb, p, q)
+    vals = s[p, q] if norms is None else _rescore(xa, xb, *norms, p, q)
     k = best_v.shape[1]
     touched = torch.unique(rows)  # (U,) sorted
     all_r = torch.cat([touched.repeat_interleave(k), rows])
@@ -258,13 +274,53 @@ def _offer(best_v, best_i, xa, xb, r0, c0, s, mask, *, transpose: bool, exact: b
     best_i[touched] = all_c[keep]
 
 
-def _rescore(xa: torch.Tensor, xb: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Exact dot products xa[p[m]] . xb[q[m]], in chunks of bounded memory."""
+def _rescore(xa: torch.Tensor, xb: torch.Tensor, na: torch.Tensor, nb: torch.Tensor, p: torch.Tensor,
+             q: torch.Tensor) -> torch.Tensor:
+    """:func:`cosine` of the pairs (xa[p[m]], xb[q[m]]), in chunks of bounded memory."""
     out = torch.empty(len(p), dtype=xa.dtype, device=xa.device)
     step = max(1, (1 << 22) // xa.shape[1])
     for m0 in range(0, len(p), step):
-        out[m0 : m0 + step] = (xa[p[m0 : m0 + step]] * xb[q[m0 : m0 + step]]).sum(dim=1)  # (m,)
+        pm, qm = p[m0 : m0 + step], q[m0 : m0 + step]
+        out[m0 : m0 + step] = cosine(xa[pm], xb[qm], na[pm], nb[qm])  # (m,)
     return out
+
+
+LANES = 32
+
+
+def lane_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(M,) float64 a[m] . b[m] of (M, D) rows as gpugraph/_select_cpu.py's lane_dot sums
+    it: lane l adds the products of indices t = l mod 32 in increasing t, then the lanes are
+    added as a warp's butterfly (l + 16, l + 8, ..., l + 1). Elementwise torch operations
+    only, so the bits do not depend on the device or on how torch would order a reduction."""
+    m, d = a.shape
+    pad = -d % LANES
+    a64 = torch.nn.functional.pad(a.to(torch.float64), (0, pad)).view(m, -1, LANES)  # (M, D/32, 32)
+    b64 = torch.nn.functional.pad(b.to(torch.float64), (0, pad)).view(m, -1, LANES)
+    acc = torch.zeros((m, LANES), dtype=torch.float64, device=a.device)
+    for t in range(a64.shape[1]):  # in increasing t, one product and one sum at a time
+        acc = acc + a64[:, t] * b64[:, t]
+    width = LANES // 2
+    while width:
+        acc = acc[:, :width] + acc[:, width : 2 * width]
+        width //= 2
+    return acc[:, 0]
+
+
+def lane_norms(x: torch.Tensor) -> torch.Tensor:
+    """(N,) float64 :func:`lane_dot` of each row of x with itself."""
+    return lane_dot(x, x)
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor, na: torch.Tensor | None = None,
+           nb: torch.Tensor | None = None) -> torch.Tensor:
+    """The canonical similarity of the unit rows a[m] and b[m] ((M, D) each), as
+    gpugraph/_select_cpu.py defines it: lane_dot(a, b) / sqrt(a.a b.b) with the rows'
+    :func:`lane_norms` (``na``, ``nb`` when known), clamped to [-1, 1] and rounded to a's
+    dtype."""
+    na = lane_norms(a) if na is None else na
+    nb = lane_norms(b) if nb is None else nb
+    return (lane_dot(a, b) / torch.sqrt(na * nb)).clamp(-1.0, 1.0).to(a.dtype)
 
 
 class CompiledSelector:
@@ -294,12 +350,14 @@ class CudaSelector:
         self.transpose_copy = transpose_copy
 
     def __call__(self, s, xa, xb, margin, top_a, ra, a_id, top_b, rb, b_id, columns: bool) -> None:
-        _kernels.topk_merge(s, ra, b_id, top_a.values, top_a.indices, row_id0=a_id, margin=margin, xr=xa, xc=xb)
+        na, nb = (lane_norms(xa), lane_norms(xb)) if margin > 0 else (None, None)
+        _kernels.topk_merge(s, ra, b_id, top_a.values, top_a.indices, row_id0=a_id, margin=margin, xr=xa, xc=xb,
+                            nr=na, nc=nb)
         if not columns:
             return
         if self.transpose_copy:
             _kernels.topk_merge(s.T.contiguous(), rb, a_id, top_b.values, top_b.indices, row_id0=b_id,
-                                margin=margin, xr=xb, xc=xa)
+                                margin=margin, xr=xb, xc=xa, nr=nb, nc=na)
         else:
             _kernels.topk_merge(s, rb, a_id, top_b.values, top_b.indices, transpose=True, row_id0=b_id,
-                                margin=margin, xr=xb, xc=xa)
+                                margin=margin, xr=xb, xc=xa, nr=nb, nc=na)

@@ -417,7 +417,7 @@ def _graph(args) -> int:
         bar.close()
     built = time.perf_counter() - start
     summary = {"x": str(args.x), "n": src.n, "d": src.d, "k": args.k, "precision": args.precision,
-               "device": str(device), "world_size": 1, "seconds_graph": round(built, 3),
+               "memory": args.memory, "device": str(device), "world_size": 1, "seconds_graph": round(built, 3),
                "rows_per_second": round(src.n / built, 1), "triangles": triangles(g)}
     if labels is not None:
         summary["modularity"] = modularity(g, labels)
@@ -446,12 +446,13 @@ def _graph_distributed(args, src, labels) -> int:
         start = time.perf_counter()
         rows = gd.shard(src.n)
         bar = _rows_bar(src.n, args.progress) if dist.get_rank() == 0 else None  # rank 0's share of the work
-        g = gd.knn_graph(src.rows(rows.start, rows.stop).to(device), k=args.k,
-                         progress=bar.tiles if bar is not None else False)
+        g = gd.knn_graph(src.rows(rows.start, rows.stop).to(device), k=args.k, precision=args.precision,
+                         memory=args.memory, progress=bar.tiles if bar is not None else False)
         if bar is not None:
             bar.close()
         built = time.perf_counter() - start
-        summary = {"x": str(args.x), "n": src.n, "d": src.d, "k": args.k, "precision": "exact",
+        summary = {"x": str(args.x), "n": src.n, "d": src.d, "k": args.k, "precision": args.precision,
+                   "memory": args.memory,
                    "device": device.type, "world_size": dist.get_world_size(), "seconds_graph": round(built, 3),
                    "rows_per_second": round(src.n / built, 1), "triangles": gd.triangles(g)}
         if labels is not None:

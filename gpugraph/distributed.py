@@ -37,9 +37,9 @@ from gpugraph import _progress
 from gpugraph._tensor import label_codes, unit_rows
 from gpugraph._tiles import RowBlocks, TopK, tiles, walk
 from gpugraph.graph import KnnGraph, check_graph, check_mode, reciprocity_of, symmetric_from
-from gpugraph.knn import _check_k, _default_tile, _selector
+from gpugraph.knn import _check_k, _check_precision, _check_tile, _default_tile, _selector, as_float32_lists
 from gpugraph.motifs import _count
-from gpugraph.sources import as_source
+from gpugraph.sources import as_source, parse_memory
 
 __all__ = ["knn_graph", "layer_similarity", "modularity", "modularity_curve", "motifs", "shard", "triangles"]
 
@@ -77,6 +77,12 @@ def _local_error(fn) -> dict:
     return {}
 
 
+def _agree(group, check) -> None:
+    """Run a collective call's local argument checks on every rank, then raise the first
+    rank's error on all of them (so no rank goes on to a collective the others left)."""
+    _raise_if_any(_gather(_local_error(check), group))
+
+
 def _same(infos: list[dict], key: str, what: str) -> None:
     values = [info[key] for info in infos if info.get("n", 1)]
     for rank, info in enumerate(infos):
@@ -85,13 +91,18 @@ def _same(infos: list[dict], key: str, what: str) -> None:
                              f"another {values[0]}")
 
 
-def knn_graph(x_local, k: int = 10, group=None, *, tile: int | None = None, progress=None) -> KnnGraph:
+def knn_graph(x_local, k: int = 10, group=None, *, precision: str = "exact", tile: int | None = None,
+              memory=None, progress=None) -> KnnGraph:
     """Exact cosine k-NN graph of the rows of all ranks; this rank's rows, global indices.
 
     Equal to ``gpugraph.knn_graph`` on the concatenation of every rank's rows (the same
     neighbour sets, ties broken towards the lower global index), for any world size and
-    any split. ``x_local`` is this rank's (n_r, D) block (n_r may be 0), a tensor or an
-    out-of-core source. ``progress`` as in ``gpugraph.knn_graph``, over this rank's tiles.
+    any split, and for every ``precision`` (as in ``gpugraph.knn_graph``: a low-precision
+    screen, then every kept pair re-scored by the one canonical cosine, so the graph is the
+    same bit for bit). ``x_local`` is this rank's (n_r, D) block (n_r may be 0; its width and
+    dtype are then taken from the other ranks), a tensor or an out-of-core source.
+    ``memory`` and ``tile`` size the tiles as in ``gpugraph.knn_graph``; ``progress`` as
+    there, over this rank's tiles.
 
     Each pair of row blocks is computed once (see the module notes): the blocks travel half
     way round a ring with the running top-k of their rows, then the lists go home.
@@ -99,27 +110,29 @@ def knn_graph(x_local, k: int = 10, group=None, *, tile: int | None = None, prog
     rank, world = _world(group)
     name = f"x on rank {rank}"
     local = _Local(x_local, name)
+    local.info.update(_local_error(lambda: (_check_precision(precision, local.device), _check_tile(tile),
+                                            parse_memory(memory))))
     infos = _gather(local.info, group)
     _raise_if_any(infos)
     _same(infos, "d", "width D")
     _same(infos, "device", "device type")
     _same(infos, "dtype", "dtype")
+    local.adopt(infos)
     sizes = [i["n"] for i in infos]
     n_total = sum(sizes)
     _check_k(k, n_total)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
     d, device, unit = local.d, local.device, local.unit
     dtype = unit.dtype
-    tile = tile or _default_tile(device, dtype, k)
+    tile = tile or _default_tile(device, dtype, k, parse_memory(memory))
     steps = _steps(rank, world, sizes)
     count = sum(len(tiles(mine.stop - mine.start, (theirs.stop - theirs.start) if step else None, tile, k))
                 for step, _, mine, theirs in steps)
     bar = _progress.bar(progress, count, "tile", "knn_graph", long=n_total >= 20_000)
-    selector, _ = _selector(device, dtype, k, "exact")
-    # every kept pair is re-scored (the same arithmetic on whichever rank it is met, so that
-    # ties across ranks go to the lower global index); (D + 2) eps bounds |GEMM - exact|
-    eps = 2.0**-52 if dtype == torch.float64 else 2.0**-23
-    walk_args = {"tile": tile, "rescore": (d + 2) * eps, "bar": bar}
+    selector, precision_used = _selector(device, dtype, k, precision)
+    # every kept pair is re-scored by the canonical cosine (the same bits on whichever rank
+    # it is met, so ties across ranks go to the lower global index)
+    walk_args = {"tile": tile, "precision": precision_used, "bar": bar}
     own = TopK(local.n, k, dtype, device)
     walk(selector, own, RowBlocks(unit), offsets[rank], **walk_args)
     block = unit
@@ -145,8 +158,9 @@ def knn_graph(x_local, k: int = 10, group=None, *, tile: int | None = None, prog
     own.sort()
     bar.close()
     meta = {"metric": "cosine", "n": n_total, "d": d, "k": k, "dtype": str(local.dtype).replace("torch.", ""),
-            "precision": "exact", "world_size": world, "rank": rank, "offset": offsets[rank], "bytes_sent": sent}
-    return KnnGraph(own.indices, own.values.clamp_(-1.0, 1.0).to(torch.float32), validate=False, meta=meta)
+            "precision": precision, "world_size": world, "rank": rank, "offset": offsets[rank], "bytes_sent": sent}
+    indices, weights = as_float32_lists(own.values, own.indices)
+    return KnnGraph(indices, weights, validate=False, meta=meta)
 
 
 def _steps(rank: int, world: int, sizes: list[int]) -> list[tuple[int, int, slice, slice]]:
@@ -189,7 +203,18 @@ class _Local:
         self.n, self.d, self.dtype, self.device = 0, None, None, torch.device("cpu")
         self.unit = None
         error = _local_error(lambda: self._read(x, name))
-        self.info = {"n": self.n, "d": self.d, "dtype": str(self.dtype), "device": self.device.type, **error}
+        self.info = {"n": self.n, "d": self.d, "dtype": str(self.dtype), "device": self.device.type,
+                     "unit": str(self.unit.dtype) if self.unit is not None else None, **error}
+
+    def adopt(self, infos: list[dict]) -> None:
+        """An empty rank takes the width and compute dtype of the ranks that hold rows
+        (whatever its own (0, D) tensor said), so that its buffers match theirs."""
+        holder = next((info for info in infos if info["n"]), None)
+        if self.n or holder is None:
+            return
+        self.d = holder["d"]
+        dtype = getattr(torch, holder["unit"].removeprefix("torch."))
+        self.unit = torch.empty((0, self.d), dtype=dtype, device=self.device)
 
     def _read(self, x, name: str) -> None:
         if isinstance(x, (torch.Tensor, np.ndarray)) and x.ndim == 2 and len(x) == 0:
@@ -280,9 +305,8 @@ def modularity(g_local: KnnGraph, labels_local, group=None, mode: str = "mean", 
     adjacency mass they carry into per-class strengths and the within-class total, in
     float64; two all-reduces combine them.
     """
-    check_graph(g_local, "g_local")
-    check_mode(mode)
-    rank, _ = _world(group)
+    _world(group)
+    _agree(group, lambda: (check_graph(g_local, "g_local"), check_mode(mode)))
     indices, weights, offsets, first = _global_graph(g_local, group)
     n_total = len(indices)
     codes, classes = _global_codes(labels_local, g_local.n, n_total, g_local.device, group)
@@ -328,14 +352,16 @@ def _count_local(g_local: KnnGraph, group, labels_local=None, per_node: bool = F
 def triangles(g_local: KnnGraph, group=None, per_node: bool = False):
     """Triangles of the whole union graph (exact; the same int on every rank), or with
     ``per_node`` the counts of this rank's nodes."""
-    check_graph(g_local, "g_local")
+    _world(group)
+    _agree(group, lambda: check_graph(g_local, "g_local"))
     counts, nodes = _count_local(g_local, group, per_node=per_node)
     return nodes.to(g_local.device) if per_node else counts[0]
 
 
 def motifs(g_local: KnnGraph, labels_local, group=None) -> dict[str, int]:
     """Labelled triangles of the whole union graph (exact; the same dict on every rank)."""
-    check_graph(g_local, "g_local")
+    _world(group)
+    _agree(group, lambda: check_graph(g_local, "g_local"))
     counts, _ = _count_local(g_local, group, labels_local=labels_local)
     return dict(zip(("same", "pair", "distinct"), counts[1:]))
 
@@ -359,23 +385,66 @@ def layer_similarity(x1_local, x2_local, k: int | None = None, group=None) -> fl
     error = next((info for info in (l1.info, l2.info) if info.get("error")), None)
     if error is None and l1.n != l2.n:
         error = {"error": f"x1 and x2 must hold the same samples: {l1.n} and {l2.n} rows"}
-    infos = _gather({"n": l1.n, "d1": l1.d, "d2": l2.d,
+    infos = _gather({"n": l1.n, "d1": l1.d, "d2": l2.d, "u1": l1.info["unit"], "u2": l2.info["unit"],
                      **{key: error[key] for key in ("error", "kind") if error and key in error}}, group)
     _raise_if_any(infos)
     _same(infos, "d1", "width D1")
     _same(infos, "d2", "width D2")
+    l1.adopt([{"n": i["n"], "d": i["d1"], "unit": i["u1"]} for i in infos])
+    l2.adopt([{"n": i["n"], "d": i["d2"], "unit": i["u2"]} for i in infos])
     a, b = l1.unit.double(), l2.unit.to(l1.device).double()
     ab, aa, bb = (_all_sum(t.contiguous(), group) for t in (a.T @ b, a.T @ a, b.T @ b))
-    cross = ((a @ ab) * b).sum(dim=1) - 1.0  # (n_r,) <A1[i], A2[i]>
-    sq1 = ((a @ aa) * a).sum(dim=1) - 1.0
-    sq2 = ((b @ bb) * b).sum(dim=1) - 1.0
-    denom = torch.sqrt(sq1 * sq2)
-    bad = int((denom == 0).sum())
-    total = _all_sum(torch.tensor([float((cross / denom).sum()) if not bad else 0.0, float(bad), float(len(a))],
+    # (n_r, 3): <A1[i], A2[i]>, |A1[i]|^2, |A2[i]|^2 over j != i: the full sums less the
+    # diagonal term, and rows where that cancels summed again directly (as gpugraph._gram.rowdot_off)
+    full = torch.stack([((a @ ab) * b).sum(dim=1), ((a @ aa) * a).sum(dim=1), ((b @ bb) * b).sum(dim=1)], dim=1)
+    da, db = (a * a).sum(dim=1), (b * b).sum(dim=1)
+    sums = full - torch.stack([da * db, da * da, db * db], dim=1)
+    n_total, offset = sum(i["n"] for i in infos), sum(i["n"] for i in infos[:rank])
+    # rounding bounds of the three sums; the norms are wanted to 2^-30 relative, the cross
+    # term to 2^-30 of the norms' product it is divided by
+    fa, fb = full[:, 1], full[:, 2]
+    bound = (n_total + l1.d + l2.d + 4) * 2.0**-53 * torch.stack([torch.sqrt(fa * fb), fa, fb], dim=1)
+    sq1, sq2 = sums[:, 1].clamp(min=0.0), sums[:, 2].clamp(min=0.0)
+    against = torch.stack([torch.sqrt(sq1 * sq2), sq1, sq2], dim=1)
+    flagged = torch.nonzero((2.0**30 * bound >= against).any(dim=1)).ravel()
+    direct = _off_diagonal_sums(a, b, flagged, offset, group)
+    if len(flagged):
+        sums[flagged] = direct
+    denom = torch.sqrt(sums[:, 1] * sums[:, 2])
+    bad = int((~(denom > 0)).sum())
+    total = _all_sum(torch.tensor([float((sums[:, 0] / denom).sum()) if not bad else 0.0, float(bad), float(len(a))],
                                   dtype=torch.float64), group)
     if total[1] > 0:
-        raise ValueError("a node's adjacency row is zero in one graph (all other samples orthogonal)")
+        raise ValueError("a node's adjacency row is zero in one graph (the sample is orthogonal to every other "
+                         "sample), so its cosine with the other graph's row is undefined")
     return float(total[0] / total[2])
+
+
+def _off_diagonal_sums(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor, offset: int, group) -> torch.Tensor:
+    """For this rank's ``rows`` (local ids; any rank may list none): sum over the global
+    j != i of (a_i . a_j)(b_i . b_j), (a_i . a_j)^2 and (b_i . b_j)^2, (len(rows), 3) float64.
+    The listed rows of every rank are all-gathered (a few, where cancellation struck), each
+    rank adds its own rows' terms, and one all-reduce sums them."""
+    _, world = _world(group)
+    counts = [None] * world
+    dist.all_gather_object(counts, len(rows), group=group)
+    width = max(counts)
+    if width == 0:
+        return torch.empty((0, 3), dtype=torch.float64, device=a.device)
+    pad = torch.zeros((width, a.shape[1] + b.shape[1] + 1), dtype=torch.float64, device=a.device)
+    pad[: len(rows), : a.shape[1]] = a[rows]
+    pad[: len(rows), a.shape[1] : -1] = b[rows]
+    pad[: len(rows), -1] = (rows + offset).double()  # global ids, exact in float64
+    parts = [torch.empty_like(pad) for _ in range(world)]
+    dist.all_gather(parts, pad, group=group)
+    picked = torch.cat([p[:c] for p, c in zip(parts, counts)])  # (F, D1 + D2 + 1)
+    pa, pb, ids = picked[:, : a.shape[1]], picked[:, a.shape[1] : -1], picked[:, -1].long()
+    ka, kb = pa @ a.T, pb @ b.T  # (F, n_r)
+    own = ids[:, None] == torch.arange(offset, offset + len(a), device=a.device)[None, :]
+    ka, kb = ka.masked_fill(own, 0.0), kb.masked_fill(own, 0.0)  # j == i left out
+    out = _all_sum(torch.stack([(ka * kb).sum(dim=1), (ka * ka).sum(dim=1), (kb * kb).sum(dim=1)], dim=1), group)
+    start = sum(counts[: dist.get_rank(group)])
+    return out[start : start + len(rows)]
 
 
 def shard(n: int, group=None) -> slice:
@@ -396,9 +465,16 @@ def modularity_curve(acts_local, labels_local=None, k: int = 3, n: int | None = 
     from gpugraph.curves import LayerCurve, _labels_of, _layer_items, subsets
 
     rank, world = _world(group)
-    items, n_local = _layer_items(acts_local, allow_empty=True)
-    labels_local = _labels_of(acts_local, labels_local)
-    infos = _gather({"n": n_local, "layers": [name for name, _ in items]}, group)
+    items, n_local = [], 0
+
+    def read():  # every layer's rows checked here, then the verdicts gathered before any exchange
+        nonlocal items, n_local, labels_local
+        items, n_local = _layer_items(acts_local, allow_empty=True)
+        labels_local = _labels_of(acts_local, labels_local)
+
+    error = _local_error(read)
+    infos = _gather({"n": n_local, "layers": [name for name, _ in items], **error}, group)
+    _raise_if_any(infos)
     if any(info["layers"] != infos[0]["layers"] for info in infos):
         raise ValueError("every rank must capture the same layers: "
                          + "; ".join(f"rank {r}: {info['layers']}" for r, info in enumerate(infos)))

@@ -1,8 +1,9 @@
 """KnnGraph: a directed k-nearest-neighbour graph, its undirected views and converters.
 
 A graph is a value: its arrays cannot be reassigned, and whatever it derives from them
-(reciprocity) is keyed by the arrays' version counters, so an in-place edit of ``indices``
-or ``weights`` recomputes the derivation instead of serving a stale one. Measures reach
+(reciprocity) is keyed by the arrays' version counters and a hash of their bits, so an
+in-place edit of ``indices`` or ``weights``, through torch or through a NumPy view,
+recomputes the derivation instead of serving a stale one. Measures reach
 the edges through the public methods :meth:`KnnGraph.reciprocity`,
 :meth:`KnnGraph.symmetric_weights` and :meth:`KnnGraph.edges`.
 """
@@ -97,13 +98,24 @@ class KnnGraph:
         return f"KnnGraph(n={self.n}, k={self.k}, device={self.device})"
 
     def _cached(self, key, compute):
-        """``compute()``, kept while neither array has been modified since."""
-        version = (self._indices._version, self._weights._version)
+        """``compute()``, kept while neither array has changed since: an edit through torch
+        bumps a version counter, and one through a NumPy view, ``.data`` or DLPack, which
+        torch does not count, changes the arrays' fingerprint (a hash of their bits)."""
+        version = (self._indices._version, self._weights._version, self._fingerprint())
         hit = self._cache.get(key)
         if hit is None or hit[0] != version:
             hit = (version, compute())
             self._cache[key] = hit
         return hit[1]
+
+    def _fingerprint(self) -> int:
+        if self.device.type == "cpu":
+            from gpugraph import _graph_cpu
+            from gpugraph._select_cpu import use_threads
+
+            use_threads(2 * self._indices.numel())
+            return _graph_cpu.fingerprint(self._indices.contiguous().numpy(), self._weights.contiguous().numpy())
+        return _fingerprint_torch(self._indices, self._weights)
 
     def reciprocity(self) -> tuple[torch.Tensor, torch.Tensor]:
         """For every directed edge i -> indices[i, a]: whether the reverse edge exists, and
@@ -145,7 +157,9 @@ class KnnGraph:
         return rows, cols, torch.cat([fwd.flatten()[keep], rev.flatten()[one_way]])
 
     def _csr_parts(self, mode: str, weighted: bool):
-        rows, cols, vals = self.edges(mode, weighted, dtype=self._weights.dtype)
+        # float64: the mean of two float32 weights is exact there, so converters agree with
+        # the measures (which sum in float64) to the last digit
+        rows, cols, vals = self.edges(mode, weighted, dtype=torch.float64)
         order = torch.argsort(rows * self.n + cols)
         crow = torch.zeros(self.n + 1, dtype=torch.int64, device=self.device)
         crow[1:] = torch.cumsum(torch.bincount(rows, minlength=self.n), 0)
@@ -154,7 +168,8 @@ class KnnGraph:
     def adjacency(self, mode: str = "mean", weighted: bool = True) -> torch.Tensor:
         """Symmetric (N, N) adjacency as a torch sparse CSR tensor, without self loops.
 
-        Columns are sorted within each row. ``weighted=False`` gives 1 for every edge.
+        Columns are sorted within each row; values are float64 (a mean of two float32
+        weights is exact there). ``weighted=False`` gives 1 for every edge.
         """
         crow, col, val = self._csr_parts(mode, weighted)
         with warnings.catch_warnings():  # torch flags sparse CSR as beta on every construction
@@ -164,7 +179,7 @@ class KnnGraph:
             )
 
     def to_scipy(self, mode: str = "mean", weighted: bool = True):
-        """The adjacency as a ``scipy.sparse.csr_array`` (on the host)."""
+        """The adjacency as a float64 ``scipy.sparse.csr_array`` (on the host)."""
         import scipy.sparse
 
         crow, col, val = (t.cpu().numpy() for t in self._csr_parts(mode, weighted))
@@ -246,6 +261,20 @@ class KnnGraph:
         return g if device is None else g.to(device)
 
 
+def _fingerprint_torch(*tensors: torch.Tensor) -> int:
+    """A hash of the tensors' bits on their device (int64 arithmetic wraps): sum over the
+    words of a multiply-xorshift mix of (word, position); any edit changes it except with
+    probability about 2^-64."""
+    total = torch.zeros((), dtype=torch.int64, device=tensors[0].device)
+    for m, t in enumerate(tensors):
+        words = t.contiguous().view(-1).view(torch.int64 if t.element_size() == 8 else torch.int32).to(torch.int64)
+        z = words ^ (torch.arange(len(words), device=words.device) * -7046029254386353131 + m)
+        for shift, mult in ((30, -4658895280553007687), (27, -7723592293110705685)):
+            z = (z ^ ((z >> shift) & ((1 << (64 - shift)) - 1))) * mult  # a logical shift
+        total += (z ^ ((z >> 31) & ((1 << 33) - 1))).sum()
+    return int(total)
+
+
 def reciprocity_of(indices: torch.Tensor, weights: torch.Tensor, rows: slice | None = None):
     """For the directed edges of ``rows`` (default: all) of the lists ``indices`` (N, k):
     whether each is reciprocated, and the reverse edge's weight (0 where absent).
@@ -254,9 +283,9 @@ def reciprocity_of(indices: torch.Tensor, weights: torch.Tensor, rows: slice | N
     rows = rows or slice(0, len(indices))
     if indices.device.type == "cpu":
         from gpugraph import _graph_cpu
-        from gpugraph._select_cpu import use_torch_threads
+        from gpugraph._select_cpu import use_threads
 
-        use_torch_threads()
+        use_threads((rows.stop - rows.start) * indices.shape[1] ** 2)
         recip, partner_w = _graph_cpu.partners(indices.contiguous().numpy(), weights.contiguous().numpy(),
                                                rows.start, rows.stop)
         return torch.from_numpy(recip), torch.from_numpy(partner_w)
@@ -337,9 +366,9 @@ def _list_faults(indices: torch.Tensor, compiled: bool | None = None) -> tuple[i
     one compiled pass on the CPU, three torch passes elsewhere."""
     if compiled if compiled is not None else indices.device.type == "cpu":
         from gpugraph import _graph_cpu
-        from gpugraph._select_cpu import use_torch_threads
+        from gpugraph._select_cpu import use_threads
 
-        use_torch_threads()
+        use_threads(indices.numel() * indices.shape[1])
         return tuple(int(v) for v in _graph_cpu.list_faults(indices.contiguous().numpy()))
     n = len(indices)
 

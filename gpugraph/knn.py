@@ -22,6 +22,7 @@ from gpugraph._tiles import (
     RowBlocks,
     TopK,
     TorchSelector,
+    _best_first,
     tiles,
     walk,
 )
@@ -41,8 +42,17 @@ def knn_graph(
 
     Row i of the result lists the k rows most similar to row i by cosine similarity
     cos(x_i, x_j) = x_i . x_j / (|x_i| |x_j|), in decreasing order of similarity, never i
-    itself. Exact duplicates of row i are other nodes and are listed with weight 1. Ties are
-    broken towards the lower index, so the result is deterministic.
+    itself. Exact duplicates of row i are other nodes and are listed with weight exactly 1.
+    Ties are broken towards the lower index, so the result is deterministic.
+
+    The similarity of a pair is one value whatever computed it: the canonical cosine of the
+    unit rows (float32 for float16/bfloat16/float32 input, float64 for float64), a.b /
+    sqrt(a.a b.b) with each sum in float64 in a fixed order, clamped to [-1, 1] and rounded
+    to that dtype. The GEMM tiles only select candidates: each pair within the GEMM's
+    rounding bound of a list's k-th value is re-scored. So the neighbours, the weights and
+    the ties are the same bits for every tile, precision, device selector and world size.
+    For float64 input the weights are then rounded to float32, and entries whose float32
+    weights are equal are listed by index.
 
     Parameters
     ----------
@@ -55,13 +65,13 @@ def knn_graph(
     k : int
         Neighbours per node, 1 <= k < N.
     precision : {"exact", "bf16", "tf32"}
-        Arithmetic of the similarity tiles. Every choice returns the exact neighbours and
-        exact weights: "exact" computes the tiles in IEEE arithmetic of the compute dtype,
+        Arithmetic of the similarity tiles. Every choice returns the same graph, bit for
+        bit (the canonical value above): "exact" computes the tiles in IEEE arithmetic of the compute dtype,
         whatever torch's matmul precision settings say (TF32 on CUDA, bf16 in oneDNN on the
         CPU), and leaves those settings as it found them; "bf16" (and "tf32", CUDA only)
         computes them in low precision only to screen candidates, keeping every entry
         within a proven rounding bound of the running threshold, and re-scores the kept
-        pairs in the compute dtype. Screening pays where low-precision GEMM is much faster
+        pairs. Screening pays where low-precision GEMM is much faster
         (GPU tensor cores); on the CPU "exact" is usually faster.
     tile : int, optional
         Rows per tile. By default chosen from ``memory`` (at most 2048 on the CPU, 8192 on
@@ -108,7 +118,12 @@ def knn_graph(
     hardware truncates) with float32 accumulation and output: e = 2.01 u + D 2^-23. An
     entry is kept if s_low >= (row's current k-th exact similarity) - e, which holds for
     every entry that can enter the top k. Diagonal tiles are always exact, and a screened
-    tile that would keep more than 64 candidates per row is recomputed exactly.
+    tile that would keep more than 64 candidates per row is recomputed exactly. Every tile
+    adds (2 D + 16) u to the margin (u = 2^-24, or 2^-53 for float64): the bound on the
+    distance between an exact GEMM value and the canonical cosine (gpugraph._tiles.pair_error).
+    Re-scoring costs O(D) for each candidate that enters a list, about
+    k (1 + ln(N / k)) per row: 0-10% of the GEMM at k = 10, more at large k and small D
+    (benchmarks/RESULTS.md).
 
     Examples
     --------
@@ -135,15 +150,27 @@ def knn_graph(
     bar.close()
     meta = {"metric": "cosine", "n": n, "d": d, "k": k, "dtype": str(src.dtype).replace("torch.", ""),
             "precision": precision}
-    return KnnGraph(indices, weights.to(torch.float32), validate=False, meta=meta)
+    return KnnGraph(indices, weights, validate=False, meta=meta)
 
 
 def search(rows: RowBlocks, k: int, tile: int, precision: str, selector, bar=_progress.SILENT):
-    """(indices, weights) of the k-NN of the unit rows: the upper tiles of X X^T, walked once."""
+    """(indices, float32 weights) of the k-NN of the unit rows: the upper tiles of X X^T,
+    walked once."""
     top = TopK(rows.n, k, rows.dtype, rows.device)
     walk(selector, top, rows, 0, tile=tile, precision=precision, bar=bar)
     top.sort()
-    return top.indices, top.values.clamp_(-1.0, 1.0)
+    return as_float32_lists(top.values, top.indices)
+
+
+def as_float32_lists(values: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lists sorted best first in float64 as float32 weights: values that become equal in
+    float32 are put in index order, so that the tie rule holds for the weights returned."""
+    if values.dtype == torch.float32:
+        return indices, values
+    values = values.to(torch.float32)
+    if bool((values[:, 1:] == values[:, :-1]).any()):
+        values, indices = _best_first(values, indices, values.shape[1])
+    return indices, values
 
 
 def _selector(device: torch.device, dtype: torch.dtype, k: int, precision: str):

@@ -9,8 +9,9 @@ import torch
 
 from gpugraph import _graph_cpu
 from gpugraph._errors import check_count
+from gpugraph._select_cpu import use_threads
 from gpugraph._tensor import label_codes
-from gpugraph.graph import KnnGraph, check_graph, check_mode
+from gpugraph.graph import KnnGraph, check_graph, check_mode, symmetric_from
 
 _NEGATIVE = ("keep", "clip", "raise")
 
@@ -49,8 +50,9 @@ def modularity(
         What to do with negative cosine weights (possible between centred or low-dimensional
         features, never between ReLU outputs). "keep" evaluates the formula with the weights
         as they are, as networkx and the authors' code do; strengths and 2m then lose their
-        reading as edge mass, so treat such values with care. "clip" sets negative weights to
-        zero (drops those edges); "raise" refuses.
+        reading as edge mass, so treat such values with care. "clip" sets negative directed
+        weights W_ij to zero before the graph is symmetrised (A = sym(max(W, 0)): in "mean"
+        mode, as if those directed edges were absent); "raise" refuses any negative W_ij.
 
     Returns
     -------
@@ -61,7 +63,7 @@ def modularity(
     ValueError
         If labels do not have N entries, the total weight 2m is not positive (no edges in
         this mode, or negative weights outweigh the rest), or ``negative="raise"`` and some
-        weight is negative.
+        directed weight is negative.
 
     Notes
     -----
@@ -88,6 +90,7 @@ def modularity(
     if g.device.type == "cpu":  # one compiled pass over the edges
         recip, partner_w = g.reciprocity()
         clip = negative == "clip" and weighted
+        use_threads(g.indices.numel())
         two_m, within, class_strength, lowest = _graph_cpu.modularity_sums(
             g.indices.contiguous().numpy(), g.weights.contiguous().numpy(), recip.numpy(), partner_w.numpy(),
             codes.numpy(), len(classes), _graph_cpu.MODES[mode], weighted, clip)
@@ -106,23 +109,27 @@ def edge_mass(g: KnnGraph, mode: str, weighted: bool, negative: str):
     """The symmetric adjacency's mass in float64: ``both`` (N, k), all of A_ij + A_ji that
     edge (i, indices[i, a]) carries; the strengths s_i (N,); 2m. Negative weights as
     :func:`modularity`'s ``negative`` says."""
-    fwd, rev = g.symmetric_weights(mode, weighted, dtype=torch.float64)  # (N, k) each
-    if negative != "keep" and weighted and bool((fwd < 0).any() | (rev < 0).any()):
+    if negative != "keep" and weighted and bool((g.weights < 0).any()):
         if negative == "raise":
-            count = int((fwd < 0).sum() + (rev < 0).sum()) // 2 or 1
-            low = float(torch.minimum(fwd.min(), rev.min()))
-            raise ValueError(
-                f"the {mode!r} graph has {count} edges with negative cosine weight "
-                f"(min {low:.3g}); pass negative='keep' (the formula as is, "
-                "like networkx) or 'clip', or weighted=False"
-            )
-        fwd, rev = fwd.clamp(min=0.0), rev.clamp(min=0.0)
+            raise ValueError(_negative_message(g))
+        recip, partner_w = g.reciprocity()  # "clip": the directed weights, before symmetrising
+        fwd, rev = symmetric_from(g.weights.clamp(min=0.0), recip, partner_w.clamp(min=0.0), mode, weighted,
+                                  torch.float64)
+    else:
+        fwd, rev = g.symmetric_weights(mode, weighted, dtype=torch.float64)  # (N, k) each
     both = fwd + rev  # sums to 2m
     two_m = float(both.sum())
     _check_mass(two_m, mode)
     # s_i: row i's own edges, plus the reverse halves of one-way edges pointing at i.
     strength = fwd.sum(dim=1).index_add_(0, g.indices.flatten(), rev.flatten())  # (N,)
     return both, strength, two_m
+
+
+def _negative_message(g: KnnGraph) -> str:
+    count = int((g.weights < 0).sum())
+    return (f"the graph has {count} directed edges with negative cosine weight (min "
+            f"{float(g.weights.min()):.3g}); pass negative='keep' (the formula as is, like networkx) "
+            "or 'clip', or weighted=False")
 
 
 def _check_mass(two_m: float, mode: str) -> None:
@@ -235,6 +242,7 @@ def _permuted_sums(g: KnnGraph, both, strength, codes: np.ndarray, classes: int)
     """(within (P,), class strengths (P, classes)) for the labellings in the columns of
     ``codes`` (N, P): compiled on the CPU, torch elsewhere."""
     if g.device.type == "cpu":
+        use_threads(g.indices.numel() * codes.shape[1])
         return _graph_cpu.permuted_sums(g.indices.contiguous().numpy(), both.contiguous().numpy(),
                                         strength.numpy(), codes, classes)
     return _permuted_sums_torch(g.indices, both, strength, torch.from_numpy(codes.astype(np.int64)).to(g.device),

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from gpugraph import _graph_cpu, _kernels
-from gpugraph._select_cpu import use_torch_threads
+from gpugraph._select_cpu import use_threads
 from gpugraph._tensor import label_codes
 from gpugraph.graph import KnnGraph, check_graph
 
@@ -84,6 +84,7 @@ def _oriented_csr(g: KnnGraph) -> tuple[torch.Tensor, torch.Tensor]:
     (indptr, columns sorted within rows) on g's device."""
     if g.device.type == "cpu":
         recip, _ = g.reciprocity()
+        use_threads(g.indices.numel() * max(1, g.k.bit_length()))
         indptr, cols = _graph_cpu.oriented_csr(g.indices.contiguous().numpy(), recip.numpy())
         return torch.from_numpy(indptr), torch.from_numpy(cols)
     return _oriented_csr_torch(g)
@@ -114,6 +115,8 @@ def _count(indptr: np.ndarray, cols: np.ndarray, *, per_node: bool = False, labe
     """
     r0, r1 = rows if rows is not None else (0, len(indptr) - 1)
     codes = np.ascontiguousarray(labels, dtype=np.int64) if labels is not None else np.zeros(0, np.int64)
+    # work: each oriented edge merges two rows of about m / n entries
+    work = len(cols) * max(1, 2 * len(cols) // max(1, len(indptr) - 1))
     total, nodes, kinds = _graph_cpu.count(indptr, cols, codes, per_node, labels is not None, r0, r1,
-                                           use_torch_threads())
+                                           use_threads(work))
     return int(total), nodes if per_node else None, kinds.tolist() if labels is not None else None

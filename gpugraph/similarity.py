@@ -37,8 +37,11 @@ def layer_similarity(x1, x2, k: int | None = None, centre: bool = False) -> floa
         <A1[i], A2[i]> = sum_j S1[i, j] S2[i, j] - 1,   |A[i]|^2 = sum_j S[i, j]^2 - 1,
     summed either through the D1 x D2 matrix U1^T U2 (O(N D1 D2)) or through row tiles of
     S1 and S2 (O(N^2 (D1 + D2))), whichever costs fewer FLOPs, in float64 and in blocks
-    sized by the memory budget (see gpugraph._gram). Rows are scaled by their largest
-    entry before their norm is taken, so very large or very small rows are handled exactly.
+    sized by the memory budget (see gpugraph._gram). The diagonal term is subtracted, and
+    rows where that cancels (samples nearly orthogonal to all others) are summed again
+    over j != i directly, so every node's cosine is accurate to 2^-30 or better. Rows are
+    scaled by their largest entry before their norm is taken, so very large or very small
+    rows are handled exactly.
 
     Parameters
     ----------
@@ -90,15 +93,19 @@ class _Factor:
 
     def __init__(self, rows: _gram.Rows):
         self.rows = rows
-        self.row_sq = _gram.rowdot(rows, rows) - 1.0  # (N,)
+        self.row_sq = _gram.rowdot_off(rows, rows)  # (N,) |A[i]|^2, the diagonal left out
 
 
 def _dense_lsim(f1: _Factor, f2: _Factor) -> float:
-    cross = _gram.rowdot(f1.rows, f2.rows) - 1.0  # (N,) on f1's device
-    denom = torch.sqrt(f1.row_sq * f2.row_sq.to(f1.row_sq.device))
-    if bool((denom == 0).any()):
-        raise ValueError("a node's adjacency row is zero in one graph (all other samples orthogonal)")
+    denom = torch.sqrt(f1.row_sq * f2.row_sq.to(f1.row_sq.device))  # (N,) on f1's device
+    if not bool((denom > 0).all()):
+        raise ValueError(_ZERO_ROW)
+    cross = _gram.rowdot_off(f1.rows, f2.rows, against=denom)  # accurate to 2^-30 of denom
     return float((cross / denom).mean())
+
+
+_ZERO_ROW = ("a node's adjacency row is zero in one graph (the sample is orthogonal to every other "
+             "sample), so its cosine with the other graph's row is undefined")
 
 
 class _SparseFactor:
@@ -112,7 +119,13 @@ class _SparseFactor:
 
 def _sparse_lsim(f1: _SparseFactor, f2: _SparseFactor) -> float:
     dot = np.asarray(f1.a.multiply(f2.a).sum(axis=1)).ravel()
-    return float(np.mean(dot / (f1.norm * f2.norm)))
+    denom = f1.norm * f2.norm
+    if not (denom > 0).all():
+        row = int(np.argmin(denom > 0))
+        raise ValueError(f"node {row}'s row of the kNN adjacency is zero in one graph (its neighbours are "
+                         "all at similarity 0), so its cosine with the other graph's row is undefined; "
+                         "use a larger k or the dense graphs (k=None)")
+    return float(np.mean(dot / denom))
 
 
 def _pair(x1, x2, least: int = 3) -> tuple[Source, Source]:
@@ -182,16 +195,19 @@ class _HsicSide:
     """One representation's share of the unbiased HSIC (Song et al., 2012, eq. 5): with
     K~ = K - diag(K), the diagonal of K, K~ 1 and 1^T K~ 1, all O(N D).
 
-    The rows are divided by ``scale`` (default: the largest |entry|) so that no square
-    overflows; HSIC values then carry a factor 1 / scale^2 per side, which a ratio of
-    HSICs taken in one scale does not see.
+    The estimator does not change when a constant is added to a feature, so the columns
+    are centred first, in float64: a large common offset (post-ReLU features) then costs no
+    digits. The rows are divided by ``scale`` (default: the largest |entry|) so that no
+    square overflows; HSIC values then carry a factor 1 / scale^2 per side, which a ratio
+    of HSICs taken in one scale does not see. A constant representation is refused unless
+    ``constant_ok`` (a minibatch, whose HSIC terms are then 0).
     """
 
-    def __init__(self, x, name: str, scale: float | None = None):
+    def __init__(self, x, name: str, scale: float | None = None, constant_ok: bool = False):
         src = as_source(x, name)
         top = float(src.check(nonzero=False).amax())
         self.scale = scale if scale is not None else (top or 1.0)
-        self.rows = _gram.Rows(src, (torch.tensor(self.scale, dtype=torch.float64, device=src.device),))
+        self.rows = _gram.Rows.centred(src, name, self.scale, constant_ok)
         n, device = src.n, src.device
         step = max(1, (1 << 22) // src.d)
         col_sum = torch.zeros(src.d, dtype=torch.float64, device=device)
@@ -213,12 +229,12 @@ class _HsicSide:
         return term / (n * (n - 3))
 
 
-def _unbiased_hsic(x1: torch.Tensor, x2: torch.Tensor, scales=(None, None)):
+def _unbiased_hsic(x1: torch.Tensor, x2: torch.Tensor, scales=(None, None), constant_ok: bool = False):
     """Unbiased HSIC of (K, L), (K, K) and (L, L) of rows divided by ``scales`` (default:
     each side's largest |entry|), and the scales used; needs N >= 4."""
     if len(x1) < 4:
         raise ValueError(f"the unbiased CKA estimator needs at least 4 samples, got {len(x1)}")
-    s1, s2 = _HsicSide(x1, "x1", scales[0]), _HsicSide(x2, "x2", scales[1])
+    s1, s2 = _HsicSide(x1, "x1", scales[0], constant_ok), _HsicSide(x2, "x2", scales[1], constant_ok)
     return (s1.hsic(s2), s1.hsic(s1), s2.hsic(s2)), (s1.scale, s2.scale)
 
 
@@ -244,7 +260,7 @@ class MinibatchCKA:
 
     def update(self, x1, x2) -> None:
         t1, t2 = _pair(x1, x2, least=4)
-        values, self._scales = _unbiased_hsic(t1, t2, self._scales)
+        values, self._scales = _unbiased_hsic(t1, t2, self._scales, constant_ok=True)
         self._sums += torch.stack([v.cpu() for v in values])
         self.batches += 1
 
@@ -480,12 +496,10 @@ def _grid_values(layers_a: dict, layers_b: dict | None, measure: str, unbiased: 
                  centre: bool) -> np.ndarray | None:
     """Dense LSim or CKA of every pair through gpugraph._gram.grid, or None where the pairs
     one at a time cost fewer FLOPs."""
-    if unbiased:  # the U-centred Gram of the rows, each layer in its own scale
-        make = lambda src: _gram.Rows(src, (src.check(nonzero=False).amax().to(torch.float64).clamp_min(1e-300),))
-        if next(iter(layers_a.values())).n < 4:
-            raise ValueError("the unbiased CKA estimator needs at least 4 samples")
-    else:
-        make = _rows_maker(measure, centre)
+    if unbiased and next(iter(layers_a.values())).n < 4:
+        raise ValueError("the unbiased CKA estimator needs at least 4 samples")
+    # the U-centred Gram does not see a shift of the features: the centred rows lose no digits
+    make = _rows_maker(measure, centre)
     ra = [make(src) for src in layers_a.values()]
     rb = None if layers_b is None else [make(src) for src in layers_b.values()]
     if not _gram.grid_pays(ra, rb):

@@ -105,8 +105,8 @@ def stitch(bottom: nn.Module, top: nn.Module, layer: str, x: torch.Tensor, y: to
     conv = {3: nn.Conv1d, 4: nn.Conv2d, 5: nn.Conv3d}
     if got.dim() != 2 and got.dim() not in conv:
         raise ValueError(f"bottom {layer!r} gives {got.dim()}-D outputs; a stitch takes (B, D) or (B, C, *S) with 1-3 spatial axes")
-    with torch.random.fork_rng(devices=[]):  # seeded, the caller's RNG untouched
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # the CPU generator seeded, then restored; no other touched
+        torch.default_generator.manual_seed(seed)
         if got.dim() == 2:
             layer_map = nn.Linear(got.shape[1], want.shape[1])
         else:

@@ -116,8 +116,13 @@ def reinitialise(model: nn.Module, seed: int = 0) -> nn.Module:
     and normalisation layers), drawn from a seeded generator: the same architecture trained
     from scratch, as Lu et al. retrain their pruned networks. In place; returns the model."""
     device = _device_of(model)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the caller's RNG untouched
-        torch.manual_seed(seed)
+    # only the generators the reset draws from are seeded (the CPU's, and the model's GPU's),
+    # and fork_rng restores exactly those; torch.manual_seed would reseed every GPU's too
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
         for module in model.modules():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()

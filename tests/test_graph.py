@@ -148,7 +148,7 @@ def test_negative_weights_keep_clip_or_raise():
     # "clip" is the graph without its negative edge.
     ref_clip = nx_reference_modularity(np.clip(adj, 0, None), labels)
     assert gg.modularity(g, labels, negative="clip") == pytest.approx(ref_clip, abs=1e-12)
-    with pytest.raises(ValueError, match=r"1 edges with negative cosine weight \(min -0.2\)"):
+    with pytest.raises(ValueError, match=r"1 directed edges with negative cosine weight \(min -0.4\)"):
         gg.modularity(g, labels, negative="raise")
     assert gg.modularity(g, labels, negative="raise", weighted=False) == pytest.approx(
         nx_reference_modularity((adj != 0).astype(float), labels), abs=1e-12)
@@ -157,6 +157,35 @@ def test_negative_weights_keep_clip_or_raise():
     g = gg.KnnGraph(torch.tensor([[1], [0]]), torch.tensor([[-0.5], [-0.5]]))
     with pytest.raises(ValueError, match=r"total weight 2m = -1, so its modularity is undefined"):
         gg.modularity(g, [0, 1])
+
+
+@pytest.mark.parametrize("mode", ["mean", "max", "mutual"])
+def test_clip_acts_on_the_directed_weights_before_symmetrising(mode):
+    # a reciprocal pair with weights of opposite sign: clipping the symmetrised entry (the
+    # old reading) left 0 + 0 = 2m = 0; the documented rule clips W first: A = sym(max(W, 0))
+    idx = torch.tensor([[1, 2], [0, 2], [1, 3], [2, 0]])
+    w = torch.tensor([[0.5, 0.4], [-0.5, 0.3], [0.6, 0.2], [0.7, 0.1]])
+    g = gg.KnnGraph(idx, w)
+    labels = np.array([0, 0, 1, 1])
+    wc = np.zeros((4, 4))  # the clipped directed weights, written out
+    for i in range(4):
+        for a in range(2):
+            wc[i, idx[i, a]] = max(float(w[i, a]), 0.0)
+    listed = np.zeros((4, 4), dtype=bool)
+    listed[np.repeat(np.arange(4), 2), idx.flatten().numpy()] = True
+    both = listed & listed.T
+    if mode == "mean":
+        adj = (wc + wc.T) / 2
+    elif mode == "max":
+        adj = np.where(listed | listed.T, np.maximum(wc, wc.T), 0.0)
+    else:
+        adj = np.where(both, (wc + wc.T) / 2, 0.0)
+    want = nx_reference_modularity(adj, labels)
+    assert gg.modularity(g, labels, mode=mode, negative="clip") == pytest.approx(want, abs=1e-12)
+    assert float(gg.modularity_null(g, labels, permutations=3, mode=mode, negative="clip").q) == pytest.approx(
+        want, abs=1e-12)
+    with pytest.raises(ValueError, match=r"1 directed edges with negative cosine weight \(min -0.5\)"):
+        gg.modularity(g, labels, mode=mode, negative="raise")
 
 
 def test_modularity_errors():
@@ -353,3 +382,61 @@ def test_triangle_counts_are_exact_whatever_the_split_of_the_rows():
     assert sum(shares) == sum(per_node.values()) // 3
 
 
+
+
+def test_an_edit_torch_does_not_count_is_still_seen_by_the_cache():
+    # edits through a NumPy view or .data do not bump torch's version counter; the old cache
+    # then answered from the old graph (0.25 where a fresh graph gives 0.21875)
+    labels = [0, 0, 1, 1]
+    for edit in ("numpy", "data"):
+        g = gg.KnnGraph(torch.tensor([[1], [0], [3], [2]]), torch.ones(4, 1))
+        assert gg.modularity(g, labels) == 0.5
+        if edit == "numpy":
+            g.indices.numpy()[1, 0] = 2
+        else:
+            g.weights.data[0, 0] = 0.5
+        fresh = gg.KnnGraph(g.indices.clone(), g.weights.clone())
+        want = nx_reference_modularity(fresh.to_scipy().toarray(), np.array(labels))
+        assert gg.modularity(fresh, labels) == pytest.approx(want, abs=1e-12)
+        assert gg.modularity(g, labels) == pytest.approx(want, abs=1e-12)
+        assert gg.triangles(g) == gg.triangles(fresh)
+
+
+def test_the_fingerprint_sees_one_flipped_bit_and_a_swap():
+    from gpugraph import _graph_cpu
+    from gpugraph.graph import _fingerprint_torch
+
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 1000, size=(100, 7))
+    w = rng.random((100, 7)).astype(np.float32)
+    for fp in (lambda i, v: _graph_cpu.fingerprint(i, v),
+               lambda i, v: _fingerprint_torch(torch.from_numpy(i), torch.from_numpy(v))):
+        base = fp(idx, w)
+        assert fp(idx.copy(), w.copy()) == base
+        flipped = w.copy()
+        flipped.view(np.uint32)[3, 4] ^= 1
+        swapped = idx.copy()
+        swapped[[5, 6], 2] = swapped[[6, 5], 2]
+        assert fp(idx, flipped) != base
+        assert idx[5, 2] == idx[6, 2] or fp(swapped, w) != base
+
+
+def test_converters_carry_the_exact_means_of_float32_weights():
+    # (w + w') / 2 of two float32 weights is exact in float64 but not in float32: the
+    # converters used to build float32 means, 1e-8 off what the measures sum
+    rng = np.random.default_rng(4)
+    x = torch.from_numpy(rng.normal(size=(200, 5)).astype(np.float32))
+    g = gg.knn_graph(x, k=6)
+    w = g.weights.double().numpy()
+    idx = g.indices.numpy()
+    dense = np.zeros((200, 200))
+    for i in range(200):
+        for a in range(6):
+            j = idx[i, a]
+            dense[i, j] += w[i, a] / 2
+            dense[j, i] += w[i, a] / 2
+    labels = rng.integers(0, 3, 200)
+    for a in (g.to_scipy(), g.adjacency().to_dense().numpy(), nx.to_numpy_array(g.to_networkx(), nodelist=range(200))):
+        assert a.dtype == np.float64
+        np.testing.assert_array_equal(a.toarray() if hasattr(a, "toarray") else a, dense)
+    assert gg.modularity(g, labels) == pytest.approx(nx_reference_modularity(dense, labels), abs=1e-12)

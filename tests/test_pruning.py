@@ -256,3 +256,25 @@ class TiedHead(nn.Module):
 def test_a_copy_that_no_longer_runs_is_refused():
     with pytest.raises(ValueError, match=r"the model no longer runs without embed \('Identity' object"):
         gg.prune(TiedHead(), ["embed"], example=torch.randn(3, 6))
+
+
+def test_seeded_helpers_leave_every_global_generator_alone(monkeypatch):
+    # torch.manual_seed reseeds every CUDA generator too (and fork_rng(devices=[]) restores
+    # only the CPU's): the seeded helpers must seed their own generators only
+    def refuse(*args, **kwargs):
+        raise AssertionError("a global seed was set")
+
+    monkeypatch.setattr(torch, "manual_seed", refuse)
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", refuse)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 5, generator=g)
+    y = (x[:, 0] > 0).long()
+    model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2))
+    state = torch.get_rng_state()
+    reinitialise(model, seed=1)
+    first = snapshot(model)
+    fit(model, x, y, epochs=2, batch_size=8, log=None)
+    gg.stitch(model, model, "1", x, y, epochs=1, seed=0)
+    assert torch.equal(torch.get_rng_state(), state)
+    reinitialise(model, seed=1)
+    assert all(torch.equal(first[key], value) for key, value in model.state_dict().items())

@@ -312,7 +312,7 @@ def test_similarities_of_rows_of_extreme_magnitude(scale):
 
 @pytest.mark.parametrize("x1,kwargs,match", [
     (torch.ones(10, 3), {}, r"x1 is the same for every sample \(constant features\).* CKA is 0 / 0"),
-    (torch.ones(10, 3), {"unbiased": True}, r"HSIC of a representation with itself is .*not positive"),
+    (torch.ones(10, 3), {"unbiased": True}, r"x1 is the same for every sample \(constant features\)"),
     (torch.randn(1, 3), {}, r"at least 2 samples to compare representations, got N=1"),
     (torch.randn(3, 3), {"unbiased": True}, r"at least 4 samples .* got N=3"),
 ])
@@ -348,3 +348,115 @@ def test_motif_curve_counts_and_share():
     assert curve.values[0, 0] == pytest.approx(c["same"] / sum(c.values()))
     assert curve.mean[0] > curve.mean[1]
     assert set(curve.params["counts"]["noise"]) == {"same", "pair", "distinct"}
+
+
+def _dense_lsim_by_definition(x1: torch.Tensor, x2: torch.Tensor) -> float:
+    """The N x N definition in float64: cosine graphs with a zero diagonal, row cosines."""
+    def adjacency(x):
+        u = x.double() / x.double().norm(dim=1, keepdim=True)
+        s = u @ u.T
+        s.fill_diagonal_(0.0)
+        return s
+
+    a, b = adjacency(x1), adjacency(x2)
+    return float(((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).mean())
+
+
+@pytest.mark.parametrize("eps", [1e-2, 1e-5, 1e-8, 1e-12])
+def test_dense_lsim_of_nearly_orthogonal_samples_has_no_cancellation(eps):
+    # |A_i|^2 = sum_j S_ij^2 - 1 cancels when the samples are nearly orthogonal: at eps = 1e-8
+    # the old form was 0.37 off the definition, or NaN
+    g = torch.Generator().manual_seed(int(-np.log10(eps)))
+    x1 = torch.eye(8, dtype=torch.float64) + eps * torch.randn(8, 8, generator=g, dtype=torch.float64)
+    x2 = torch.eye(8, dtype=torch.float64) + eps * torch.randn(8, 8, generator=g, dtype=torch.float64)
+    want = _dense_lsim_by_definition(x1, x2)
+    assert gg.layer_similarity(x1, x2) == pytest.approx(want, abs=1e-9)
+    grid = gg.similarity_matrix({"a": x1, "b": x2}, measure="lsim").values
+    assert grid[0, 1] == pytest.approx(want, abs=1e-9)
+
+
+def test_dense_lsim_refuses_a_sample_orthogonal_to_all_others():
+    with pytest.raises(ValueError, match="adjacency row is zero in one graph"):
+        gg.layer_similarity(torch.eye(6, dtype=torch.float64), torch.randn(6, 3))
+
+
+def test_knn_lsim_refuses_a_zero_adjacency_row_as_dense_lsim_does():
+    # every neighbour of every node at similarity 0: the old kNN path returned NaN
+    with pytest.raises(ValueError, match=r"node 0's row of the kNN adjacency is zero in one graph"):
+        gg.layer_similarity(torch.eye(6), torch.eye(6), k=2)
+
+
+def _unbiased_cka_by_definition(x1: np.ndarray, x2: np.ndarray) -> float:
+    """Song et al.'s unbiased HSIC written out on N x N Gram matrices of centred columns,
+    in float64 (the estimator does not change when the columns are shifted)."""
+    def hsic(k, l):
+        n = len(k)
+        k, l = k.copy(), l.copy()
+        np.fill_diagonal(k, 0.0)
+        np.fill_diagonal(l, 0.0)
+        one = np.ones(n)
+        return (np.trace(k @ l) + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2))
+                - 2.0 / (n - 2) * one @ k @ l @ one) / (n * (n - 3))
+
+    c1, c2 = x1 - x1.mean(0), x2 - x2.mean(0)
+    k, l = c1 @ c1.T, c2 @ c2.T
+    return hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l))
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e2, 1e3, 1e4])
+def test_unbiased_cka_keeps_its_digits_under_a_common_offset(offset):
+    # post-ReLU features share a large offset; the old estimator lost 1e-2 relative at 1e3
+    # and refused at 1e4 ("not positive"), ckatorch keeps 1e-13..1e-10
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(300, 10))
+    b = a @ rng.normal(size=(10, 10)) + 0.5 * rng.normal(size=(300, 10))
+    want = _unbiased_cka_by_definition(a, b)
+    acc = gg.MinibatchCKA()
+    acc.update(a + offset, b + offset)
+    grid = gg.similarity_matrix({"a": a + offset, "b": b + offset}, measure="cka", unbiased=True).values
+    for got in (gg.cka(a + offset, b + offset, unbiased=True), acc.compute(), grid[0, 1]):
+        assert got == pytest.approx(want, rel=1e-10)
+
+
+def test_unbiased_cka_refuses_a_constant_layer_as_the_plug_in_estimator_does():
+    x = np.random.default_rng(1).normal(size=(20, 3))
+    for unbiased in (False, True):
+        with pytest.raises(ValueError, match="x1 is the same for every sample"):
+            gg.cka(np.full((20, 4), 2.5), x, unbiased=unbiased)
+    with pytest.raises(ValueError, match="is the same for every sample"):
+        gg.similarity_matrix({"c": np.full((20, 4), 2.5), "x": x}, measure="cka", unbiased=True)
+    acc = gg.MinibatchCKA()  # a constant minibatch adds nothing; only a constant whole is refused
+    acc.update(np.full((20, 4), 2.5), x)
+    with pytest.raises(ValueError, match="not positive"):
+        acc.compute()
+    acc.update(x[:, :2] * 3, x)
+    assert 0 < acc.compute() <= 1
+
+
+def test_a_similarity_grid_stays_within_its_budget_on_memory_mapped_layers(tmp_path):
+    # 3 memory-mapped float16 layers of 1500 x 8000 (24 MB each on disk, 96 MB as float64):
+    # the grid used to read every layer whole, as float64, once per row block, whatever the
+    # budget; now it holds the budget's row block of every layer's M and one row block and
+    # one column block of a layer's rows. Its own peak (the high-water mark reset before the
+    # call) stays within the budget, the mapped pages and a little slack.
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"l{i}.npy"
+        np.save(path, rng.normal(size=(1500, 8000)).astype(np.float16))
+        paths.append(str(path))
+    budget = 16 << 20
+    setup = f"""
+        import numpy as np, gpugraph as gg
+        from gpugraph import _gram, _memory
+        _memory.budget = lambda device: {budget}
+        acts = {{f"l{{i}}": np.load(p, mmap_mode="r") for i, p in enumerate({paths!r})}}
+        small = {{k: np.asarray(v[:40]) for k, v in acts.items()}}
+        gg.similarity_matrix(small)
+        assert _gram.grid_pays([_gram.Rows.unit(v) for v in acts.values()])  # the grid is what runs
+    """
+    grown, value = peak_growth(setup, "gg.similarity_matrix(acts).values.round(6).tolist()")
+    mapped = 3 * 1500 * 8000 * 2
+    assert grown < budget + mapped + (24 << 20), grown
+    x = [np.load(p).astype(np.float64) for p in paths]
+    assert eval(value)[0][1] == pytest.approx(dense_lsim(x[0], x[1]), abs=2e-6)

@@ -11,7 +11,8 @@
 // margin == 0: the tile is exact; an entry is a candidate if it beats the current k-th.
 // margin > 0:  the tile was computed in low precision (tf32, bf16) with |s_low - s| <=
 //              margin; an entry is a candidate if s_low >= kth - margin, and candidates
-//              are re-scored exactly in float32 from the unit rows xr, xc before merging.
+//              are re-scored from the unit rows xr, xc by the canonical cosine (below)
+//              before merging, so that a pair has one value whatever tile computed it.
 //
 // Compiled by gpugraph/_kernels.py with NVRTC (cupy.RawModule); no host headers.
 
@@ -69,17 +70,23 @@ __device__ void merge_sorted(float* sv, int* si, int total) {
     }
 }
 
-// Exact float32 dot products for the candidates sv/si[k..k+count): one warp each.
-__device__ void rescore(float* sv, const int* si, int k, int count, const float* xrow,
-                        const float* __restrict__ xc, int col0, int d) {
+// The canonical similarity (gpugraph/_select_cpu.py: cosine) of the candidates
+// sv/si[k..k+count), one warp each: a.b in float64, lane l summing the indices t = l mod 32
+// in increasing t, the lanes added by the butterfly 16, 8, .., 1, divided by
+// sqrt(a.a b.b) (the rows' norms nrow, nc[], summed the same way), clamped to [-1, 1] and
+// rounded to float32: the same bits as the CPU and torch paths (a product of two floats
+// is exact in double, so contracting it into an FMA changes nothing).
+__device__ void rescore(float* sv, const int* si, int k, int count, const float* xrow, double nrow,
+                        const float* __restrict__ xc, const double* __restrict__ nc, int col0, int d) {
     const int lane = threadIdx.x & 31;
     const int warps = blockDim.x >> 5;
     for (int c = threadIdx.x >> 5; c < count; c += warps) {
-        const float* xcol = xc + (long long)(si[k + c] - col0) * d;
-        float acc = 0.f;
-        for (int t = lane; t < d; t += 32) acc = fmaf(xrow[t], xcol[t], acc);
-        for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-        if (lane == 0) sv[k + c] = acc;
+        const int q = si[k + c] - col0;
+        const float* xcol = xc + (long long)q * d;
+        double ab = 0.0;
+        for (int t = lane; t < d; t += 32) ab += (double)xrow[t] * (double)xcol[t];
+        for (int o = 16; o > 0; o >>= 1) ab += __shfl_xor_sync(0xffffffffu, ab, o);
+        if (lane == 0) sv[k + c] = (float)fmin(1.0, fmax(-1.0, ab / sqrt(nrow * nc[q])));
     }
     __syncthreads();
 }
@@ -88,13 +95,15 @@ __device__ void rescore(float* sv, const int* si, int k, int count, const float*
 // Tile entry (p, q) is tile[p * row_stride + q * col_stride]; it is the similarity of the
 // row with global id id0 + p, whose running state is row row0 + p of best_v/best_i, and
 // the column with global id col0 + q. A pair of equal ids (the diagonal) is skipped.
-// best_v/best_i: (n, k) running state, best first, initialised to (-inf, -1). xr: (rows, d) unit rows of the row block; xc: (cols, d) of the column
-// block (read only when margin > 0).
+// best_v/best_i: (n, k) running state, best first, initialised to (-inf, -1). xr: (rows, d)
+// unit rows of the row block, xc: (cols, d) of the column block, nr/nc their float64 lane
+// norms (read only when margin > 0).
 extern "C" __global__ void __launch_bounds__(THREADS)
 topk_merge(const float* __restrict__ tile, long long row_stride, long long col_stride,
            int rows, int cols, long long row0, long long id0, long long col0,
            float* __restrict__ best_v, long long* __restrict__ best_i, int k, float margin,
-           const float* __restrict__ xr, const float* __restrict__ xc, int d) {
+           const float* __restrict__ xr, const float* __restrict__ xc, const double* __restrict__ nr,
+           const double* __restrict__ nc, int d) {
     __shared__ float sv[SORT_CAP];
     __shared__ int si[SORT_CAP];
     __shared__ int count;
@@ -134,7 +143,7 @@ topk_merge(const float* __restrict__ tile, long long row_stride, long long col_s
         const int pending = count;  // the same in every thread after the barrier
         const bool last = base + (int)blockDim.x >= cols;
         if (pending > 0 && (last || pending > cap - (int)blockDim.x)) {
-            if (margin > 0.f) rescore(sv, si, k, pending, xrow, xc, (int)col0, d);
+            if (margin > 0.f) rescore(sv, si, k, pending, xrow, nr[p], xc, nc, (int)col0, d);
             merge_sorted(sv, si, k + pending);
             if (threadIdx.x == 0) {
                 count = 0;

@@ -23,7 +23,7 @@ inline Dim3 blockIdx;
 inline Dim3 blockDim;
 inline std::barrier<>* block_barrier = nullptr;
 inline std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
-inline float shuffle_buffer[1024];
+inline double shuffle_buffer[1024];
 
 #define __global__
 #define __device__
@@ -42,12 +42,15 @@ inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(
 inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
     return std::atomic_ref<unsigned long long>(*p).fetch_add(v);
 }
-inline float __shfl_xor_sync(unsigned int, float v, int lane_mask) {
+template <typename T>
+inline T __shfl_xor_sync(unsigned int, T v, int lane_mask) {
+    static_assert(sizeof(T) <= sizeof(double), "a shuffle moves at most 8 bytes");
     const unsigned t = threadIdx.x;
     std::barrier<>& warp = *warp_barriers[t / 32];
-    shuffle_buffer[t] = v;
+    std::memcpy(&shuffle_buffer[t], &v, sizeof v);
     warp.arrive_and_wait();
-    const float other = shuffle_buffer[t ^ lane_mask];
+    T other;
+    std::memcpy(&other, &shuffle_buffer[t ^ lane_mask], sizeof other);
     warp.arrive_and_wait();
     return other;
 }
