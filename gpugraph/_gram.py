@@ -142,7 +142,7 @@ def rowdot(a: Rows, b: Rows) -> torch.Tensor:
     return _rowdot_gram(a, b)
 
 
-def rowdot_off(a: Rows, b: Rows, against: torch.Tensor | None = None) -> torch.Tensor:
+def rowdot_off(a: Rows, b: Rows, against: torch.Tensor | None = None, selves=None) -> torch.Tensor:
     """(N,) float64: sum over j != i of (a_i . a_j)(b_i . b_j), without cancellation.
 
     :func:`rowdot` less the diagonal term (a_i . a_i)(b_i . b_i) loses every digit when the
@@ -151,14 +151,18 @@ def rowdot_off(a: Rows, b: Rows, against: torch.Tensor | None = None) -> torch.T
     rowdot(b, b)_i); rows where that exceeds 2^-30 times ``against`` (default: the result
     itself, a relative error) are summed again directly over j != i (Gram tiles with the
     diagonal left out): O(flagged N (D1 + D2)). So every row is accurate to 2^-30 relative,
-    or of ``against`` (the scale the caller divides by).
+    or of ``against`` (the scale the caller divides by). ``selves``: rowdot(a, a) and
+    rowdot(b, b) where the caller has them (a grid reuses each layer's).
     """
-    full = rowdot(a, b)
+    full = selves[0] if b is a and selves is not None else rowdot(a, b)
     diag_a = _row_squares(a)
     diag_b = diag_a if b is a else _row_squares(b).to(a.device)
     off = full - diag_a * diag_b
-    scale_a = full if b is a else rowdot(a, a)
-    scale_b = scale_a if b is a else rowdot(b, b).to(a.device)
+    if b is a:
+        scale_a = scale_b = full
+    else:
+        scale_a, scale_b = selves if selves is not None else (rowdot(a, a), rowdot(b, b))
+        scale_b = scale_b.to(a.device)
     bound = (a.n + a.d + b.d + 4) * 2.0**-53 * torch.sqrt(scale_a * scale_b)
     flagged = torch.nonzero(2.0**30 * bound >= (off.abs() if against is None else against)).ravel()
     if len(flagged):

@@ -90,8 +90,8 @@ def topk_merge(tile: torch.Tensor, row0: int, col0: int, best_v: torch.Tensor, b
     row0); a pair of equal ids is skipped. ``margin > 0`` marks a tile computed in low
     precision with that error bound, or one whose candidates must be re-scored: candidates
     within the margin of a row's k-th value are re-scored by the canonical cosine from the
-    unit rows ``xr`` (of the rows offered to) and ``xc`` (of the columns) and their float64
-    lane norms ``nr`` and ``nc`` (gpugraph._tiles.lane_norms).
+    unit rows ``xr`` (of the rows offered to) and ``xc`` (of the columns) and their int64
+    norms ``nr`` and ``nc`` (gpugraph._tiles.fixed_norms).
     """
     device = best_v.device
     n, k = best_v.shape
@@ -121,12 +121,12 @@ def topk_merge(tile: torch.Tensor, row0: int, col0: int, best_v: torch.Tensor, b
     if margin > 0:
         _check("xr", xr, torch.float32, device)
         _check("xc", xc, torch.float32, device)
-        _check("nr", nr, torch.float64, device)
-        _check("nc", nc, torch.float64, device)
+        _check("nr", nr, torch.int64, device)
+        _check("nc", nc, torch.int64, device)
         d = xr.shape[1]
     else:
         xr = xc = tile  # never read
-        nr = nc = best_v
+        nr = nc = best_i
         d = 0
     _launch(device, "topk.cu", "topk_merge", rows, (
         _arg(tile), np.int64(row_stride), np.int64(col_stride), np.int32(rows), np.int32(cols),

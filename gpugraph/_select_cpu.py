@@ -58,55 +58,46 @@ def _insert(vals, idx, v, i) -> None:
     idx[k - 1 - j] = i
 
 
-LANES = 32  # the lanes of the canonical dot product (a CUDA warp's)
+SCALE = 2.0**61  # the canonical dot product's grid: products are summed as multiples of 2^-61
 
 
 # The canonical similarity is compiled without fast-math, and says so explicitly: numba
 # compiles a callee with its caller's flags unless told (and _select is fast-math).
 @numba.njit(nogil=True, cache=True, fastmath=False)
-def lane_dot(a, b):
-    """a.b of two (D,) rows in float64 over LANES lanes: lane l adds the products of the
-    indices t = l mod LANES in increasing t, then lanes l and l + 16, l + 8, ..., l + 1 are
-    added (a warp's butterfly). The same bits in gpugraph/_tiles.py (torch) and
-    kernels/topk.cu (CUDA)."""
-    acc = np.zeros(LANES, dtype=np.float64)
-    d = a.shape[0]
-    full = d - d % LANES
-    for t0 in range(0, full, LANES):
-        for lane in range(LANES):
-            acc[lane] += np.float64(a[t0 + lane]) * np.float64(b[t0 + lane])
-    for lane in range(d - full):
-        acc[lane] += np.float64(a[full + lane]) * np.float64(b[full + lane])
-    width = LANES // 2
-    while width:
-        for lane in range(width):
-            acc[lane] += acc[lane + width]
-        width //= 2
-    return acc[0]
+def fixed_dot(a, b):
+    """a.b of two (D,) unit rows as an exact int64 multiple of 2^-61: each product a_t b_t
+    (exact in float64 for float32 rows) is rounded to the nearest multiple of 2^-61 (ties to
+    even) and the integers are summed, exactly and so in any order (|sum| <= |a||b| 2^61 <
+    2^63). The same integer in gpugraph/_tiles.py (torch) and kernels/topk.cu (CUDA)."""
+    acc = np.int64(0)
+    for t in range(a.shape[0]):
+        acc += np.int64(np.rint(np.float64(a[t]) * np.float64(b[t]) * SCALE))
+    return acc
 
 
 @numba.njit(parallel=True, nogil=True, cache=True, fastmath=False)
-def lane_norms(x):
-    """(N,) float64 :func:`lane_dot` of each row of the (N, D) array with itself."""
-    out = np.empty(x.shape[0], dtype=np.float64)
+def fixed_norms(x):
+    """(N,) int64 :func:`fixed_dot` of each row of the (N, D) array with itself."""
+    out = np.empty(x.shape[0], dtype=np.int64)
     for i in numba.prange(x.shape[0]):
-        out[i] = lane_dot(x[i], x[i])
+        out[i] = fixed_dot(x[i], x[i])
     return out
 
 
 @numba.njit(nogil=True, cache=True, fastmath=False)
 def _cosine(a, b, aa, bb):
-    """:func:`cosine` with the rows' :func:`lane_norms` given."""
-    c = lane_dot(a, b) / np.sqrt(aa * bb)
+    """:func:`cosine` with the rows' :func:`fixed_norms` given."""
+    c = np.float64(fixed_dot(a, b)) / np.sqrt(np.float64(aa) * np.float64(bb))
     return a.dtype.type(min(1.0, max(-1.0, c)))
 
 
 @numba.njit(nogil=True, cache=True, fastmath=False)
 def cosine(a, b):
     """The canonical similarity of unit rows a and b, (D,) float32 or float64:
-    a.b / sqrt(a.a b.b), each sum a :func:`lane_dot`, clamped to [-1, 1] and rounded to a's
-    dtype. Identical rows give 1 exactly (sqrt(s s) = s in IEEE arithmetic)."""
-    return _cosine(a, b, lane_dot(a, a), lane_dot(b, b))
+    ab / sqrt(aa bb) in float64 from the :func:`fixed_dot` integers ab = a.b, aa = a.a,
+    bb = b.b, clamped to [-1, 1] and rounded to a's dtype. Identical rows give 1 exactly
+    (sqrt(s s) = s in IEEE arithmetic)."""
+    return _cosine(a, b, fixed_dot(a, a), fixed_dot(b, b))
 
 
 @numba.njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
@@ -114,7 +105,7 @@ def _select(s, row_v, row_i, row_id0, col_v, col_i, col_id0, margin, columns, xa
     """Offer tile ``s`` (ta, tb) to the lists of its rows (row_v/row_i: (ta, k)) and, with
     ``columns``, of its columns (col_v/col_i: (tb, k)). Entry (p, q) pairs global ids
     row_id0 + p and col_id0 + q; a pair of equal ids (the diagonal) is skipped.
-    xa, xb: the tile's unit rows, na, nb their lane_norms (read when margin > 0).
+    xa, xb: the tile's unit rows, na, nb their fixed_norms (read when margin > 0).
     local_v/local_i: (chunks, tb, k) workspace for the column candidates."""
     ta, tb = s.shape
     k = row_v.shape[1]
@@ -199,7 +190,7 @@ def _sort_rows(vals, idx) -> None:
 
 def sort_rows(values, indices) -> None:
     """Order each row's heap (see the module's note) best first, in place (NumPy arrays)."""
-    use_threads(values.size * max(1, values.shape[1].bit_length()))
+    use_threads(values.size * max(1, values.shape[1].bit_length()), ROW_CHUNK)
     _sort_rows(values, indices)
 
 
@@ -210,15 +201,24 @@ other at its barrier (spinning, then sleeping), and a few milliseconds of work t
 700 ms when one of them was descheduled (benchmarks/bench_load.py)."""
 
 
-def use_threads(work: int | None = None) -> int:
+def use_threads(work: int | None = None, chunk: int = 1) -> int:
     """Run numba's next parallel loops on as many threads as torch uses (torch.set_num_threads,
     OMP_NUM_THREADS, 1 a rank under torchrun), never more than numba started, and on one
-    thread when ``work`` (element steps) is below :data:`SERIAL_WORK`; the count."""
+    thread when ``work`` (element steps) is below :data:`SERIAL_WORK`; the count.
+
+    The loops are scheduled dynamically, ``chunk`` iterations at a time (1 for loops over a
+    few chunks of work, more for loops over rows): a thread that runs takes the next
+    iterations, so one descheduled on a busy machine holds up ``chunk`` iterations, not its
+    whole static share, while the other waits at the barrier."""
     import torch
 
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(1 if work is not None and work < SERIAL_WORK else threads)
+    numba.set_parallel_chunksize(chunk)
     return numba.get_num_threads()
+
+
+ROW_CHUNK = 64  # rows handed to a thread at a time by loops over rows
 
 
 class Workspace:
@@ -244,6 +244,6 @@ class Workspace:
         if xa is None:
             xa = xb = s[:0]
         use_threads(s.size)
-        na, nb = lane_norms(xa), lane_norms(xb)
+        na, nb = fixed_norms(xa), fixed_norms(xb)
         _select(s, row_v, row_i, row_id0, col_v, col_i, col_id0, s.dtype.type(margin), columns, xa, xb, na, nb,
                 self.values[:, :tb], self.indices[:, :tb])

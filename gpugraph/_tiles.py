@@ -10,8 +10,9 @@ rows; a distributed search walks its own block, then pairs of blocks that meet o
 One value per pair: a tile's GEMM value of a pair depends on the tile's shape, the precision
 and the BLAS, so no list keeps it. The selector keeps every entry within the tile's error
 bound (the margin: :func:`pair_error`, plus the screen's bound for a low-precision tile) of
-its row's or column's k-th value, re-scores it with the canonical :func:`cosine` (a fixed
-float64 summation order, the same bits in torch, numba and CUDA), and merges by that value,
+its row's or column's k-th value, re-scores it with the canonical :func:`cosine` (products
+summed exactly as multiples of 2^-61, so in any order: the same bits in torch, numba and
+CUDA), and merges by that value,
 then by index. So the neighbours, their weights and every tie are the same whatever the
 tile, the precision, the device's selector or the number of ranks.
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from gpugraph import _kernels, _progress
@@ -220,7 +222,7 @@ class TorchSelector:
         if lo < hi:  # pairs of a row with itself never count
             own = torch.arange(lo, hi, device=s.device)
             s[own - a_id, own - b_id] = -math.inf
-        norms = (lane_norms(xa), lane_norms(xb)) if margin > 0 else None
+        norms = (fixed_norms(xa), fixed_norms(xb)) if margin > 0 else None
         mask = s >= self._cut(s, top_a.values[ra : ra + s.shape[0], -1], margin, k, dim=1)[:, None]
         _offer(top_a.values, top_a.indices, xa, xb, ra, b_id, s, mask, transpose=False, norms=norms)
         if columns:
@@ -244,7 +246,7 @@ def _offer(best_v, best_i, xa, xb, r0, c0, s, mask, *, transpose: bool, norms=No
 
     Without ``transpose``, masked entry (p, q) offers column c0 + q to row r0 + p; with it,
     the tile is read as its transpose: entry (p, q) offers column c0 + p to row r0 + q.
-    With ``norms`` (the lane norms of xa and xb) entries are re-scored by :func:`cosine`
+    With ``norms`` (the fixed_norms of xa and xb) entries are re-scored by :func:`cosine`
     from the unit rows xa[p] and xb[q]; without, the tile's values are taken as they are.
     Each row keeps its k best by similarity descending, then index ascending, so that ties
     resolve deterministically whatever order the tiles come in.
@@ -285,42 +287,36 @@ def _rescore(xa: torch.Tensor, xb: torch.Tensor, na: torch.Tensor, nb: torch.Ten
     return out
 
 
-LANES = 32
+SCALE = 2.0**61
 
 
-def lane_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(M,) float64 a[m] . b[m] of (M, D) rows as gpugraph/_select_cpu.py's lane_dot sums
-    it: lane l adds the products of indices t = l mod 32 in increasing t, then the lanes are
-    added as a warp's butterfly (l + 16, l + 8, ..., l + 1). Elementwise torch operations
-    only, so the bits do not depend on the device or on how torch would order a reduction."""
-    m, d = a.shape
-    pad = -d % LANES
-    a64 = torch.nn.functional.pad(a.to(torch.float64), (0, pad)).view(m, -1, LANES)  # (M, D/32, 32)
-    b64 = torch.nn.functional.pad(b.to(torch.float64), (0, pad)).view(m, -1, LANES)
-    acc = torch.zeros((m, LANES), dtype=torch.float64, device=a.device)
-    for t in range(a64.shape[1]):  # in increasing t, one product and one sum at a time
-        acc = acc + a64[:, t] * b64[:, t]
-    width = LANES // 2
-    while width:
-        acc = acc[:, :width] + acc[:, width : 2 * width]
-        width //= 2
-    return acc[:, 0]
+def fixed_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(M,) int64 a[m] . b[m] of (M, D) unit rows as gpugraph/_select_cpu.py's fixed_dot
+    takes it: each product rounded to the nearest multiple of 2^-61 (ties to even) and the
+    integers summed, exactly, so torch may order the sum as it likes on any device."""
+    return torch.round(a.to(torch.float64) * b.to(torch.float64) * SCALE).to(torch.int64).sum(dim=1)
 
 
-def lane_norms(x: torch.Tensor) -> torch.Tensor:
-    """(N,) float64 :func:`lane_dot` of each row of x with itself."""
-    return lane_dot(x, x)
+def fixed_norms(x: torch.Tensor) -> torch.Tensor:
+    """(N,) int64 :func:`fixed_dot` of each row of x with itself."""
+    return fixed_dot(x, x)
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor, na: torch.Tensor | None = None,
            nb: torch.Tensor | None = None) -> torch.Tensor:
     """The canonical similarity of the unit rows a[m] and b[m] ((M, D) each), as
-    gpugraph/_select_cpu.py defines it: lane_dot(a, b) / sqrt(a.a b.b) with the rows'
-    :func:`lane_norms` (``na``, ``nb`` when known), clamped to [-1, 1] and rounded to a's
-    dtype."""
-    na = lane_norms(a) if na is None else na
-    nb = lane_norms(b) if nb is None else nb
-    return (lane_dot(a, b) / torch.sqrt(na * nb)).clamp(-1.0, 1.0).to(a.dtype)
+    gpugraph/_select_cpu.py defines it: ab / sqrt(aa bb) in float64 from the
+    :func:`fixed_dot` integers (``na``, ``nb``: the rows' :func:`fixed_norms` when known),
+    clamped to [-1, 1] and rounded to a's dtype."""
+    na = fixed_norms(a) if na is None else na
+    nb = fixed_norms(b) if nb is None else nb
+    product = na.to(torch.float64) * nb.to(torch.float64)
+    if product.device.type == "cpu":  # torch's vectorised CPU sqrt (SLEEF, 0.5001 ulp) is not
+        root = torch.from_numpy(np.sqrt(product.numpy()))  # correctly rounded; NumPy's is
+    else:
+        root = torch.sqrt(product)  # IEEE on CUDA
+    c = fixed_dot(a, b).to(torch.float64) / root
+    return c.clamp(-1.0, 1.0).to(a.dtype)
 
 
 class CompiledSelector:
@@ -350,7 +346,7 @@ class CudaSelector:
         self.transpose_copy = transpose_copy
 
     def __call__(self, s, xa, xb, margin, top_a, ra, a_id, top_b, rb, b_id, columns: bool) -> None:
-        na, nb = (lane_norms(xa), lane_norms(xb)) if margin > 0 else (None, None)
+        na, nb = (fixed_norms(xa), fixed_norms(xb)) if margin > 0 else (None, None)
         _kernels.topk_merge(s, ra, b_id, top_a.values, top_a.indices, row_id0=a_id, margin=margin, xr=xa, xc=xb,
                             nr=na, nc=nb)
         if not columns:

@@ -283,9 +283,9 @@ def reciprocity_of(indices: torch.Tensor, weights: torch.Tensor, rows: slice | N
     rows = rows or slice(0, len(indices))
     if indices.device.type == "cpu":
         from gpugraph import _graph_cpu
-        from gpugraph._select_cpu import use_threads
+        from gpugraph._select_cpu import ROW_CHUNK, use_threads
 
-        use_threads((rows.stop - rows.start) * indices.shape[1] ** 2)
+        use_threads((rows.stop - rows.start) * indices.shape[1] ** 2, ROW_CHUNK)
         recip, partner_w = _graph_cpu.partners(indices.contiguous().numpy(), weights.contiguous().numpy(),
                                                rows.start, rows.stop)
         return torch.from_numpy(recip), torch.from_numpy(partner_w)

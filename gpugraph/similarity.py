@@ -93,14 +93,15 @@ class _Factor:
 
     def __init__(self, rows: _gram.Rows):
         self.rows = rows
-        self.row_sq = _gram.rowdot_off(rows, rows)  # (N,) |A[i]|^2, the diagonal left out
+        self.full = _gram.rowdot(rows, rows)  # (N,) sum_j S_ij^2, the diagonal included
+        self.row_sq = _gram.rowdot_off(rows, rows, selves=(self.full, self.full))  # (N,) |A[i]|^2, j != i
 
 
 def _dense_lsim(f1: _Factor, f2: _Factor) -> float:
     denom = torch.sqrt(f1.row_sq * f2.row_sq.to(f1.row_sq.device))  # (N,) on f1's device
     if not bool((denom > 0).all()):
         raise ValueError(_ZERO_ROW)
-    cross = _gram.rowdot_off(f1.rows, f2.rows, against=denom)  # accurate to 2^-30 of denom
+    cross = _gram.rowdot_off(f1.rows, f2.rows, against=denom, selves=(f1.full, f2.full))  # to 2^-30 of denom
     return float((cross / denom).mean())
 
 

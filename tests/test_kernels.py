@@ -20,7 +20,7 @@ from conftest import clustered
 
 import gpugraph as gg
 from gpugraph import _kernels
-from gpugraph._select_cpu import lane_norms
+from gpugraph._select_cpu import fixed_norms
 from gpugraph._tensor import unit_rows
 from gpugraph._tiles import CompiledSelector, CudaSelector, RowBlocks, TorchSelector
 from gpugraph.knn import search
@@ -96,12 +96,12 @@ def test_kernel_wrappers_check_their_inputs():
         _kernels.topk_merge(s, 3, 0, v, i)
     with pytest.raises(ValueError, match=r"needs the unit rows xr and xc"):
         _kernels.topk_merge(s, 0, 0, v, i, margin=0.1)
-    n2 = torch.ones(2, dtype=torch.float64)
+    n2 = torch.ones(2, dtype=torch.int64)
     with pytest.raises(ValueError, match=r"xr must be \(2, D\) and xc \(2, D\), got \(3, 5\) and \(2, 5\)"):
         _kernels.topk_merge(s, 0, 0, v, i, margin=0.1, xr=torch.zeros(3, 5), xc=torch.zeros(2, 5), nr=n2, nc=n2)
     with pytest.raises(ValueError, match=r"nr must be \(2,\) and nc \(2,\), got \(3,\) and \(2,\)"):
         _kernels.topk_merge(s, 0, 0, v, i, margin=0.1, xr=torch.zeros(2, 5), xc=torch.zeros(2, 5),
-                            nr=torch.ones(3, dtype=torch.float64), nc=n2)
+                            nr=torch.ones(3, dtype=torch.int64), nc=n2)
     with pytest.raises(ValueError, match=r"tile must be a CUDA tensor, got one on cpu; move it with .cuda\(\)"):
         _kernels.topk_merge(torch.zeros(2, 2), 0, 0, v, i)
     with pytest.raises(TypeError, match="weights must be float32 or float64, got torch.float16"):
@@ -278,8 +278,8 @@ def _host_merge(lib, tile, row0, col0, best_v, best_i, *, transpose=False, margi
     strides = (1, tile.shape[1]) if transpose else (tile.shape[1], 1)
     xr = np.ascontiguousarray(xr if xr is not None else tile, dtype=np.float32)
     xc = np.ascontiguousarray(xc if xc is not None else tile, dtype=np.float32)
-    nr = np.ascontiguousarray(nr if nr is not None else lane_norms(xr), dtype=np.float64)
-    nc = np.ascontiguousarray(nc if nc is not None else lane_norms(xc), dtype=np.float64)
+    nr = np.ascontiguousarray(nr if nr is not None else fixed_norms(xr), dtype=np.int64)
+    nc = np.ascontiguousarray(nc if nc is not None else fixed_norms(xc), dtype=np.int64)
     lib.host_topk_merge(
         _ptr(tile), ctypes.c_longlong(strides[0]), ctypes.c_longlong(strides[1]), ctypes.c_int(rows),
         ctypes.c_int(cols), ctypes.c_longlong(row0), ctypes.c_longlong(row0 if row_id0 is None else row_id0),

@@ -12,26 +12,16 @@ from gpugraph import _select_cpu, _tiles
 
 
 def reference_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The documented canonical similarity, written out in NumPy: the products summed in
-    float64 over 32 lanes (lane l: indices t = l mod 32, in increasing t), lanes added
-    pairwise l + 16, l + 8, ..., l + 1, then a.b / sqrt(a.a b.b) clamped to [-1, 1] and
-    rounded to the rows' dtype. a, b: (M, D)."""
-    m, d = a.shape
-    pad = -d % 32
-    a64 = np.pad(a.astype(np.float64), ((0, 0), (0, pad))).reshape(m, -1, 32)
-    b64 = np.pad(b.astype(np.float64), ((0, 0), (0, pad))).reshape(m, -1, 32)
-    sums = []
-    for u, v in ((a64, b64), (a64, a64), (b64, b64)):
-        acc = np.zeros((m, 32))
-        for t in range(u.shape[1]):
-            acc = acc + u[:, t] * v[:, t]
-        width = 16
-        while width:
-            acc = acc[:, :width] + acc[:, width : 2 * width]
-            width //= 2
-        sums.append(acc[:, 0])
-    ab, aa, bb = sums
-    return np.clip(ab / np.sqrt(aa * bb), -1.0, 1.0).astype(a.dtype)
+    """The documented canonical similarity, written out in NumPy: every product a_t b_t
+    in float64 rounded to the nearest multiple of 2^-61 (ties to even) and the integers
+    summed exactly, ab / sqrt(aa bb) in float64, clamped to [-1, 1] and rounded to the rows'
+    dtype. a, b: (M, D)."""
+    def fixed(u, v):
+        return np.rint(u.astype(np.float64) * v.astype(np.float64) * 2.0**61).astype(np.int64).sum(axis=1)
+
+    ab, aa, bb = fixed(a, b), fixed(a, a), fixed(b, b)
+    c = ab.astype(np.float64) / np.sqrt(aa.astype(np.float64) * bb.astype(np.float64))
+    return np.clip(c, -1.0, 1.0).astype(a.dtype)
 
 
 def reference_lists(u: np.ndarray, k: int):
@@ -58,8 +48,8 @@ def unit(x: torch.Tensor) -> np.ndarray:
 @pytest.mark.parametrize("d", [1, 5, 32, 33, 100])
 def test_the_three_statements_of_the_canonical_cosine_agree_bitwise(dtype, d):
     rng = np.random.default_rng(d)
-    a = rng.normal(size=(64, d)).astype(dtype)
-    b = rng.normal(size=(64, d)).astype(dtype)
+    a = unit(torch.from_numpy(rng.normal(size=(64, d)).astype(dtype)))  # the unit rows it is defined on
+    b = unit(torch.from_numpy(rng.normal(size=(64, d)).astype(dtype)))
     b[:8] = a[:8]  # identical rows
     b[8:16] = -a[8:16]
     want = reference_cosine(a, b)

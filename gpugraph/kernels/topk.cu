@@ -70,23 +70,25 @@ __device__ void merge_sorted(float* sv, int* si, int total) {
     }
 }
 
+#define FIXED_SCALE 2305843009213693952.0  // 2^61: products are summed as exact multiples of 2^-61
+
 // The canonical similarity (gpugraph/_select_cpu.py: cosine) of the candidates
-// sv/si[k..k+count), one warp each: a.b in float64, lane l summing the indices t = l mod 32
-// in increasing t, the lanes added by the butterfly 16, 8, .., 1, divided by
-// sqrt(a.a b.b) (the rows' norms nrow, nc[], summed the same way), clamped to [-1, 1] and
-// rounded to float32: the same bits as the CPU and torch paths (a product of two floats
-// is exact in double, so contracting it into an FMA changes nothing).
-__device__ void rescore(float* sv, const int* si, int k, int count, const float* xrow, double nrow,
-                        const float* __restrict__ xc, const double* __restrict__ nc, int col0, int d) {
+// sv/si[k..k+count), one warp each: every product x_t y_t (exact in double) rounded to the
+// nearest multiple of 2^-61 and the integers summed exactly (in any order, so the warp's
+// split gives the CPU's integer), then ab / sqrt(aa bb) in double with the rows' norms
+// nrow, nc[] summed the same way, clamped to [-1, 1] and rounded to float32: the same bits
+// as the CPU and torch paths.
+__device__ void rescore(float* sv, const int* si, int k, int count, const float* xrow, long long nrow,
+                        const float* __restrict__ xc, const long long* __restrict__ nc, int col0, int d) {
     const int lane = threadIdx.x & 31;
     const int warps = blockDim.x >> 5;
     for (int c = threadIdx.x >> 5; c < count; c += warps) {
         const int q = si[k + c] - col0;
         const float* xcol = xc + (long long)q * d;
-        double ab = 0.0;
-        for (int t = lane; t < d; t += 32) ab += (double)xrow[t] * (double)xcol[t];
+        long long ab = 0;
+        for (int t = lane; t < d; t += 32) ab += __double2ll_rn((double)xrow[t] * (double)xcol[t] * FIXED_SCALE);
         for (int o = 16; o > 0; o >>= 1) ab += __shfl_xor_sync(0xffffffffu, ab, o);
-        if (lane == 0) sv[k + c] = (float)fmin(1.0, fmax(-1.0, ab / sqrt(nrow * nc[q])));
+        if (lane == 0) sv[k + c] = (float)fmin(1.0, fmax(-1.0, (double)ab / sqrt((double)nrow * (double)nc[q])));
     }
     __syncthreads();
 }
@@ -96,14 +98,14 @@ __device__ void rescore(float* sv, const int* si, int k, int count, const float*
 // row with global id id0 + p, whose running state is row row0 + p of best_v/best_i, and
 // the column with global id col0 + q. A pair of equal ids (the diagonal) is skipped.
 // best_v/best_i: (n, k) running state, best first, initialised to (-inf, -1). xr: (rows, d)
-// unit rows of the row block, xc: (cols, d) of the column block, nr/nc their float64 lane
-// norms (read only when margin > 0).
+// unit rows of the row block, xc: (cols, d) of the column block, nr/nc their int64
+// fixed-point norms (read only when margin > 0).
 extern "C" __global__ void __launch_bounds__(THREADS)
 topk_merge(const float* __restrict__ tile, long long row_stride, long long col_stride,
            int rows, int cols, long long row0, long long id0, long long col0,
            float* __restrict__ best_v, long long* __restrict__ best_i, int k, float margin,
-           const float* __restrict__ xr, const float* __restrict__ xc, const double* __restrict__ nr,
-           const double* __restrict__ nc, int d) {
+           const float* __restrict__ xr, const float* __restrict__ xc, const long long* __restrict__ nr,
+           const long long* __restrict__ nc, int d) {
     __shared__ float sv[SORT_CAP];
     __shared__ int si[SORT_CAP];
     __shared__ int count;

@@ -6,8 +6,8 @@
 
 extern "C" void host_topk_merge(const float* tile, long long row_stride, long long col_stride, int rows,
                                 int cols, long long row0, long long id0, long long col0, float* best_v, long long* best_i,
-                                int k, float margin, const float* xr, const float* xc, const double* nr,
-                                const double* nc, int d) {
+                                int k, float margin, const float* xr, const float* xc, const long long* nr,
+                                const long long* nc, int d) {
     launch(rows, THREADS, [=] {
         topk_merge(tile, row_stride, col_stride, rows, cols, row0, id0, col0, best_v, best_i, k, margin, xr, xc, nr,
                    nc, d);

@@ -38,6 +38,7 @@ inline float __int_as_float(unsigned int bits) {
     std::memcpy(&f, &bits, sizeof f);
     return f;
 }
+inline long long __double2ll_rn(double v) { return std::llrint(v); }  // round to nearest even
 inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
 inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
     return std::atomic_ref<unsigned long long>(*p).fetch_add(v);
