@@ -85,10 +85,16 @@ class RowBlocks:
     tile loops reuse (the outer block across its inner loop).
     """
 
-    def __init__(self, xn, device: torch.device | None = None, streamed: bool = False):
+    def __init__(self, xn, device: torch.device | None = None, streamed: bool = False, rows: slice | None = None):
         self.xn, self.streamed = xn, streamed  # xn: unit rows, or a Source
         self.device = device if device is not None else xn.device
+        self.rows = rows if rows is not None else slice(0, xn.shape[0])  # the rows of xn handed out
         self._recent: dict[tuple[int, int], torch.Tensor] = {}
+
+    def view(self, r0: int, r1: int) -> RowBlocks:
+        """These blocks' rows r0..r1 (no copy, nothing read)."""
+        start = self.rows.start
+        return RowBlocks(self.xn, self.device, self.streamed, slice(start + r0, start + r1))
 
     @classmethod
     def place(cls, xn: torch.Tensor, device: torch.device) -> RowBlocks:
@@ -102,7 +108,7 @@ class RowBlocks:
 
     @property
     def n(self) -> int:
-        return self.xn.shape[0]
+        return self.rows.stop - self.rows.start
 
     @property
     def d(self) -> int:
@@ -113,6 +119,7 @@ class RowBlocks:
         return self.xn.dtype
 
     def get(self, a0: int, a1: int) -> torch.Tensor:
+        a0, a1 = a0 + self.rows.start, a1 + self.rows.start
         if not self.streamed:
             return self.xn[a0:a1]
         key = (a0, a1)

@@ -18,9 +18,12 @@ raises the same clear error on every rank, naming the rank, instead of hanging t
 Work and communication of :func:`knn_graph` (a half ring): S = floor(P / 2) steps. At step s
 every rank holds the block of rank r - s with the running top-k of its rows, computes the
 pair (own block, visiting block) once, feeding both blocks' lists, and passes both on to
-rank r + 1; at the end the visiting lists go home in one hop. Each unordered pair of blocks
-is computed once (for an even P the two ranks that meet a pair at step P / 2 take half each),
-so the ranks share the N^2 / 2 work of the one-process search. With blocks of N / P rows,
+rank r + 1; at the end the visiting lists go home in one hop. The blocks travel in chunks of
+at most a tile of rows (chunk j of every block goes round, then its lists go home, then
+chunk j + 1), so a rank holds two chunks and its own rows, and an out-of-core shard is read
+a tile at a time, never whole. Each unordered pair of blocks is computed once (for an even P
+the two ranks that meet a pair at step P / 2 take half each), so the ranks share the
+N^2 / 2 work of the one-process search. With blocks of N / P rows,
 each rank sends S * N / P * D * 4 bytes of rows (float32) and S * N / P * k * 12 bytes of
 lists (value and int64 index), plus O(P) metadata: about half the rows of a full ring.
 The graph measures all-gather the (N, k) lists once (N * k * 12 bytes to every rank) and
@@ -33,7 +36,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from gpugraph import _progress
+from gpugraph import _memory, _progress
 from gpugraph._tensor import label_codes, unit_rows
 from gpugraph._tiles import RowBlocks, TopK, tiles, walk
 from gpugraph.graph import KnnGraph, check_graph, check_mode, reciprocity_of, symmetric_from
@@ -109,9 +112,8 @@ def knn_graph(x_local, k: int = 10, group=None, *, precision: str = "exact", til
     """
     rank, world = _world(group)
     name = f"x on rank {rank}"
-    local = _Local(x_local, name)
-    local.info.update(_local_error(lambda: (_check_precision(precision, local.device), _check_tile(tile),
-                                            parse_memory(memory))))
+    local = _Local(x_local, name, memory)
+    local.info.update(_local_error(lambda: (_check_precision(precision, local.device), _check_tile(tile))))
     infos = _gather(local.info, group)
     _raise_if_any(infos)
     _same(infos, "d", "width D")
@@ -122,39 +124,52 @@ def knn_graph(x_local, k: int = 10, group=None, *, precision: str = "exact", til
     n_total = sum(sizes)
     _check_k(k, n_total)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
-    d, device, unit = local.d, local.device, local.unit
-    dtype = unit.dtype
-    tile = tile or _default_tile(device, dtype, k, parse_memory(memory))
-    steps = _steps(rank, world, sizes)
-    count = sum(len(tiles(mine.stop - mine.start, (theirs.stop - theirs.start) if step else None, tile, k))
-                for step, _, mine, theirs in steps)
+    d, device, dtype = local.d, local.device, local.unit_dtype
+    budget = parse_memory(memory)
+    tile = tile or _default_tile(device, dtype, k, budget, d=d)
+    # the blocks travel in chunks of at most a tile of rows (and an eighth of the budget),
+    # each with its rows' running top-k: a rank holds two chunks at a time, never a whole
+    # block (its own out-of-core rows are read a tile at a time too)
+    size = torch.empty((), dtype=dtype).element_size()
+    chunk = max(1, min(tile, (budget or _memory.budget(device)) // (8 * (d * size + k * 16))))
+    schedule = list(_schedule(rank, world, sizes, chunk))
+    count = len(tiles(local.n, None, tile, k)) + sum(len(tiles(mine.stop - mine.start, vis.stop - vis.start, tile, k))
+                                                    for _, _, _, mine, vis in schedule)
     bar = _progress.bar(progress, count, "tile", "knn_graph", long=n_total >= 20_000)
     selector, precision_used = _selector(device, dtype, k, precision)
     # every kept pair is re-scored by the canonical cosine (the same bits on whichever rank
     # it is met, so ties across ranks go to the lower global index)
     walk_args = {"tile": tile, "precision": precision_used, "bar": bar}
     own = TopK(local.n, k, dtype, device)
-    walk(selector, own, RowBlocks(unit), offsets[rank], **walk_args)
-    block = unit
-    visitor = None  # the running top-k of the visiting block's rows
+    mine_rows = local.row_blocks()
+    walk(selector, own, mine_rows, offsets[rank], **walk_args)
+    hops = world // 2
     sent = 0
-    for _, owner, own_rows, vis_rows in steps[1:]:
-        # pass the block held (and, after the first step, its rows' top-k) on to rank + 1
-        outgoing = [block] + ([visitor.values, visitor.indices] if visitor is not None else [])
-        block = torch.empty((sizes[owner], d), dtype=dtype, device=device)
-        visitor_in = TopK(sizes[owner], k, dtype, device)
-        incoming = [block] + ([visitor_in.values, visitor_in.indices] if visitor is not None else [])
+    held = visitor = None  # the chunk this rank holds and its rows' running top-k
+    for j, step, owner, own_part, vis_part in schedule:
+        j0, j1 = _chunk_rows(j, chunk, local.n)
+        if step == 1:  # a chunk of this rank's own rows sets out; its lists stay at home
+            held, visitor = local.rows(j0, j1), None
+        # pass the chunk held (and, after the first step, its rows' top-k) on to rank + 1
+        c0, c1 = _chunk_rows(j, chunk, sizes[owner])
+        outgoing = [held] + ([visitor.values, visitor.indices] if visitor is not None else [])
+        held = torch.empty((c1 - c0, d), dtype=dtype, device=device)
+        arriving = TopK(c1 - c0, k, dtype, device)
+        incoming = [held] + ([arriving.values, arriving.indices] if step > 1 else [])
         sent += _exchange(outgoing, (rank + 1) % world, incoming, (rank - 1) % world, group)
-        visitor = visitor_in
-        walk(selector, own, RowBlocks(unit[own_rows]), offsets[rank] + own_rows.start, a_at=own_rows.start,
-             top_b=visitor, rows_b=RowBlocks(block[vis_rows]), b_id=offsets[owner] + vis_rows.start,
-             b_at=vis_rows.start, **walk_args)
-    if visitor is not None:  # the visitors' lists go home, to rank - S; ours come from rank + S
-        back = TopK(local.n, k, dtype, device)
-        hops = len(steps) - 1
-        sent += _exchange([visitor.values, visitor.indices], (rank - hops) % world,
-                          [back.values, back.indices], (rank + hops) % world, group)
-        own.merge(back)
+        visitor = arriving
+        if vis_part.stop > vis_part.start and own_part.stop > own_part.start:
+            walk(selector, own, mine_rows.view(own_part.start, own_part.stop), offsets[rank] + own_part.start,
+                 a_at=own_part.start, top_b=visitor, rows_b=RowBlocks(held).view(vis_part.start - c0, vis_part.stop - c0),
+                 b_id=offsets[owner] + vis_part.start, b_at=vis_part.start - c0, **walk_args)
+        if step == hops:  # the visitors' lists go home, to rank - S; this chunk's come from rank + S
+            back = TopK(j1 - j0, k, dtype, device)
+            sent += _exchange([visitor.values, visitor.indices], (rank - hops) % world,
+                              [back.values, back.indices], (rank + hops) % world, group)
+            merged = TopK(j1 - j0, k, dtype, device)
+            merged.values, merged.indices = own.values[j0:j1], own.indices[j0:j1]
+            merged.merge(back)
+            own.values[j0:j1], own.indices[j0:j1] = merged.values, merged.indices
     own.sort()
     bar.close()
     meta = {"metric": "cosine", "n": n_total, "d": d, "k": k, "dtype": str(local.dtype).replace("torch.", ""),
@@ -184,6 +199,27 @@ def _steps(rank: int, world: int, sizes: list[int]) -> list[tuple[int, int, slic
     return out
 
 
+def _chunk_rows(j: int, chunk: int, n: int) -> tuple[int, int]:
+    """Rows of chunk j of a block of n rows (empty past its end)."""
+    return min(j * chunk, n), min((j + 1) * chunk, n)
+
+
+def _schedule(rank: int, world: int, sizes: list[int], chunk: int):
+    """(chunk j, step, owner, own rows, visiting rows) of the chunked half ring, in order.
+
+    For each chunk j (every rank counts the same chunks: those of the largest block), the
+    chunk of each rank's block travels S = P // 2 steps: at step s this rank holds chunk j of
+    rank r - s's block and computes (its own rows, those rows); ``visiting rows`` are rows
+    of the owner's block (the chunk, or the part of it :func:`_steps` gives this rank for an
+    even P's last step)."""
+    chunks = -(-max(sizes) // chunk)
+    steps = _steps(rank, world, sizes)[1:]
+    for j in range(chunks):
+        for step, owner, mine, theirs in steps:
+            c0, c1 = _chunk_rows(j, chunk, sizes[owner])
+            yield j, step, owner, mine, slice(max(c0, theirs.start), max(min(c1, theirs.stop), max(c0, theirs.start)))
+
+
 def _exchange(outgoing: list, to: int, incoming: list, source: int, group) -> int:
     """Send ``outgoing`` to rank ``to`` while receiving ``incoming`` from ``source`` (empty
     tensors are skipped on both sides); the bytes sent."""
@@ -195,16 +231,20 @@ def _exchange(outgoing: list, to: int, incoming: list, source: int, group) -> in
 
 
 class _Local:
-    """This rank's rows as unit rows, or the error they gave, gathered before any collective.
+    """This rank's rows, or the error they gave, gathered before any collective.
 
-    A rank may hold no rows: an (0, D) tensor or array is accepted here (and only here)."""
+    In memory: checked and made unit at once. Out of core: checked a block at a time here,
+    and read (and made unit) a block at a time by the search, never whole. A rank may hold
+    no rows: an (0, D) tensor or array is accepted here (and only here)."""
 
-    def __init__(self, x, name: str):
+    def __init__(self, x, name: str, memory=None):
+        self.memory = memory  # the budget an out-of-core shard is checked within
         self.n, self.d, self.dtype, self.device = 0, None, None, torch.device("cpu")
-        self.unit = None
+        self.unit = self.src = None
+        self.unit_dtype = None
         error = _local_error(lambda: self._read(x, name))
         self.info = {"n": self.n, "d": self.d, "dtype": str(self.dtype), "device": self.device.type,
-                     "unit": str(self.unit.dtype) if self.unit is not None else None, **error}
+                     "unit": str(self.unit_dtype) if self.unit_dtype is not None else None, **error}
 
     def adopt(self, infos: list[dict]) -> None:
         """An empty rank takes the width and compute dtype of the ranks that hold rows
@@ -213,8 +253,8 @@ class _Local:
         if self.n or holder is None:
             return
         self.d = holder["d"]
-        dtype = getattr(torch, holder["unit"].removeprefix("torch."))
-        self.unit = torch.empty((0, self.d), dtype=dtype, device=self.device)
+        self.unit_dtype = getattr(torch, holder["unit"].removeprefix("torch."))
+        self.unit = torch.empty((0, self.d), dtype=self.unit_dtype, device=self.device)
 
     def _read(self, x, name: str) -> None:
         if isinstance(x, (torch.Tensor, np.ndarray)) and x.ndim == 2 and len(x) == 0:
@@ -222,12 +262,29 @@ class _Local:
             if not t.is_floating_point():
                 raise TypeError(f"{name} must be floating point, got dtype {t.dtype}")
             self.d, self.dtype, self.device = t.shape[1], t.dtype, t.device
-            dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
-            self.unit = torch.empty((0, self.d), dtype=dtype, device=t.device)
+            self.unit_dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+            self.unit = torch.empty((0, self.d), dtype=self.unit_dtype, device=t.device)
             return
+        budget = parse_memory(self.memory)
         src = as_source(x, name)
         self.n, self.d, self.dtype, self.device = src.n, src.d, src.dtype, src.device
-        self.unit = unit_rows(src.tensor if src.in_memory else src.rows(0, src.n), name).to(src.device)
+        self.unit_dtype = torch.float64 if src.dtype == torch.float64 else torch.float32
+        if src.in_memory:
+            self.unit = unit_rows(src.tensor, name).to(src.device)
+        else:
+            # bad rows named now, on every rank, before any exchange; blocks of 1/8 of the budget
+            step = (budget or _memory.budget(self.device)) // (8 * 8 * max(1, self.d))
+            src.check(nonzero=True, step=max(1, step))
+            self.src = src
+
+    def row_blocks(self) -> RowBlocks:
+        return RowBlocks(self.unit) if self.src is None else RowBlocks(self.src, self.device, streamed=True)
+
+    def rows(self, r0: int, r1: int) -> torch.Tensor:
+        """Unit rows r0..r1 (read from disk and made unit when out of core)."""
+        if self.src is None:
+            return self.unit[r0:r1]
+        return unit_rows(self.src.rows(r0, r1), self.src.name, offset=r0).to(self.device)
 
 
 def _global_graph(g: KnnGraph, group) -> tuple[torch.Tensor, torch.Tensor, list[int], int]:
@@ -392,7 +449,7 @@ def layer_similarity(x1_local, x2_local, k: int | None = None, group=None) -> fl
     _same(infos, "d2", "width D2")
     l1.adopt([{"n": i["n"], "d": i["d1"], "unit": i["u1"]} for i in infos])
     l2.adopt([{"n": i["n"], "d": i["d2"], "unit": i["u2"]} for i in infos])
-    a, b = l1.unit.double(), l2.unit.to(l1.device).double()
+    a, b = l1.rows(0, l1.n).double(), l2.rows(0, l2.n).to(l1.device).double()  # (n_r, D1), (n_r, D2)
     ab, aa, bb = (_all_sum(t.contiguous(), group) for t in (a.T @ b, a.T @ a, b.T @ b))
     # (n_r, 3): <A1[i], A2[i]>, |A1[i]|^2, |A2[i]|^2 over j != i: the full sums less the
     # diagonal term, and rows where that cancels summed again directly (as gpugraph._gram.rowdot_off)

@@ -143,7 +143,7 @@ def knn_graph(
         rows = RowBlocks.place(unit_rows(src.tensor, src.name), target)
     else:
         rows = RowBlocks(src, target, streamed=True)
-    tile = tile if tile is not None else _default_tile(target, rows.dtype, k, budget, n)
+    tile = tile if tile is not None else _default_tile(target, rows.dtype, k, budget, n, d)
     selector, precision_used = _selector(target, rows.dtype, k, precision)
     bar = _progress.bar(progress, len(tiles(n, None, tile, k)), "tile", "knn_graph", long=n >= 20_000)
     indices, weights = search(rows, k, tile, precision_used, selector, bar)
@@ -219,20 +219,23 @@ def _check_precision(precision, device: torch.device) -> None:
 
 
 def _default_tile(device: torch.device, dtype: torch.dtype, k: int, budget: int | None = None,
-                  n: int | None = None) -> int:
+                  n: int | None = None, d: int = 0) -> int:
     """Rows per tile so that the live temporaries of one tile fit the memory budget (default:
     the shared one): the tile and its transposed copy or a second mask (2 x size bytes an
-    entry) and two boolean masks; GEMM-friendly caps. On the CPU ``n`` rows are split into at
-    least two row blocks (from 256 rows), so that the walk skips the lower tile: 3/4 of the
-    GEMM: 1.1-1.3x faster from 300 x 1280 to 2000 x 512 (measured 2026-11-24)."""
+    entry) and two boolean masks, and the rows of the tile's two blocks with the temporaries
+    of reading and normalising one (4 x D x size bytes a row); GEMM-friendly caps. On the CPU
+    ``n`` rows are split into at least two row blocks (from 256 rows), so that the walk skips
+    the lower tile: 3/4 of the GEMM: 1.1-1.3x faster from 300 x 1280 to 2000 x 512 (measured
+    2026-11-24)."""
     size = torch.tensor([], dtype=dtype).element_size()
     cap = 8192 if device.type == "cuda" else 2048  # CPU: a float32 tile stays in a 32 MB L3 cache
     if device.type == "cpu" and n is not None and n >= 256:
         cap = min(cap, -(-n // 2))
-    per_entry = 2 * size + 2
-    if budget is None and per_entry * cap * cap <= _SMALL_TILE:  # no need to ask the OS
+    per_entry, per_row = 2 * size + 2, 4 * d * size
+    if budget is None and per_entry * cap * cap + per_row * cap <= _SMALL_TILE:  # no need to ask the OS
         return max(2 * (k + 1), cap)
-    side = int(math.sqrt((budget or _memory.budget(device)) / per_entry))
+    room = budget or _memory.budget(device)
+    side = int((-per_row + math.sqrt(per_row * per_row + 4 * per_entry * room)) / (2 * per_entry))
     return max(2 * (k + 1), min(cap, side))
 
 

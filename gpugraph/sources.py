@@ -81,13 +81,14 @@ class Source:
             r1 = min(r0 + step, self.n)
             yield r0, r1, self.rows(r0, r1)
 
-    def check(self, nonzero: bool = True) -> torch.Tensor:
+    def check(self, nonzero: bool = True, step: int | None = None) -> torch.Tensor:
         """The largest |entry| of every row (N,), after refusing rows with NaN or Inf (and
-        all-zero rows when ``nonzero``) by their row in the whole matrix."""
+        all-zero rows when ``nonzero``) by their row in the whole matrix; out of core read
+        ``step`` rows at a time (default as :meth:`blocks`)."""
         if self.in_memory:
             return check_rows(self.tensor, self.name, nonzero=nonzero)
         return torch.cat([check_rows(block, self.name, nonzero=nonzero, offset=r0)
-                          for r0, _, block in self.blocks()])
+                          for r0, _, block in self.blocks(step)])
 
     def __len__(self) -> int:
         return self.n

@@ -94,6 +94,18 @@ def _worker(rank, world, init, out, splits, scenario):
                     g = gd.knn_graph(local, k=5, tile=29, precision=precision, memory="64MB")
                     result[precision] = (g.indices.numpy(), g.weights.numpy())
                 result["lsim"] = gd.layer_similarity(local, y[r0:r1])
+            elif scenario.startswith("zarr:"):
+                import gpugraph.distributed as gd
+                from gpugraph import _memory
+
+                import zarr
+
+                shard = zarr.open_array(f"{scenario.split(':', 1)[1]}.{rank}", mode="r")  # this rank's rows, on disk
+                gd.knn_graph(shard, k=10, memory="8MB")  # everything compiled before the measured call
+                before = _memory.reset_peak()
+                g = gd.knn_graph(shard, k=10, memory="8MB")
+                result["grown"] = _memory.peak_resident() - before
+                result["indices"], result["weights"] = g.indices.numpy(), g.weights.numpy()
             elif scenario == "orthogonal":
                 import gpugraph.distributed as gd
 
@@ -200,6 +212,28 @@ def test_an_empty_rank_takes_width_and_dtype_from_the_others(tmp_path, scenario)
         np.testing.assert_array_equal(indices, g.indices.numpy())
         np.testing.assert_array_equal(weights, g.weights.numpy())
     assert all(r["lsim"] == pytest.approx(gg.layer_similarity(x, y), abs=1e-9) for r in results)
+
+
+def test_an_out_of_core_shard_is_read_a_chunk_at_a_time(tmp_path, monkeypatch):
+    # 3 ranks of 3000 x 2048 float32 rows on disk (25 MB a shard; zarr, read by file reads, so
+    # that resident memory counts what gpugraph holds, not mapped pages): the ring used to read
+    # a rank's shard whole and to receive a whole block (two shards' worth); now the blocks
+    # travel in chunks of at most a tile (and an eighth of the budget) and the own rows are
+    # read a tile at a time, so a rank holds less than one shard
+    import zarr
+
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")  # freed blocks go back: the peak is live memory
+    x = np.random.default_rng(3).normal(size=(9000, 2048)).astype(np.float32)
+    for rank in range(3):
+        z = zarr.open_array(str(tmp_path / f"x.{rank}"), mode="w", shape=(3000, 2048), chunks=(250, 2048),
+                            dtype="float32")
+        z[:] = x[3000 * rank : 3000 * (rank + 1)]
+    results = run(tmp_path, [0, 3000, 6000, 9000], f"zarr:{tmp_path / 'x'}")
+    g = gg.knn_graph(torch.from_numpy(x), k=10)
+    np.testing.assert_array_equal(np.concatenate([r["indices"] for r in results]), g.indices.numpy())
+    np.testing.assert_array_equal(np.concatenate([r["weights"] for r in results]), g.weights.numpy())
+    shard = 3000 * 2048 * 4
+    assert max(r["grown"] for r in results) < shard, [r["grown"] for r in results]
 
 
 def test_distributed_dense_lsim_has_no_cancellation(tmp_path):
