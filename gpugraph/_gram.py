@@ -152,11 +152,11 @@ def rowdot_off(a: Rows, b: Rows, against: torch.Tensor | None = None, selves=Non
     itself, a relative error) are summed again directly over j != i (Gram tiles with the
     diagonal left out): O(flagged N (D1 + D2)). So every row is accurate to 2^-30 relative,
     or of ``against`` (the scale the caller divides by). ``selves``: rowdot(a, a) and
-    rowdot(b, b) where the caller has them (a grid reuses each layer's).
+    rowdot(b, b) where the caller has them (dense LSim keeps each layer's for its pairs).
     """
     full = selves[0] if b is a and selves is not None else rowdot(a, b)
-    diag_a = _row_squares(a)
-    diag_b = diag_a if b is a else _row_squares(b).to(a.device)
+    diag_a = row_squares(a)
+    diag_b = diag_a if b is a else row_squares(b).to(a.device)
     off = full - diag_a * diag_b
     if b is a:
         scale_a = scale_b = full
@@ -170,7 +170,8 @@ def rowdot_off(a: Rows, b: Rows, against: torch.Tensor | None = None, selves=Non
     return off
 
 
-def _row_squares(a: Rows) -> torch.Tensor:
+def row_squares(a: Rows) -> torch.Tensor:
+    """(N,) float64 a_i . a_i, a block of rows at a time."""
     out = torch.empty(a.n, dtype=torch.float64, device=a.device)
     for r0, r1 in a.blocks(_row_step(a.d, a.device)):
         block = a.block(r0, r1)
@@ -303,7 +304,7 @@ def grid(a: list[Rows], b: list[Rows] | None = None, *, kind: str = "gram", name
     step = max(1, min(n, budget // (_F64 * (n * (len(layers) + 2) + 2 * max(r.d for r in layers)))))
     sums = torch.zeros(len(a), len(layers) - len(a) if b is not None else len(a), dtype=torch.float64, device=device)
     squares = torch.zeros(len(layers), dtype=torch.float64, device=device)
-    row_sums = [_k_tilde_row_sums(rows, device) for rows in layers] if kind == "ucentred" else None
+    row_sums = [k_tilde_row_sums(rows, device) for rows in layers] if kind == "ucentred" else None
     for r0, r1 in a[0].blocks(step):
         flat = torch.empty(len(layers), (r1 - r0) * n, dtype=torch.float64, device=device)
         own = (torch.arange(r1 - r0, device=device), torch.arange(r0, r1, device=device))  # the diagonal
@@ -330,7 +331,7 @@ def grid(a: list[Rows], b: list[Rows] | None = None, *, kind: str = "gram", name
     return sums, squares[: len(a)], squares[len(a) :] if b is not None else squares
 
 
-def _k_tilde_row_sums(rows: Rows, device) -> torch.Tensor:
+def k_tilde_row_sums(rows: Rows, device) -> torch.Tensor:
     """(N,) row sums of K~ = R R^T less its diagonal, a block of rows at a time: O(N D)."""
     step = _row_step(rows.d, device)
     total = torch.zeros(rows.d, dtype=torch.float64, device=device)

@@ -260,11 +260,11 @@ def _hash(words, seed):
 
 
 def fingerprint(*arrays: np.ndarray) -> int:
-    """A 64-bit hash of the bits of NumPy arrays (C-contiguous, 4 or 8 bytes an entry): for
+    """A 64-bit hash of the bits of NumPy arrays (C-contiguous, 1 to 8 bytes an entry): for
     each array the sum over its words of mix(word ^ (position * golden + seed)), in parallel
     chunks. Any edit of the bits changes it except with probability about 2^-64."""
     total = 0
     for m, a in enumerate(arrays):
-        words = a.reshape(-1).view(np.uint64 if a.itemsize == 8 else np.uint32)
+        words = a.reshape(-1).view({8: np.uint64, 4: np.uint32, 2: np.uint16, 1: np.uint8}[a.itemsize])
         total = (total + int(_hash(words, np.uint64((m + 1) * 0x9E3779B97F4A7C15 % 2**64)))) % 2**64
     return total

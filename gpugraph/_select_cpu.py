@@ -190,35 +190,29 @@ def _sort_rows(vals, idx) -> None:
 
 def sort_rows(values, indices) -> None:
     """Order each row's heap (see the module's note) best first, in place (NumPy arrays)."""
-    use_threads(values.size * max(1, values.shape[1].bit_length()), ROW_CHUNK)
+    use_threads(values.size * max(1, values.shape[1].bit_length()))
     _sort_rows(values, indices)
 
 
-SERIAL_WORK = 1 << 21
-"""Below this many element steps (a few milliseconds on one core) a compiled pass runs on
+SERIAL_WORK = 1 << 18
+"""Below this many element steps (about a millisecond on one core) a compiled pass runs on
 the calling thread alone: on a busy machine the threads of a parallel region wait for each
 other at its barrier (spinning, then sleeping), and a few milliseconds of work took up to
-700 ms when one of them was descheduled (benchmarks/bench_load.py)."""
+700 ms when one of them was descheduled (benchmarks/bench_load.py). The threshold is where
+the quiet machine loses nothing measurable (modularity of a 20k-node graph: 3.0 ms)."""
 
 
-def use_threads(work: int | None = None, chunk: int = 1) -> int:
+def use_threads(work: int | None = None) -> int:
     """Run numba's next parallel loops on as many threads as torch uses (torch.set_num_threads,
     OMP_NUM_THREADS, 1 a rank under torchrun), never more than numba started, and on one
-    thread when ``work`` (element steps) is below :data:`SERIAL_WORK`; the count.
-
-    The loops are scheduled dynamically, ``chunk`` iterations at a time (1 for loops over a
-    few chunks of work, more for loops over rows): a thread that runs takes the next
-    iterations, so one descheduled on a busy machine holds up ``chunk`` iterations, not its
-    whole static share, while the other waits at the barrier."""
+    thread when ``work`` (element steps) is below :data:`SERIAL_WORK`; the count."""
     import torch
 
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(1 if work is not None and work < SERIAL_WORK else threads)
-    numba.set_parallel_chunksize(chunk)
     return numba.get_num_threads()
 
 
-ROW_CHUNK = 64  # rows handed to a thread at a time by loops over rows
 
 
 class Workspace:

@@ -65,9 +65,9 @@ def _compiled(t: torch.Tensor) -> bool:
     """Whether the CPU's compiled row passes (gpugraph/_rows_cpu.py) take ``t``."""
     if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64) or t.dim() != 2:
         return False
-    from gpugraph._select_cpu import ROW_CHUNK, use_threads
+    from gpugraph._select_cpu import use_threads
 
-    use_threads(t.numel(), ROW_CHUNK)
+    use_threads(t.numel())
     return True
 
 

@@ -63,10 +63,13 @@ class TopK:
             return
         self.values, self.indices = _best_first(self.values, self.indices, self.values.shape[1])
 
-    def merge(self, other: TopK) -> None:
-        """Keep the k best of both lists (which hold disjoint columns)."""
-        self.values, self.indices = _best_first(torch.cat([self.values, other.values], dim=1),
-                                                torch.cat([self.indices, other.indices], dim=1), self.values.shape[1])
+    def merge(self, other: TopK, at: int = 0) -> None:
+        """Keep the k best of both lists (which hold disjoint columns) for this list's rows
+        at .. at + len(other), best first."""
+        rows = slice(at, at + other.values.shape[0])
+        self.values[rows], self.indices[rows] = _best_first(
+            torch.cat([self.values[rows], other.values], dim=1), torch.cat([self.indices[rows], other.indices], dim=1),
+            self.values.shape[1])
 
 
 def _best_first(v: torch.Tensor, i: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -166,10 +166,7 @@ def knn_graph(x_local, k: int = 10, group=None, *, precision: str = "exact", til
             back = TopK(j1 - j0, k, dtype, device)
             sent += _exchange([visitor.values, visitor.indices], (rank - hops) % world,
                               [back.values, back.indices], (rank + hops) % world, group)
-            merged = TopK(j1 - j0, k, dtype, device)
-            merged.values, merged.indices = own.values[j0:j1], own.indices[j0:j1]
-            merged.merge(back)
-            own.values[j0:j1], own.indices[j0:j1] = merged.values, merged.indices
+            own.merge(back, at=j0)
     own.sort()
     bar.close()
     meta = {"metric": "cosine", "n": n_total, "d": d, "k": k, "dtype": str(local.dtype).replace("torch.", ""),

@@ -267,7 +267,8 @@ def _fingerprint_torch(*tensors: torch.Tensor) -> int:
     probability about 2^-64."""
     total = torch.zeros((), dtype=torch.int64, device=tensors[0].device)
     for m, t in enumerate(tensors):
-        words = t.contiguous().view(-1).view(torch.int64 if t.element_size() == 8 else torch.int32).to(torch.int64)
+        bits = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.uint8}[t.element_size()]
+        words = t.contiguous().view(-1).view(bits).to(torch.int64)
         z = words ^ (torch.arange(len(words), device=words.device) * -7046029254386353131 + m)
         for shift, mult in ((30, -4658895280553007687), (27, -7723592293110705685)):
             z = (z ^ ((z >> shift) & ((1 << (64 - shift)) - 1))) * mult  # a logical shift
@@ -283,9 +284,9 @@ def reciprocity_of(indices: torch.Tensor, weights: torch.Tensor, rows: slice | N
     rows = rows or slice(0, len(indices))
     if indices.device.type == "cpu":
         from gpugraph import _graph_cpu
-        from gpugraph._select_cpu import ROW_CHUNK, use_threads
+        from gpugraph._select_cpu import use_threads
 
-        use_threads((rows.stop - rows.start) * indices.shape[1] ** 2, ROW_CHUNK)
+        use_threads((rows.stop - rows.start) * indices.shape[1] ** 2)
         recip, partner_w = _graph_cpu.partners(indices.contiguous().numpy(), weights.contiguous().numpy(),
                                                rows.start, rows.stop)
         return torch.from_numpy(recip), torch.from_numpy(partner_w)

@@ -117,7 +117,6 @@ def _count(indptr: np.ndarray, cols: np.ndarray, *, per_node: bool = False, labe
     codes = np.ascontiguousarray(labels, dtype=np.int64) if labels is not None else np.zeros(0, np.int64)
     # work: each oriented edge merges two rows of about m / n entries
     work = len(cols) * max(1, 2 * len(cols) // max(1, len(indptr) - 1))
-    threads = use_threads(work)  # 8 chunks a thread, handed out as the threads come free
     total, nodes, kinds = _graph_cpu.count(indptr, cols, codes, per_node, labels is not None, r0, r1,
-                                           threads if threads == 1 else 8 * threads)
+                                           use_threads(work))
     return int(total), nodes if per_node else None, kinds.tolist() if labels is not None else None

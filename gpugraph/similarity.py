@@ -206,20 +206,10 @@ class _HsicSide:
 
     def __init__(self, x, name: str, scale: float | None = None, constant_ok: bool = False):
         src = as_source(x, name)
-        top = float(src.check(nonzero=False).amax())
-        self.scale = scale if scale is not None else (top or 1.0)
-        self.rows = _gram.Rows.centred(src, name, self.scale, constant_ok)
-        n, device = src.n, src.device
-        step = max(1, (1 << 22) // src.d)
-        col_sum = torch.zeros(src.d, dtype=torch.float64, device=device)
-        self.diag = torch.empty(n, dtype=torch.float64, device=device)  # (N,) K_ii
-        for r0, r1 in self.rows.blocks(step):
-            b = self.rows.block(r0, r1)
-            col_sum += b.sum(dim=0)
-            self.diag[r0:r1] = (b * b).sum(dim=1)
-        self.k1 = torch.empty(n, dtype=torch.float64, device=device)  # (N,) K~ 1
-        for r0, r1 in self.rows.blocks(step):
-            self.k1[r0:r1] = self.rows.block(r0, r1) @ col_sum - self.diag[r0:r1]
+        self.rows = _gram.Rows.centred(src, name, scale, constant_ok)
+        self.scale = float(self.rows.divisors[0])  # the one given, or this side's largest |entry|
+        self.diag = _gram.row_squares(self.rows)  # (N,) K_ii
+        self.k1 = _gram.k_tilde_row_sums(self.rows, src.device)  # (N,) K~ 1
         self.sum = self.k1.sum()  # 1^T K~ 1
 
     def hsic(self, other: _HsicSide) -> torch.Tensor:

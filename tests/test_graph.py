@@ -419,6 +419,10 @@ def test_the_fingerprint_sees_one_flipped_bit_and_a_swap():
         swapped[[5, 6], 2] = swapped[[6, 5], 2]
         assert fp(idx, flipped) != base
         assert idx[5, 2] == idx[6, 2] or fp(swapped, w) != base
+        half = w[:7, :5].astype(np.float16)  # an odd number (35) of 2-byte weights
+        edited = half.copy()
+        edited[3, 3] = -edited[3, 3]
+        assert fp(idx[:7, :5], half) != fp(idx[:7, :5], edited)
 
 
 def test_converters_carry_the_exact_means_of_float32_weights():
