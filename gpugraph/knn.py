@@ -47,7 +47,8 @@ def knn_graph(
 
     The similarity of a pair is one value whatever computed it: the canonical cosine of the
     unit rows (float32 for float16/bfloat16/float32 input, float64 for float64), a.b /
-    sqrt(a.a b.b) with each sum in float64 in a fixed order, clamped to [-1, 1] and rounded
+    sqrt(a.a b.b) in float64 from sums taken exactly as integers (each product rounded to a
+    multiple of 2^-61, so no summation order changes them), clamped to [-1, 1] and rounded
     to that dtype. The GEMM tiles only select candidates: each pair within the GEMM's
     rounding bound of a list's k-th value is re-scored. So the neighbours, the weights and
     the ties are the same bits for every tile, precision, device selector and world size.
