@@ -213,8 +213,6 @@ def use_threads(work: int | None = None) -> int:
     return numba.get_num_threads()
 
 
-
-
 class Workspace:
     """The column candidates' lists of each chunk, kept across the tiles of one search."""
 

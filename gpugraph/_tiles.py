@@ -12,9 +12,9 @@ and the BLAS, so no list keeps it. The selector keeps every entry within the til
 bound (the margin: :func:`pair_error`, plus the screen's bound for a low-precision tile) of
 its row's or column's k-th value, re-scores it with the canonical :func:`cosine` (products
 summed exactly as multiples of 2^-61, so in any order: the same bits in torch, numba and
-CUDA), and merges by that value,
-then by index. So the neighbours, their weights and every tie are the same whatever the
-tile, the precision, the device's selector or the number of ranks.
+CUDA), and merges by that value, then by index. So the neighbours, their weights and every
+tie are the same whatever the tile, the precision, the device's selector or the number of
+ranks.
 
 Screening (``precision`` "bf16" or "tf32"): off-diagonal tiles are computed in low
 precision and the margin widens by the screen's proven error bound. A tile whose screen

@@ -446,8 +446,12 @@ def _graph_distributed(args, src, labels) -> int:
         start = time.perf_counter()
         rows = gd.shard(src.n)
         bar = _rows_bar(src.n, args.progress) if dist.get_rank() == 0 else None  # rank 0's share of the work
-        g = gd.knn_graph(src.rows(rows.start, rows.stop).to(device), k=args.k, precision=args.precision,
-                         memory=args.memory, progress=bar.tiles if bar is not None else False)
+        # this rank's rows: on the CPU a memory-mapped view read a tile at a time by the search,
+        # on a GPU copied there whole
+        shard = src.rows(rows.start, rows.stop).to(device) if device.type == "cuda" or src.in_memory \
+            else src.array[rows]
+        g = gd.knn_graph(shard, k=args.k, precision=args.precision, memory=args.memory,
+                         progress=bar.tiles if bar is not None else False)
         if bar is not None:
             bar.close()
         built = time.perf_counter() - start

@@ -235,11 +235,10 @@ class _Local:
     no rows: an (0, D) tensor or array is accepted here (and only here)."""
 
     def __init__(self, x, name: str, memory=None):
-        self.memory = memory  # the budget an out-of-core shard is checked within
         self.n, self.d, self.dtype, self.device = 0, None, None, torch.device("cpu")
         self.unit = self.src = None
         self.unit_dtype = None
-        error = _local_error(lambda: self._read(x, name))
+        error = _local_error(lambda: self._read(x, name, memory))
         self.info = {"n": self.n, "d": self.d, "dtype": str(self.dtype), "device": self.device.type,
                      "unit": str(self.unit_dtype) if self.unit_dtype is not None else None, **error}
 
@@ -253,7 +252,8 @@ class _Local:
         self.unit_dtype = getattr(torch, holder["unit"].removeprefix("torch."))
         self.unit = torch.empty((0, self.d), dtype=self.unit_dtype, device=self.device)
 
-    def _read(self, x, name: str) -> None:
+    def _read(self, x, name: str, memory) -> None:
+        """``memory``: the budget an out-of-core shard is checked within."""
         if isinstance(x, (torch.Tensor, np.ndarray)) and x.ndim == 2 and len(x) == 0:
             t = torch.as_tensor(x)
             if not t.is_floating_point():
@@ -262,7 +262,7 @@ class _Local:
             self.unit_dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
             self.unit = torch.empty((0, self.d), dtype=self.unit_dtype, device=t.device)
             return
-        budget = parse_memory(self.memory)
+        budget = parse_memory(memory)
         src = as_source(x, name)
         self.n, self.d, self.dtype, self.device = src.n, src.d, src.dtype, src.device
         self.unit_dtype = torch.float64 if src.dtype == torch.float64 else torch.float32

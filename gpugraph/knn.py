@@ -67,13 +67,13 @@ def knn_graph(
         Neighbours per node, 1 <= k < N.
     precision : {"exact", "bf16", "tf32"}
         Arithmetic of the similarity tiles. Every choice returns the same graph, bit for
-        bit (the canonical value above): "exact" computes the tiles in IEEE arithmetic of the compute dtype,
-        whatever torch's matmul precision settings say (TF32 on CUDA, bf16 in oneDNN on the
-        CPU), and leaves those settings as it found them; "bf16" (and "tf32", CUDA only)
-        computes them in low precision only to screen candidates, keeping every entry
-        within a proven rounding bound of the running threshold, and re-scores the kept
-        pairs. Screening pays where low-precision GEMM is much faster
-        (GPU tensor cores); on the CPU "exact" is usually faster.
+        bit (the canonical value above): "exact" computes the tiles in IEEE arithmetic of
+        the compute dtype, whatever torch's matmul precision settings say (TF32 on CUDA,
+        bf16 in oneDNN on the CPU), and leaves those settings as it found them; "bf16" (and
+        "tf32", CUDA only) computes them in low precision only to screen candidates, keeping
+        every entry within a proven rounding bound of the running threshold, and re-scores
+        the kept pairs. Screening pays where low-precision GEMM is much faster (GPU tensor
+        cores); on the CPU "exact" is usually faster.
     tile : int, optional
         Rows per tile. By default chosen from ``memory`` (at most 2048 on the CPU, 8192 on
         CUDA).

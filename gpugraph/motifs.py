@@ -84,7 +84,6 @@ def _oriented_csr(g: KnnGraph) -> tuple[torch.Tensor, torch.Tensor]:
     (indptr, columns sorted within rows) on g's device."""
     if g.device.type == "cpu":
         recip, _ = g.reciprocity()
-        use_threads(g.indices.numel() * max(1, g.k.bit_length()))
         indptr, cols = _graph_cpu.oriented_csr(g.indices.contiguous().numpy(), recip.numpy())
         return torch.from_numpy(indptr), torch.from_numpy(cols)
     return _oriented_csr_torch(g)
