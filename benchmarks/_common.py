@@ -7,12 +7,13 @@ import statistics
 
 import torch
 
-from gpugraph import _memory, bench
+from gpugraph._util import memory as _memory
+from gpugraph.tools import bench
 
 
 def median_time(fn, repeats: int = 3, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` in seconds, after ``warmup`` untimed calls: the timer of
-    ``gpugraph bench`` (gpugraph.bench.timings), so every script times things one way."""
+    ``gpugraph bench`` (gpugraph.tools.bench.timings), so every script times things one way."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return statistics.median(bench.timings(fn, repeats, warmup, device))
 

@@ -13,8 +13,8 @@ import torch
 from mnist1d.data import get_dataset_args, make_dataset
 from torch import nn
 
-from gpugraph.demo import ResBlock1d
-from gpugraph.training import accuracy, fit
+from gpugraph.models.training import accuracy, fit
+from gpugraph.tools.demo import ResBlock1d
 
 CACHE = Path(__file__).resolve().parent / "cache"  # trained weights; created on first use, not in git
 
@@ -129,7 +129,7 @@ def mnist1d(n_eval: int, seed: int = 7):
 def trained(arch: str, seed: int, x: torch.Tensor, y: torch.Tensor, epochs: int, tag: str = "mnist1d",
             log=print, **kwargs) -> nn.Module:
     """``ARCHS[arch]`` trained on (x, y) from seed ``seed``: loaded from CACHE when a run with
-    the same arch, tag, seed and epochs saved it, else trained (gpugraph.training.fit) and
+    the same arch, tag, seed and epochs saved it, else trained (gpugraph.models.training.fit) and
     saved (written, then renamed, so a cut run leaves no half file). Returned in eval mode."""
     torch.manual_seed(seed)
     model = ARCHS[arch](**kwargs)

@@ -4,7 +4,7 @@ that it "barely changes"), offline on MNIST-1D.
     python benchmarks/ablation.py [--ks 3 5 7 9 11] [--ns 200 500 1000 2000 5000] [--epochs 12]
                                   [--null 100] [--out benchmarks/results] [--seed 0]
 
-Trains the demo network (gpugraph.demo.DemoNet, as ``gpugraph demo`` does) on the 4000
+Trains the demo network (gpugraph.tools.demo.DemoNet, as ``gpugraph demo`` does) on the 4000
 MNIST-1D training signals, then draws 5000 fresh held-out signals from the same generator
 (another seed) and measures the curve (flattened block outputs, the input as the first
 layer): for each k at n = 500 (5 disjoint subsets), and for each n at k = 3 (5 subsets
@@ -25,8 +25,8 @@ import torch
 from _common import environment
 
 import gpugraph as gg
-from gpugraph.demo import DemoNet, mnist1d_data
-from gpugraph.training import accuracy, fit
+from gpugraph.models.training import accuracy, fit
+from gpugraph.tools.demo import DemoNet, mnist1d_data
 
 
 def held_out(count: int, seed: int):

@@ -21,7 +21,8 @@ from _common import environment, median_time, row
 from networkx.algorithms.community import modularity as nx_modularity
 
 import gpugraph as gg
-from gpugraph.demo import DemoNet, mnist1d_data, train
+from gpugraph.studies.curves import subsets
+from gpugraph.tools.demo import DemoNet, mnist1d_data, train
 
 
 def authors_modularity(x: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -55,7 +56,7 @@ def main() -> None:
     acts = gg.capture(model, (x_train, y_train))
     names = list(acts)[: args.layers]
     labels = acts.labels.numpy()
-    parts = gg.curves.subsets(acts.n, args.n, args.repeats, seed=0)
+    parts = subsets(acts.n, args.n, args.repeats, seed=0)
     print(environment())
     print(f"paper protocol: {args.repeats} subsets of {args.n} samples, k={args.k}; time per layer")
     widths = (22, 12, 13, 10, 10, 13, 12)

@@ -23,8 +23,8 @@ import torch
 from _common import environment, median_time, row
 
 import gpugraph as gg
-from gpugraph._tiles import CudaSelector, RowBlocks
-from gpugraph.knn import search
+from gpugraph.knn.build import search
+from gpugraph.knn.tiles import CudaSelector, RowBlocks
 
 # dense (no sparsity) peak FLOP/s from NVIDIA's data sheets: fp32 (CUDA cores), tf32, bf16
 DATASHEET = {

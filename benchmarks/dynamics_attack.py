@@ -5,7 +5,7 @@ offline on MNIST-1D, with the demo network.
                                          [--out benchmarks/results] [--seed 0]
 
 Training dynamics: gpugraph.CurveMonitor measures the curve (5 subsets of 200 test signals,
-k = 3, the input as the first layer) at the end of every epoch while gpugraph.training.fit
+k = 3, the input as the first layer) at the end of every epoch while gpugraph.models.training.fit
 trains DemoNet, writing curves.jsonl; the heat map of epochs x layers goes to
 dynamics.png. Attack: FGSM and PGD (L-infinity, --steps steps) at each --eps on the 1000 test
 signals (unit variance, unbounded); the clean and the attacked curve are taken on the same
@@ -24,8 +24,8 @@ import torch
 from _common import environment
 
 import gpugraph as gg
-from gpugraph.demo import DemoNet, mnist1d_data
-from gpugraph.training import fit
+from gpugraph.models.training import fit
+from gpugraph.tools.demo import DemoNet, mnist1d_data
 
 
 def main() -> None:

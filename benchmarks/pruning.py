@@ -11,7 +11,7 @@ test signals (5 subsets of 200, k = 3), and let gpugraph.prune_plan pick the pla
 The control removes as many removable blocks that are NOT on a plateau (the ones the plan
 keeps because they raise the modularity), drawn at random with the seed. Both pruned copies
 are evaluated as cut (no training), with their batch-norm statistics re-estimated on the
-training signals (no weight changed: gpugraph.training.recalibrate_bn) and after --finetune
+training signals (no weight changed: gpugraph.models.training.recalibrate_bn) and after --finetune
 epochs of fine-tuning, and retrained from scratch for --epochs (as Lu et al. retrain); params and
 FLOPs per sample by gpugraph.model_cost. Prints one table, mean +- std over the seeds.
 """
@@ -29,8 +29,8 @@ from _common import environment
 from torch import nn
 
 import gpugraph as gg
-from gpugraph.demo import ResBlock1d, mnist1d_data
-from gpugraph.training import accuracy, fit, recalibrate_bn, reinitialise
+from gpugraph.models.training import accuracy, fit, recalibrate_bn, reinitialise
+from gpugraph.tools.demo import ResBlock1d, mnist1d_data
 
 
 class DeepResNet1d(nn.Module):

@@ -34,7 +34,7 @@ from _common import environment
 from _zoo import ARCHS, hook_points, mnist1d, trained
 
 import gpugraph as gg
-from gpugraph.training import accuracy
+from gpugraph.models.training import accuracy
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -31,7 +31,7 @@ from _zoo import TinyCnn, hook_points, mnist1d, trained
 from scipy.stats import spearmanr
 
 import gpugraph as gg
-from gpugraph.training import accuracy
+from gpugraph.models.training import accuracy
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BOTTOMS = {"trained, seed 0": (0, 15), "trained, seed 2": (2, 15), "1 epoch, seed 10": (10, 1), "untrained, seed 20": (20, 0)}

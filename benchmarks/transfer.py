@@ -34,7 +34,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 import gpugraph as gg
-from gpugraph.training import accuracy, fit
+from gpugraph.models.training import accuracy, fit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET = (5, 6, 7, 8, 9)

@@ -3,7 +3,7 @@
     pytest examples/test_demo_regression.py                        # compare with the baseline
     pytest examples/test_demo_regression.py --gg-update-baselines  # store a new baseline
 
-Trains the demo network (gpugraph/demo.py) for 3 epochs on MNIST-1D, measures its layer-wise
+Trains the demo network (gpugraph/tools/demo.py) for 3 epochs on MNIST-1D, measures its layer-wise
 modularity curve, and fails if any layer separates the classes worse than the stored curve
 (examples/gg_baselines/), by more than 0.03. Replace the model, data and training with yours.
 """
@@ -11,7 +11,7 @@ modularity curve, and fails if any layer separates the classes worse than the st
 import torch
 
 import gpugraph as gg
-from gpugraph.demo import DemoNet, mnist1d_data, train
+from gpugraph.tools.demo import DemoNet, mnist1d_data, train
 
 
 def test_the_demo_network_separates_the_classes_as_before(gg_baseline):

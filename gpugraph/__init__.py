@@ -7,25 +7,21 @@ pruning guided by the modularity curve.
 """
 
 from gpugraph import attacks
-from gpugraph._errors import GpuGraphError
-from gpugraph.capture import Activations, capture
-from gpugraph.curves import LayerCurve, modularity_curve, motif_curve
-from gpugraph.knn import KnnGraph, knn_graph
-from gpugraph.modularity import NullModularity, modularity, modularity_null
-from gpugraph.monitor import CurveMonitor
-from gpugraph.motifs import motifs, triangles
-from gpugraph.pruning import PrunePlan, model_cost, prune, prune_plan
-from gpugraph.similarity import (
-    MinibatchCKA,
-    SimilarityMatrix,
-    cka,
-    knn_overlap,
-    layer_similarity,
-    mutual_knn,
-    similarity_matrix,
-)
-from gpugraph.stitching import Stitched, stitch
-from gpugraph.transfer import SourceRanking, rank_sources
+from gpugraph._util.errors import GpuGraphError
+from gpugraph._util.version import __version__ as __version__
+from gpugraph.graph.knngraph import KnnGraph
+from gpugraph.graph.modularity import NullModularity, modularity, modularity_null
+from gpugraph.graph.motifs import motifs, triangles
+from gpugraph.knn.build import knn_graph
+from gpugraph.models.activations import Activations
+from gpugraph.models.capture import capture
+from gpugraph.similarity.grid import SimilarityMatrix, similarity_matrix
+from gpugraph.similarity.layers import MinibatchCKA, cka, knn_overlap, layer_similarity, mutual_knn
+from gpugraph.studies.curves import LayerCurve, modularity_curve, motif_curve
+from gpugraph.studies.monitor import CurveMonitor
+from gpugraph.studies.pruning import PrunePlan, model_cost, prune, prune_plan
+from gpugraph.studies.stitching import Stitched, stitch
+from gpugraph.studies.transfer import SourceRanking, rank_sources
 
 __all__ = [
     "Activations",
@@ -59,4 +55,3 @@ __all__ = [
     "stitch",
     "triangles",
 ]
-__version__ = "0.1.0"

@@ -3,6 +3,6 @@
 
 import sys
 
-from gpugraph.cli import main
+from gpugraph.tools.cli import main
 
 sys.exit(main())

@@ -36,13 +36,29 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from gpugraph import _memory, _progress
-from gpugraph._tensor import label_codes, unit_rows
-from gpugraph._tiles import RowBlocks, TopK, tiles, walk
-from gpugraph.graph import KnnGraph, check_graph, check_mode, reciprocity_of, symmetric_from
-from gpugraph.knn import _check_k, _check_precision, _check_tile, _default_tile, _selector, as_float32_lists
-from gpugraph.motifs import _count
-from gpugraph.sources import as_source, parse_memory
+from gpugraph._util import memory as _memory
+from gpugraph._util import progress as _progress
+from gpugraph._util.convert import label_codes
+from gpugraph._util.memory import parse_memory
+from gpugraph.graph.knngraph import (
+    KnnGraph,
+    check_graph,
+    check_mode,
+    reciprocity_of,
+    symmetric_from,
+)
+from gpugraph.graph.motifs import _count
+from gpugraph.knn.build import (
+    _check_k,
+    _check_precision,
+    _check_tile,
+    _default_tile,
+    _selector,
+    as_float32_lists,
+)
+from gpugraph.knn.rows import unit_rows
+from gpugraph.knn.sources import as_source
+from gpugraph.knn.tiles import RowBlocks, TopK, tiles, walk
 
 __all__ = ["knn_graph", "layer_similarity", "modularity", "modularity_curve", "motifs", "shard", "triangles"]
 
@@ -383,7 +399,7 @@ def modularity(g_local: KnnGraph, labels_local, group=None, mode: str = "mean", 
 
 
 def _count_local(g_local: KnnGraph, group, labels_local=None, per_node: bool = False):
-    from gpugraph.motifs import _oriented_csr
+    from gpugraph.graph.motifs import _oriented_csr
 
     indices, weights, offsets, first = _global_graph(g_local, group)
     whole = KnnGraph(indices, weights, validate=False)
@@ -428,7 +444,7 @@ def layer_similarity(x1_local, x2_local, k: int | None = None, group=None) -> fl
     graphs of both, built across the ranks, then the mean row cosine of their "mean"
     adjacencies. The same float on every rank.
     """
-    from gpugraph.similarity import _sparse_lsim, _SparseFactor
+    from gpugraph.similarity.layers import _sparse_lsim, _SparseFactor
 
     rank, _ = _world(group)
     if k is not None:
@@ -449,7 +465,7 @@ def layer_similarity(x1_local, x2_local, k: int | None = None, group=None) -> fl
     a, b = l1.rows(0, l1.n).double(), l2.rows(0, l2.n).to(l1.device).double()  # (n_r, D1), (n_r, D2)
     ab, aa, bb = (_all_sum(t.contiguous(), group) for t in (a.T @ b, a.T @ a, b.T @ b))
     # (n_r, 3): <A1[i], A2[i]>, |A1[i]|^2, |A2[i]|^2 over j != i: the full sums less the
-    # diagonal term, and rows where that cancels summed again directly (as gpugraph._gram.rowdot_off)
+    # diagonal term, and rows where that cancels summed again directly (as gpugraph.similarity.gram.rowdot_off)
     full = torch.stack([((a @ ab) * b).sum(dim=1), ((a @ aa) * a).sum(dim=1), ((b @ bb) * b).sum(dim=1)], dim=1)
     da, db = (a * a).sum(dim=1), (b * b).sum(dim=1)
     sums = full - torch.stack([da * db, da * da, db * db], dim=1)
@@ -516,7 +532,7 @@ def modularity_curve(acts_local, labels_local=None, k: int = 3, n: int | None = 
     drawn on every rank from the global sample ids, each rank contributes the rows of each
     subset it holds, and every rank returns the same LayerCurve, equal to the
     single-process curve of the concatenated rows (to 1e-9)."""
-    from gpugraph.curves import LayerCurve, _labels_of, _layer_items, subsets
+    from gpugraph.studies.curves import LayerCurve, _labels_of, _layer_items, subsets
 
     rank, world = _world(group)
     items, n_local = [], 0

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpugraph.curves import LayerCurve
-from gpugraph.similarity import SimilarityMatrix
+from gpugraph.similarity.grid import SimilarityMatrix
+from gpugraph.studies.curves import LayerCurve
 
 _DIRECTIONS = ("both", "lower", "higher")
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import clustered
+from helpers import clustered
 
 import gpugraph as gg
 
@@ -95,10 +95,10 @@ def _worker(rank, world, init, out, splits, scenario):
                     result[precision] = (g.indices.numpy(), g.weights.numpy())
                 result["lsim"] = gd.layer_similarity(local, y[r0:r1])
             elif scenario.startswith("zarr:"):
-                import gpugraph.distributed as gd
-                from gpugraph import _memory
-
                 import zarr
+
+                import gpugraph.distributed as gd
+                from gpugraph._util import memory as _memory
 
                 shard = zarr.open_array(f"{scenario.split(':', 1)[1]}.{rank}", mode="r")  # this rank's rows, on disk
                 gd.knn_graph(shard, k=10, memory="8MB")  # everything compiled before the measured call

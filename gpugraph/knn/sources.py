@@ -1,0 +1,138 @@
+"""Where rows come from: tensors in memory, or matrices that are not (memory maps, .npy
+files, zarr arrays), read a block of rows at a time.
+
+Every measure that walks the rows of an (N, D) matrix takes a :class:`Source`: in memory it
+is the tensor itself; out of core it reads ``x[r0:r1]`` on demand, upcasting float16 (and
+bfloat16) blocks to float32, so that memory stays O(block), never O(N D).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gpugraph.knn.rows import _CHUNK, as_features, check_rows
+
+_NUMPY_FLOATS = ("float16", "float32", "float64")
+
+
+class Source:
+    """An (N, D) floating-point matrix handed out by row blocks as torch tensors.
+
+    ``tensor`` is the matrix itself when it is in memory (then ``rows`` slices it), else
+    None and ``rows`` reads from ``array`` (a memmap, an .npy file mapped read-only, a zarr
+    array, anything with ``.shape``, ``.dtype`` and row slicing).
+    """
+
+    def __init__(self, tensor: torch.Tensor | None = None, array=None, name: str = "x"):
+        self.tensor, self.array, self.name = tensor, array, name
+
+    @property
+    def in_memory(self) -> bool:
+        return self.tensor is not None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.tensor.shape) if self.in_memory else tuple(self.array.shape)
+
+    @property
+    def n(self) -> int:
+        return self.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.shape[1]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the blocks ``rows`` returns (float16 on disk is read as float32)."""
+        if self.in_memory:
+            return self.tensor.dtype
+        return torch.float64 if np.dtype(self.array.dtype) == np.float64 else torch.float32
+
+    @property
+    def device(self) -> torch.device:
+        return self.tensor.device if self.in_memory else torch.device("cpu")
+
+    def rows(self, r0: int, r1: int) -> torch.Tensor:
+        """Rows r0..r1 as a tensor (a view when in memory, a fresh CPU tensor otherwise)."""
+        if self.in_memory:
+            return self.tensor[r0:r1]
+        return _tensor_of(self.array[r0:r1])
+
+    def take(self, index: np.ndarray) -> torch.Tensor:
+        """The rows at sorted ``index`` as a tensor (read from disk when out of core)."""
+        if self.in_memory:
+            return self.tensor[torch.from_numpy(np.asarray(index)).to(self.tensor.device)]
+        index = np.asarray(index)
+        if isinstance(self.array, np.ndarray):
+            return _tensor_of(self.array[index])
+        return _tensor_of(np.stack([np.asarray(self.array[int(i)]) for i in index]))
+
+    def blocks(self, step: int | None = None):
+        """(r0, r1, rows) for consecutive blocks of at most ``step`` rows (default: about 4 M
+        entries a block)."""
+        step = step or max(1, _CHUNK // max(1, self.d))
+        for r0 in range(0, self.n, step):
+            r1 = min(r0 + step, self.n)
+            yield r0, r1, self.rows(r0, r1)
+
+    def check(self, nonzero: bool = True, step: int | None = None) -> torch.Tensor:
+        """The largest |entry| of every row (N,), after refusing rows with NaN or Inf (and
+        all-zero rows when ``nonzero``) by their row in the whole matrix; out of core read
+        ``step`` rows at a time (default as :meth:`blocks`)."""
+        if self.in_memory:
+            return check_rows(self.tensor, self.name, nonzero=nonzero)
+        return torch.cat([check_rows(block, self.name, nonzero=nonzero, offset=r0)
+                          for r0, _, block in self.blocks(step)])
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _tensor_of(block) -> torch.Tensor:
+    """A fresh, writable CPU tensor of rows read from an array (float16 read as float32)."""
+    block = np.asarray(block)
+    return torch.from_numpy(np.array(block, dtype=np.float32 if block.dtype == np.float16 else block.dtype))
+
+
+def as_source(x, name: str = "x") -> Source:
+    """``x`` as a :class:`Source`: a path to an .npy file, a memmap or zarr array (out of core),
+    or anything :func:`gpugraph.knn.rows.as_features` takes (in memory). Shape and dtype are
+    checked here; rows are checked (finite, nonzero) by whoever reads them."""
+    if isinstance(x, Source):
+        return x
+    if isinstance(x, (str, os.PathLike)):
+        x = _open_npy(Path(x), name)
+    if _out_of_core(x):
+        shape, dtype = tuple(x.shape), np.dtype(x.dtype)
+        if len(shape) != 2:
+            raise ValueError(f"{name} must be 2-D (N, D), got shape {shape}; save one flattened sample per row")
+        if dtype.name not in _NUMPY_FLOATS:
+            raise TypeError(f"{name} must be floating point (float16, float32 or float64), got dtype {dtype}")
+        if shape[0] == 0 or shape[1] == 0:
+            raise ValueError(f"{name} is empty (shape {shape}); it needs samples and features")
+        return Source(array=x, name=name)
+    return Source(tensor=as_features(x, name, check=False), name=name)
+
+
+def _open_npy(path: Path, name: str):
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: no such file {str(path)!r}")
+    if path.suffix != ".npy":
+        raise ValueError(f"{name}: {path} is not an .npy file; save the matrix with numpy.save")
+    return np.load(path, mmap_mode="r")
+
+
+def _out_of_core(x) -> bool:
+    """A memmap, or an array-like that is not a NumPy array or tensor (zarr, h5py, ...)."""
+    if isinstance(x, np.memmap):
+        return True
+    if isinstance(x, (np.ndarray, torch.Tensor)) or hasattr(x, "__dlpack__"):
+        return False
+    return hasattr(x, "shape") and hasattr(x, "dtype") and hasattr(x, "__getitem__")
+
+

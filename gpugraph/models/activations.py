@@ -1,0 +1,47 @@
+"""The activations of a capture: one (N, D) tensor per layer, with the samples' labels."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import torch
+
+from gpugraph.models import spill
+
+
+class Activations(Mapping):
+    """Ordered mapping layer name -> (N, D) tensor of that layer's outputs, with ``labels``
+    (a tensor for numeric labels, a NumPy array for strings and other objects, or None).
+
+    Iteration follows the order in which the layers ran in the forward pass.
+    """
+
+    def __init__(self, layers: dict[str, torch.Tensor], labels=None, final=()):
+        self._layers = dict(layers)
+        self.labels = labels
+        self.final = [name for name in final if name in self._layers]
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._layers[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._layers)
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    @classmethod
+    def load(cls, directory) -> Activations:
+        """Reopen a capture written with ``capture(..., out=directory)``, its tensors
+        memory-mapped (copy-on-write: the files are never modified)."""
+        layers, labels, final = spill.read(directory)
+        return cls(layers, labels, final=final)
+
+    @property
+    def n(self) -> int:
+        """Number of samples."""
+        return len(next(iter(self._layers.values()))) if self._layers else 0
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in self._layers.items())
+        return f"Activations({shapes}; labels={'yes' if self.labels is not None else 'no'})"

@@ -1,0 +1,133 @@
+"""Adversarial examples for curve studies: FGSM and PGD under an L-infinity budget.
+
+Lu et al. (2022) show that the modularity curve of adversarial inputs collapses in the deep
+layers. As there, an attack keeps only the samples the model classified correctly and whose
+attack succeeded (``mask``): the clean and the attacked curve are then taken on the same
+samples. Plain torch; the model's train/eval mode is restored, its gradients untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from gpugraph._util.errors import check_count
+from gpugraph.models.training import _device_of
+
+
+@dataclass
+class Attack:
+    """An attack's outcome on (x, y).
+
+    Attributes
+    ----------
+    x : tensor like the input, every sample attacked (within eps of its clean input)
+    mask : (N,) bool, correct on the clean input and wrong on the attacked one: the samples
+        a clean-versus-attacked comparison uses
+    correct, fooled : (N,) bool, right on the clean input; wrong on the attacked one
+    """
+
+    x: torch.Tensor
+    correct: torch.Tensor
+    fooled: torch.Tensor
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self.correct & self.fooled
+
+    @property
+    def clean_accuracy(self) -> float:
+        return float(self.correct.float().mean()) if len(self.correct) else 0.0
+
+    @property
+    def attacked_accuracy(self) -> float:
+        return float((~self.fooled).float().mean()) if len(self.fooled) else 0.0
+
+    @property
+    def success_rate(self) -> float:
+        """Share of the correctly classified samples whose attack succeeded."""
+        return float(self.mask.sum()) / max(1, int(self.correct.sum()))
+
+
+def fgsm(model: nn.Module, x, y, eps: float, *, bounds=None, batch_size: int = 256) -> Attack:
+    """Fast gradient sign method (Goodfellow et al., 2015): x + eps * sign(grad_x loss).
+
+    Parameters
+    ----------
+    model : classifier returning logits; run in eval mode.
+    x, y : inputs and integer labels.
+    eps : L-infinity budget (> 0).
+    bounds : (low, high), optional: the valid input range, e.g. (0, 1) for images; the
+        attacked input is clamped into it. None: no clamping.
+    batch_size : samples per forward/backward pass.
+    """
+    return pgd(model, x, y, eps, alpha=eps, steps=1, random_start=False, bounds=bounds, batch_size=batch_size)
+
+
+def pgd(model: nn.Module, x, y, eps: float, alpha: float | None = None, steps: int = 10, *,
+        random_start: bool = True, bounds=None, seed: int = 0, batch_size: int = 256) -> Attack:
+    """Projected gradient descent (Madry et al., 2018), L-infinity: ``steps`` signed-gradient
+    steps of size ``alpha`` (default 2.5 eps / steps), each projected back into the eps-ball
+    around x (and into ``bounds``), from a uniform random start in the ball (seeded).
+
+    Parameters are those of :func:`fgsm`, and alpha, steps, random_start, seed.
+    """
+    x, y = _check(model, x, y, eps, steps, bounds)
+    alpha = 2.5 * eps / steps if alpha is None else float(alpha)
+    if not alpha > 0:
+        raise ValueError(f"alpha must be positive, got {alpha}")
+    device = _device_of(model)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    was = model.training
+    model.eval()
+    out, right, fooled = [], [], []
+    try:
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+            adv = xb.clone()
+            if random_start:
+                adv = adv + (torch.rand(adv.shape, generator=gen, device=device, dtype=adv.dtype) * 2 - 1) * eps
+                adv = _project(adv, xb, eps, bounds)
+            for _ in range(steps):
+                adv.requires_grad_(True)
+                loss = nn.functional.cross_entropy(model(adv), yb)
+                (grad,) = torch.autograd.grad(loss, adv)  # the parameters' .grad untouched
+                adv = _project(adv.detach() + alpha * grad.sign(), xb, eps, bounds)
+            with torch.no_grad():
+                right.append((model(xb).argmax(1) == yb).cpu())
+                fooled.append((model(adv).argmax(1) != yb).cpu())
+            out.append(adv.detach().to(x.device))
+    finally:
+        model.train(was)
+    if not out:
+        raise ValueError("x holds no samples")
+    return Attack(torch.cat(out), torch.cat(right), torch.cat(fooled))
+
+
+def _project(adv, x, eps, bounds):
+    adv = torch.maximum(torch.minimum(adv, x + eps), x - eps)
+    if bounds is not None:
+        adv = adv.clamp(bounds[0], bounds[1])
+    return adv
+
+
+def _check(model, x, y, eps, steps, bounds):
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    x, y = torch.as_tensor(x), torch.as_tensor(y)
+    if not x.is_floating_point():
+        raise TypeError(f"x must be floating point (the inputs the model takes), got {x.dtype}")
+    if y.dtype.is_floating_point or y.dim() != 1 or len(y) != len(x):
+        raise ValueError(f"y must be {len(x)} integer labels, one per input; got {tuple(y.shape)} {y.dtype}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ValueError(f"eps must be a positive number (the L-infinity budget), got {eps!r}")
+    check_count(steps, "steps")
+    if bounds is not None:
+        low, high = bounds
+        if not low < high:
+            raise ValueError(f"bounds must be (low, high) with low < high, got {bounds!r}")
+        if bool((x < low).any() | (x > high).any()):
+            raise ValueError(f"x has values outside bounds {tuple(bounds)}: pass the inputs' valid range, or None")
+    return x, y

@@ -1,0 +1,114 @@
+import pytest
+import torch
+from helpers import Exploding, TinyResNet, TinyVGG
+from torch import nn
+
+import gpugraph as gg
+from gpugraph.models.capture import default_layers
+
+
+def data(n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def no_hooks_left(model):
+    return all(not m._forward_hooks for m in model.modules())
+
+
+def test_default_layers_follow_the_documented_rule():
+    assert default_layers(TinyResNet()) == ["conv1", "layer1.0", "layer1.1", "layer2.0", "fc"]
+    assert default_layers(TinyVGG()) == [
+        "features.0", "features.3", "features.5", "classifier.1", "classifier.3"]
+    mlp = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    assert default_layers(mlp) == ["0", "2"]
+
+
+@pytest.mark.parametrize("model_cls", [TinyResNet, TinyVGG])
+def test_captured_tensors_equal_a_manual_forward(model_cls):
+    torch.manual_seed(0)
+    model = model_cls()
+    model.train()
+    x, y = data()
+    acts = gg.capture(model, (x, y), batch_size=16)
+    assert model.training and all(m.training for m in model.modules())
+    assert no_hooks_left(model)
+    assert list(acts) == default_layers(model)
+    torch.testing.assert_close(acts.labels, y)
+    model.eval()
+    seen = {}
+    handles = [dict(model.named_modules())[name].register_forward_hook(
+        lambda m, i, o, name=name: seen.__setitem__(name, o.flatten(1))) for name in acts]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    for name in acts:
+        torch.testing.assert_close(acts[name], seen[name])
+
+
+def test_data_forms_agree():
+    model = TinyVGG()
+    x, y = data(30)
+    ref = gg.capture(model, (x, y))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=7)
+    dicts = [{"image": x[i : i + 10], "label": y[i : i + 10]} for i in range(0, 30, 10)]
+    for form in (loader, dicts, (x.numpy(), y.numpy()), [(x[:15], y[:15]), (x[15:], y[15:])]):
+        acts = gg.capture(model, form)
+        assert list(acts) == list(ref)
+        torch.testing.assert_close(acts["features.5"], ref["features.5"])
+        torch.testing.assert_close(acts.labels, ref.labels)
+    unlabelled = gg.capture(model, x)
+    assert unlabelled.labels is None and unlabelled.n == 30
+
+
+def test_patterns_reduce_max_samples_and_dtype():
+    model = TinyResNet()
+    x, y = data(50)
+    acts = gg.capture(model, (x, y), layers=["layer1.?", "fc"], reduce="avgpool", max_samples=33,
+                      dtype=torch.float16)
+    assert list(acts) == ["layer1.0", "layer1.1", "fc"]
+    assert acts["layer1.0"].shape == (33, 8) and acts["layer1.0"].dtype == torch.float16
+    assert acts.labels.shape == (33,)
+    custom = gg.capture(model, x, layers="layer2.0", reduce=lambda o: o.amax(dim=(2, 3)))
+    assert custom["layer2.0"].shape == (50, 16)
+
+
+def test_hooks_removed_and_mode_restored_when_forward_raises():
+    model = Exploding()
+    model.train()
+    with pytest.raises(RuntimeError, match="boom"):
+        gg.capture(model, torch.randn(5, 4), layers=["lin"])
+    assert no_hooks_left(model) and model.training
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_scripted_sequential_is_replayed_and_other_scripts_are_refused():
+    seq = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    x = torch.randn(20, 4)
+    acts = gg.capture(torch.jit.script(seq), x)
+    assert list(acts) == ["0", "2"]
+    torch.testing.assert_close(acts["2"], seq(x).detach())
+    with pytest.raises(gg.GpuGraphError, match="only sequential TorchScript models are supported"):
+        gg.capture(torch.jit.script(TinyVGG()), torch.randn(2, 3, 8, 8))
+
+
+def test_capture_errors():
+    model = TinyVGG()
+    x, _ = data(4)
+    with pytest.raises(ValueError, match="layer pattern 'nope' matches no module; modules are: features"):
+        gg.capture(model, x, layers=["nope"])
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        gg.capture(model, x, reduce="max")
+    with pytest.raises(ValueError, match=r"reduce must map layer .* to \(B, D\)"):
+        gg.capture(model, x, reduce=lambda o: o)
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        gg.capture(lambda t: t, x)
+    with pytest.raises(ValueError, match="a dict batch needs an input"):
+        gg.capture(model, [{"pixels": x}])
+    shared = nn.Linear(4, 4)
+    twice = nn.Sequential(shared, nn.ReLU(), shared)
+    with pytest.raises(ValueError, match="ran 2 times in one forward pass"):
+        gg.capture(twice, torch.randn(3, 4), layers=["0"])
+    with pytest.raises(gg.GpuGraphError, match=r"need about .* GiB .* pass reduce='avgpool', a smaller max_samples, dtype=torch.float16"):
+        gg.capture(nn.Sequential(nn.Linear(4, 2**16)), torch.zeros(1, 4).expand(2**20, 4), layers=["0"], batch_size=1)
