@@ -49,12 +49,12 @@ from gpugraph.graph.knngraph import (
 )
 from gpugraph.graph.motifs import _count
 from gpugraph.knn.build import (
-    _check_k,
     _check_precision,
     _check_tile,
     _default_tile,
     _selector,
     as_float32_lists,
+    check_k,
 )
 from gpugraph.knn.rows import unit_rows
 from gpugraph.knn.sources import as_source
@@ -138,7 +138,7 @@ def knn_graph(x_local, k: int = 10, group=None, *, precision: str = "exact", til
     local.adopt(infos)
     sizes = [i["n"] for i in infos]
     n_total = sum(sizes)
-    _check_k(k, n_total)
+    check_k(k, n_total)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
     d, device, dtype = local.d, local.device, local.unit_dtype
     budget = parse_memory(memory)

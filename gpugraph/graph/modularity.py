@@ -82,23 +82,42 @@ def modularity(
     H. Lu et al., "Understanding the Dynamics of DNNs Using Graph Modularity", ECCV 2022,
     doi:10.1007/978-3-031-19775-8_14.
     """
+    codes, classes = _door(g, labels, mode, negative)
+    return modularity_of(g, codes, classes, mode, weighted, resolution, negative)
+
+
+def _door(g: KnnGraph, labels, mode: str, negative: str) -> tuple[torch.Tensor, int]:
+    """Check a graph and the options of a modularity; the labels as int64 codes on g's
+    device, and the number of classes."""
     check_graph(g)
+    check_options(mode, negative)
+    codes, classes = label_codes(labels, g.n, g.device)
+    return codes, len(classes)
+
+
+def check_options(mode: str, negative: str) -> None:
+    """Refuse an unknown symmetrisation ``mode`` or ``negative`` policy."""
     if negative not in _NEGATIVE:
         raise ValueError(f"negative must be one of {_NEGATIVE}, got {negative!r}")
     check_mode(mode)
-    codes, classes = label_codes(labels, g.n, g.device)
+
+
+def modularity_of(g: KnnGraph, codes: torch.Tensor, classes: int, mode: str = "mean", weighted: bool = True,
+                  resolution: float = 1.0, negative: str = "keep") -> float:
+    """:func:`modularity` below its door: a checked graph, int64 ``codes`` in 0..classes-1
+    on its device, valid options (the studies that check their inputs once call this)."""
     if g.device.type == "cpu":  # one compiled pass over the edges
         recip, partner_w = g.reciprocity()
         clip = negative == "clip" and weighted
         use_threads(g.indices.numel())
         two_m, within, class_strength, lowest = _graph_cpu.modularity_sums(
             g.indices.contiguous().numpy(), g.weights.contiguous().numpy(), recip.numpy(), partner_w.numpy(),
-            codes.numpy(), len(classes), _graph_cpu.MODES[mode], weighted, clip)
+            codes.numpy(), classes, _graph_cpu.MODES[mode], weighted, clip)
         if not (negative == "raise" and weighted and lowest < 0):
             _check_mass(two_m, mode)
             return float(within / two_m - resolution * ((class_strength / two_m) ** 2).sum())
     both, strength, two_m = edge_mass(g, mode, weighted, negative)
-    class_strength = torch.zeros(len(classes), dtype=torch.float64, device=g.device)
+    class_strength = torch.zeros(classes, dtype=torch.float64, device=g.device)
     class_strength.index_add_(0, codes, strength)
     within = (both * (codes[:, None] == codes[g.indices])).sum()
     q = within / two_m - resolution * ((class_strength / two_m) ** 2).sum()
@@ -211,23 +230,25 @@ def modularity_null(
     >>> bool(r.z > 10 and r.p == 1 / 201)
     True
     """
-    check_graph(g)
+    codes, classes = _door(g, labels, mode, negative)
     permutations = check_count(permutations, "permutations")
-    if negative not in _NEGATIVE:
-        raise ValueError(f"negative must be one of {_NEGATIVE}, got {negative!r}")
-    check_mode(mode)
-    q = modularity(g, labels, mode=mode, weighted=weighted, resolution=resolution, negative=negative)
-    codes, classes = label_codes(labels, g.n, torch.device("cpu"))
+    return null_of(g, codes, classes, permutations, seed, mode, weighted, resolution, negative)
+
+
+def null_of(g: KnnGraph, codes: torch.Tensor, classes: int, permutations: int, seed: int = 0, mode: str = "mean",
+            weighted: bool = True, resolution: float = 1.0, negative: str = "keep") -> NullModularity:
+    """:func:`modularity_null` below its door, as :func:`modularity_of` is :func:`modularity`'s."""
+    q = modularity_of(g, codes, classes, mode, weighted, resolution, negative)
     both, strength, two_m = edge_mass(g, mode, weighted, negative)
     rng = np.random.default_rng(seed)
-    codes = codes.numpy().astype(np.min_scalar_type(max(len(classes) - 1, 0)))
+    codes = codes.cpu().numpy().astype(np.min_scalar_type(max(classes - 1, 0)))
     batch = max(64, (1 << 28) // max(1, g.n * codes.itemsize) // 64 * 64)  # codes of a batch: <= 256 MB
     samples = np.empty(permutations, dtype=np.float64)
     for p0 in range(0, permutations, batch):
         count = min(batch, permutations - p0)
         # rng.permutation(codes), drawn faster as codes at a permutation of the positions
         shuffled = np.stack([codes[rng.permutation(g.n)] for _ in range(count)], axis=1)  # (N, count)
-        within, class_strength = _permuted_sums(g, both, strength, shuffled, len(classes))
+        within, class_strength = _permuted_sums(g, both, strength, shuffled, classes)
         samples[p0 : p0 + count] = within / two_m - resolution * ((class_strength / two_m) ** 2).sum(axis=1)
     mean, std = float(samples.mean()), float(samples.std(ddof=1)) if permutations > 1 else 0.0
     z = (q - mean) / std if std > 0 else float("nan")

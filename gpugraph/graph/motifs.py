@@ -72,6 +72,11 @@ def motifs(g: KnnGraph, labels) -> dict[str, int]:
     """
     check_graph(g)
     codes, _ = label_codes(labels, g.n, g.device)
+    return motifs_of(g, codes)
+
+
+def motifs_of(g: KnnGraph, codes: torch.Tensor) -> dict[str, int]:
+    """:func:`motifs` below its door: a checked graph and int64 class ``codes`` on its device."""
     indptr, cols = _oriented_csr(g)
     if g.device.type == "cuda":
         _, _, counts = _kernels.triangle_count(indptr, cols, labels=codes.contiguous())

@@ -20,8 +20,7 @@ from gpugraph._util.convert import resolve_device
 from gpugraph._util.memory import parse_memory
 from gpugraph.graph.knngraph import KnnGraph
 from gpugraph.kernels import cuda as _kernels
-from gpugraph.knn.rows import unit_rows
-from gpugraph.knn.sources import as_source
+from gpugraph.knn.sources import Source, as_source
 from gpugraph.knn.tiles import (
     CompiledSelector,
     CudaSelector,
@@ -138,16 +137,22 @@ def knn_graph(
     [1, 0, 3, 2]
     """
     src = as_source(x)
-    n, d = src.shape
-    _check_k(k, n)
+    check_k(k, src.n)
     target = resolve_device(device, src.device)
     _check_precision(precision, target)
     _check_tile(tile)
-    budget = parse_memory(memory)
-    if src.in_memory:
-        rows = RowBlocks.place(unit_rows(src.tensor, src.name), target)
-    else:
-        rows = RowBlocks(src, target, streamed=True)
+    return build(src, k, precision=precision, tile=tile, device=target, budget=parse_memory(memory),
+                 progress=progress)
+
+
+def build(src: Source, k: int, *, precision: str = "exact", tile: int | None = None,
+          device: torch.device | None = None, budget: int | None = None, progress=None) -> KnnGraph:
+    """:func:`knn_graph` below its door: ``src`` is a Source (its rows checked now, as they
+    are normalised, unless ``src.checked``), and k, precision, tile, device and budget are
+    valid; the studies that check their layers themselves call this."""
+    n, d = src.shape
+    target = device if device is not None else src.device
+    rows = RowBlocks.of(src, target)
     tile = tile if tile is not None else _default_tile(target, rows.dtype, k, budget, n, d)
     selector, precision_used = _selector(target, rows.dtype, k, precision)
     bar = _progress.bar(progress, len(tiles(n, None, tile, k)), "tile", "knn_graph", long=n >= 20_000)
@@ -204,7 +209,7 @@ def _check_tile(tile) -> None:
         raise ValueError(f"tile must be a positive integer (rows per tile) or None, got {tile}")
 
 
-def _check_k(k, n: int) -> None:
+def check_k(k, n: int) -> None:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"k must be an integer, got {type(k).__name__}")
     if not 1 <= k < n:

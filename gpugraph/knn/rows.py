@@ -6,36 +6,6 @@ from __future__ import annotations
 
 import torch
 
-from gpugraph._util.convert import as_tensor
-
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def as_features(x, name: str = "x", *, nonzero: bool = False, check: bool = True) -> torch.Tensor:
-    """Check that ``x`` is an (N, D) floating-point matrix of finite rows; return it as a tensor.
-
-    With ``nonzero`` every row must also have a nonzero entry (cosine needs a direction);
-    with ``check=False`` only the shape and dtype are checked (the caller checks the rows
-    as it reads them). Errors name ``name`` and the row, so callers pass names such as
-    "layer 'fc1'".
-    """
-    t = as_tensor(x, name)
-    if t.dim() != 2:
-        raise ValueError(
-            f"{name} must be 2-D (N, D), got shape {tuple(t.shape)}; "
-            f"flatten each sample first, e.g. {name}.reshape(len({name}), -1)"
-        )
-    if t.dtype not in _FLOAT_DTYPES:
-        raise TypeError(
-            f"{name} must be floating point, got dtype {t.dtype}; convert it with {name}.float()"
-        )
-    if t.shape[0] == 0 or t.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); it needs samples and features")
-    if check:
-        check_rows(t, name, nonzero=nonzero)
-    return t
-
-
 _CHUNK = 1 << 22  # elements per chunk of a pass over rows: bounded temporaries
 
 
@@ -90,20 +60,22 @@ def _refuse_rows(m: torch.Tensor, name: str, nonzero: bool, offset: int) -> torc
     return m
 
 
-def unit_rows(x: torch.Tensor, name: str = "x", offset: int = 0) -> torch.Tensor:
+def unit_rows(x: torch.Tensor, name: str = "x", offset: int = 0, refuse: bool = True) -> torch.Tensor:
     """Rows of ``x`` scaled to unit L2 norm, in float64 for float64 input, float32 otherwise.
 
     Each row is first divided by its largest |entry|, so that its norm can neither overflow
     (rows near 1e20 in float32) nor underflow (rows near 1e-23): every finite row with a
-    nonzero entry has a unit direction, and only all-zero rows are refused.
+    nonzero entry has a unit direction, and only all-zero rows are refused. ``refuse=False``
+    for rows already checked at the door (:meth:`Source.check <gpugraph.knn.sources.Source.check>`).
     """
     if _compiled(x):  # one pass over memory
         from gpugraph.kernels import rows_cpu as _rows_cpu
 
         u, m = _rows_cpu.unit(x.detach().contiguous().numpy())
-        _refuse_rows(torch.from_numpy(m), name, True, offset)
+        if refuse:
+            _refuse_rows(torch.from_numpy(m), name, True, offset)
         return torch.from_numpy(u)
-    m = check_rows(x, name, nonzero=True, offset=offset)
+    m = check_rows(x, name, nonzero=True, offset=offset) if refuse else row_maxabs(x)
     u = x.to(m.dtype, copy=True)
     u /= m[:, None]  # entries in [-1, 1], one of them +-1
     u /= torch.linalg.vector_norm(u, dim=1)[:, None]  # norms in [1, sqrt(D)]

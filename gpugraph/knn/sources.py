@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gpugraph.knn.rows import _CHUNK, as_features, check_rows
+from gpugraph._util.convert import as_tensor
+from gpugraph.knn.rows import _CHUNK, check_rows
 
 _NUMPY_FLOATS = ("float16", "float32", "float64")
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 class Source:
@@ -25,10 +27,15 @@ class Source:
     ``tensor`` is the matrix itself when it is in memory (then ``rows`` slices it), else
     None and ``rows`` reads from ``array`` (a memmap, an .npy file mapped read-only, a zarr
     array, anything with ``.shape``, ``.dtype`` and row slicing).
+
+    A Source is the validated form a door hands down: its shape and dtype are checked when
+    it is made (:func:`as_source`); its rows either by :meth:`check`, once, up front
+    (``checked``), or, when nobody did, by whoever reads them first (the normalisation of
+    a kNN search), never both.
     """
 
-    def __init__(self, tensor: torch.Tensor | None = None, array=None, name: str = "x"):
-        self.tensor, self.array, self.name = tensor, array, name
+    def __init__(self, tensor: torch.Tensor | None = None, array=None, name: str = "x", checked: bool = False):
+        self.tensor, self.array, self.name, self.checked = tensor, array, name, checked
 
     @property
     def in_memory(self) -> bool:
@@ -72,6 +79,10 @@ class Source:
             return _tensor_of(self.array[index])
         return _tensor_of(np.stack([np.asarray(self.array[int(i)]) for i in index]))
 
+    def subset(self, index: np.ndarray) -> Source:
+        """The rows at sorted ``index`` as an in-memory Source, as checked as this one."""
+        return Source(tensor=self.take(index), name=self.name, checked=self.checked)
+
     def blocks(self, step: int | None = None):
         """(r0, r1, rows) for consecutive blocks of at most ``step`` rows (default: about 4 M
         entries a block)."""
@@ -83,11 +94,15 @@ class Source:
     def check(self, nonzero: bool = True, step: int | None = None) -> torch.Tensor:
         """The largest |entry| of every row (N,), after refusing rows with NaN or Inf (and
         all-zero rows when ``nonzero``) by their row in the whole matrix; out of core read
-        ``step`` rows at a time (default as :meth:`blocks`)."""
+        ``step`` rows at a time (default as :meth:`blocks`). With ``nonzero`` the Source is
+        then ``checked``: nobody reading it later needs to check its rows again."""
         if self.in_memory:
-            return check_rows(self.tensor, self.name, nonzero=nonzero)
-        return torch.cat([check_rows(block, self.name, nonzero=nonzero, offset=r0)
-                          for r0, _, block in self.blocks(step)])
+            top = check_rows(self.tensor, self.name, nonzero=nonzero)
+        else:
+            top = torch.cat([check_rows(block, self.name, nonzero=nonzero, offset=r0)
+                             for r0, _, block in self.blocks(step)])
+        self.checked = self.checked or nonzero
+        return top
 
     def __len__(self) -> int:
         return self.n
@@ -101,8 +116,8 @@ def _tensor_of(block) -> torch.Tensor:
 
 def as_source(x, name: str = "x") -> Source:
     """``x`` as a :class:`Source`: a path to an .npy file, a memmap or zarr array (out of core),
-    or anything :func:`gpugraph.knn.rows.as_features` takes (in memory). Shape and dtype are
-    checked here; rows are checked (finite, nonzero) by whoever reads them."""
+    or an (N, D) floating-point tensor, NumPy or CuPy array (in memory). Shape and dtype are
+    checked here; rows (finite, nonzero) by :meth:`Source.check` or whoever reads them first."""
     if isinstance(x, Source):
         return x
     if isinstance(x, (str, os.PathLike)):
@@ -116,7 +131,24 @@ def as_source(x, name: str = "x") -> Source:
         if shape[0] == 0 or shape[1] == 0:
             raise ValueError(f"{name} is empty (shape {shape}); it needs samples and features")
         return Source(array=x, name=name)
-    return Source(tensor=as_features(x, name, check=False), name=name)
+    return Source(tensor=_matrix(as_tensor(x, name), name), name=name)
+
+
+def _matrix(t: torch.Tensor, name: str) -> torch.Tensor:
+    """``t`` if it is a non-empty (N, D) floating-point matrix, else an error naming ``name``
+    (a layer's name, such as "layer 'fc1'")."""
+    if t.dim() != 2:
+        raise ValueError(
+            f"{name} must be 2-D (N, D), got shape {tuple(t.shape)}; "
+            f"flatten each sample first, e.g. {name}.reshape(len({name}), -1)"
+        )
+    if t.dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must be floating point, got dtype {t.dtype}; convert it with {name}.float()"
+        )
+    if t.shape[0] == 0 or t.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); it needs samples and features")
+    return t
 
 
 def _open_npy(path: Path, name: str):

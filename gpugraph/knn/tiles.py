@@ -101,6 +101,15 @@ class RowBlocks:
         return RowBlocks(self.xn, self.device, self.streamed, slice(start + r0, start + r1))
 
     @classmethod
+    def of(cls, src: Source, device: torch.device) -> RowBlocks:
+        """The unit rows of ``src`` on ``device``: in memory normalised now, in one pass that
+        also checks them unless ``src.checked``; out of core read, checked and normalised a
+        block at a time as the walk asks for them."""
+        if not src.in_memory:
+            return cls(src, device, streamed=True)
+        return cls.place(unit_rows(src.tensor, src.name, refuse=not src.checked), device)
+
+    @classmethod
     def place(cls, xn: torch.Tensor, device: torch.device) -> RowBlocks:
         if xn.device == device:
             return cls(xn, device, streamed=False)
@@ -131,7 +140,7 @@ class RowBlocks:
             if len(self._recent) == 2:
                 self._recent.pop(next(iter(self._recent)))
             if isinstance(self.xn, Source):  # out of core: read, check and normalise the block
-                block = unit_rows(self.xn.rows(a0, a1), self.xn.name, offset=a0)
+                block = unit_rows(self.xn.rows(a0, a1), self.xn.name, offset=a0, refuse=not self.xn.checked)
             else:
                 block = self.xn[a0:a1]
             self._recent[key] = block.to(self.device, non_blocking=True)

@@ -12,8 +12,9 @@ from gpugraph._util import jsonio as _jsonio
 from gpugraph._util import progress as _progress
 from gpugraph._util.convert import label_codes
 from gpugraph._util.errors import check_count
-from gpugraph.graph.modularity import modularity, modularity_null
-from gpugraph.knn.build import knn_graph
+from gpugraph.graph.modularity import check_options, modularity_of, null_of
+from gpugraph.graph.motifs import motifs_of
+from gpugraph.knn.build import build, check_k
 from gpugraph.knn.sources import Source, as_source
 
 
@@ -310,23 +311,24 @@ def modularity_curve(
     doi:10.1007/978-3-031-19775-8_14.
     """
     null = check_count(null, "null", minimum=0, what="a number of permutations >= 0 (0: none)")
+    check_options(mode, negative)
     items, n_total = _layer_items(acts)
-    labels = _labels_of(acts, labels)
-    codes, _ = label_codes(labels, n_total, torch.device("cpu"))
+    codes, classes = label_codes(_labels_of(acts, labels), n_total, torch.device("cpu"))
     parts = subsets(n_total, n, repeats, seed)
+    check_k(k, len(parts[0]))
     values = np.empty((len(parts), len(items)))
     nulls = {key: np.empty_like(values) for key in LayerCurve._NULL_KEYS}
     bar = _progress.bar(progress, len(items), "layer", "modularity")
-    for j, (_, src) in enumerate(items):
+    for j, (_, src) in enumerate(items):  # checked once above: below here nothing is checked again
         for i, idx in enumerate(parts):
-            g = knn_graph(src.take(idx), k=k)
+            g, part = build(src.subset(idx), k), codes[idx].to(src.device)
             if null:
-                r = modularity_null(g, codes[idx], permutations=null, seed=seed + i, mode=mode, negative=negative)
+                r = null_of(g, part, len(classes), null, seed + i, mode, negative=negative)
                 values[i, j] = r.q
                 for key in LayerCurve._NULL_KEYS:
                     nulls[key][i, j] = getattr(r, key)
             else:
-                values[i, j] = modularity(g, codes[idx].to(src.device), mode=mode, negative=negative)
+                values[i, j] = modularity_of(g, part, len(classes), mode, negative=negative)
         bar.update(1)
     bar.close()
     params = {"measure": "modularity", "k": k, "n": n, "repeats": len(parts), "seed": seed,
@@ -365,18 +367,17 @@ def motif_curve(
     no triangle). The mean counts per layer are kept in ``params["counts"]``. Deep layers of
     a trained network gather samples of a class into dense clusters of same-class triangles.
     """
-    from gpugraph.graph.motifs import motifs
-
     items, n_total = _layer_items(acts)
     codes, _ = label_codes(_labels_of(acts, labels), n_total, torch.device("cpu"))
     parts = subsets(n_total, n, repeats, seed)
+    check_k(k, len(parts[0]))
     values = np.empty((len(parts), len(items)))
     counts = {}
     bar = _progress.bar(progress, len(items), "layer", "motifs")
     for j, (name, src) in enumerate(items):
         per = []
         for i, idx in enumerate(parts):
-            c = motifs(knn_graph(src.take(idx), k=k), codes[idx])
+            c = motifs_of(build(src.subset(idx), k), codes[idx].to(src.device))
             per.append(c)
             total = sum(c.values())
             values[i, j] = c["same"] / total if total else 0.0

@@ -189,3 +189,46 @@ def test_cli_and_capture_take_string_labels(tmp_path, capsys):
     np.testing.assert_allclose(saved["values"], networkx_curve(acts, y.numpy(), 3, 20, 3, 0), atol=1e-6)
     batches = [(x[i : i + 16], names[i : i + 16].tolist()) for i in range(0, 60, 16)]  # lists of strings
     assert gg.capture(model, batches).labels.tolist() == names.tolist()
+
+
+def test_a_curve_checks_its_rows_labels_and_options_once_at_the_door(monkeypatch):
+    """Each layer's rows are checked once (not again per subset as they are normalised), the
+    labels converted to codes once, and the curve equals modularity graph by graph."""
+    import gpugraph._util.convert as convert
+    import gpugraph.graph.modularity as modularity_module
+    import gpugraph.knn.rows as rows
+    import gpugraph.studies.curves as curves_module
+
+    x, labels = clustered(n=240, d=10, classes=3, seed=3)
+    acts = {"a": x, "b": x + 0.5 * torch.randn(240, 10, generator=torch.Generator().manual_seed(1)), "c": x.double()}
+    counts = {"refuse": 0, "codes": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            counts[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(rows, "_refuse_rows", counted("refuse", rows._refuse_rows))
+    codes = counted("codes", convert.label_codes)
+    for module in (convert, modularity_module, curves_module):
+        monkeypatch.setattr(module, "label_codes", codes)
+    curve = gg.modularity_curve(acts, labels, k=4, n=60, repeats=4, seed=2)
+    assert counts == {"refuse": 3, "codes": 1}  # one per layer; one for the labels
+    monkeypatch.undo()
+    for i, idx in enumerate(subsets(240, 60, 4, 2)):
+        for j, layer in enumerate(acts.values()):
+            assert curve.values[i, j] == pytest.approx(gg.modularity(gg.knn_graph(layer[idx], k=4), labels[idx]),
+                                                       abs=1e-12)
+
+
+def test_a_bad_option_or_k_of_a_curve_is_refused_before_any_graph_is_built():
+    x, labels = clustered(n=100, d=6, classes=2, seed=0)
+    with pytest.raises(ValueError, match="negative must be one of"):
+        gg.modularity_curve({"a": x}, labels, n=50, repeats=2, negative="drop")
+    with pytest.raises(ValueError, match=r"mode must be"):
+        gg.modularity_curve({"a": x}, labels, n=50, repeats=2, mode="sum")
+    with pytest.raises(ValueError, match=r"1 <= k < N .* N=50"):
+        gg.modularity_curve({"a": x}, labels, k=50, n=50, repeats=2)
+    with pytest.raises(ValueError, match=r"1 <= k < N .* N=50"):
+        gg.motif_curve({"a": x}, labels, k=50, n=50, repeats=2)
