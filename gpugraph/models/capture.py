@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
+import inspect
 import warnings
 from collections.abc import Iterable, Mapping
 
@@ -19,7 +21,10 @@ from gpugraph.models.activations import Activations
 
 _INPUT_KEYS = ("x", "input", "inputs", "image", "images", "data", "pixel_values")
 _LABEL_KEYS = ("y", "label", "labels", "target", "targets")
-_REDUCE = ("flatten", "avgpool")
+_REDUCE = ("flatten", "avgpool", "mean", "cls", "last")
+_TOKEN_REDUCE = ("mean", "cls", "last")
+_INPUT_SUFFIX = ":input"  # "<module>:input" captures what a module receives, not what it returns
+HIDDEN_STATES = "hidden_states"  # layers=HIDDEN_STATES: the model's own output_hidden_states
 
 
 
@@ -28,6 +33,12 @@ def default_layers(model: nn.Module) -> list[str]:
 
     The rule follows Lu et al. (2022) and generalises it:
 
+    0. Transformers, i.e. models holding a ModuleList or Sequential of two or more blocks of
+       one class that each contain an attention module (Hugging Face's ``*.layer.N``,
+       ``*.layers.N``, ``*.h.N``, timm's ``blocks.N``): the residual stream, that is the
+       input of the first block (the embeddings' output, named ``"<first block>:input"``)
+       and every block's output, then the modules with parameters registered after the
+       blocks (final norm, pooler, head).
     1. ResNet-like models, i.e. models holding residual blocks (modules whose class name
        contains "Block" or "Bottleneck", as torchvision's BasicBlock/Bottleneck and most
        user-defined blocks): the stem (the last convolution before the first block) and
@@ -40,6 +51,9 @@ def default_layers(model: nn.Module) -> list[str]:
     """
     if isinstance(model, _ScriptedSequential):
         return [n for n, step in model.named_children() if any(True for _ in step.scripted.parameters())]
+    stream = transformer_blocks(model)
+    if stream is not None:
+        return [stream[0] + _INPUT_SUFFIX, *stream, *_after(model, stream[-1])]
     named = [(name, m) for name, m in model.named_modules() if name]
     blocks = [n for n, m in named if _is_block(m)]
     blocks = [b for b in blocks if not any(b.startswith(o + ".") for o in blocks)]  # outermost
@@ -59,6 +73,40 @@ def default_layers(model: nn.Module) -> list[str]:
     return top + linear
 
 
+def transformer_blocks(model: nn.Module) -> list[str] | None:
+    """Names of the repeated attention blocks of a transformer (the first such list in
+    registration order), or None: a ModuleList or Sequential of at least two children of one
+    class, each holding an attention module (a class named "...Attention..." or
+    nn.MultiheadAttention)."""
+    for name, m in model.named_modules():
+        if not isinstance(m, (nn.ModuleList, nn.Sequential)) or len(m) < 2:
+            continue
+        children = list(m.children())
+        if len({type(c) for c in children}) == 1 and all(_has_attention(c) for c in children):
+            return [f"{name}.{i}" if name else str(i) for i in range(len(children))]
+    return None
+
+
+def _has_attention(m: nn.Module) -> bool:
+    return any(isinstance(s, nn.MultiheadAttention) or "Attention" in type(s).__name__ for s in m.modules())
+
+
+def _after(model: nn.Module, last_block: str) -> list[str]:
+    """The modules with parameters registered after the blocks, next to them or next to one
+    of their ancestors (final norm, pooler, head), in registration order."""
+    parts = last_block.split(".")[:-1]  # the block list's name
+    found = []
+    for depth in range(len(parts), 0, -1):
+        parent_name, child = ".".join(parts[: depth - 1]), parts[depth - 1]
+        parent = model.get_submodule(parent_name) if parent_name else model
+        names = [n for n, _ in parent.named_children()]
+        for n in names[names.index(child) + 1 :]:
+            m = getattr(parent, n)
+            if m is not None and any(True for _ in m.parameters()):
+                found.append(f"{parent_name}.{n}" if parent_name else n)
+    return found
+
+
 def _is_block(m: nn.Module) -> bool:
     name = type(m).__name__
     return "Block" in name or "Bottleneck" in name
@@ -76,7 +124,9 @@ def resolve_layers(model: nn.Module, layers) -> list[str]:
     names = [name for name, _ in model.named_modules() if name]
     chosen: list[str] = []
     for pattern in layers:
-        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        base, suffix = (pattern[: -len(_INPUT_SUFFIX)], _INPUT_SUFFIX) if pattern.endswith(_INPUT_SUFFIX) \
+            else (pattern, "")
+        hits = [n + suffix for n in names if fnmatch.fnmatchcase(n, base)]
         if not hits:
             sample = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
             raise ValueError(f"layer pattern {pattern!r} matches no module; modules are: {sample}")
@@ -98,6 +148,7 @@ def capture(
     out=None,
     resume: bool = False,
     overwrite: bool = False,
+    select=None,
 ) -> Activations:
     """Run ``data`` through ``model`` and keep the output of each chosen layer.
 
@@ -106,18 +157,27 @@ def capture(
     model : torch.nn.Module
         Run in eval mode under ``torch.no_grad``; the train/eval mode of every submodule is
         restored afterwards and every hook removed, also when the forward raises.
-    data : DataLoader, tensor, (inputs, labels) pair, or iterable of batches
-        Batches may be tensors (inputs only), tuples/lists (inputs, labels, ...) or dicts
-        with an input key (x, input, inputs, image, images, data, pixel_values) and
-        optionally a label key (y, label, labels, target, targets). A tensor, or an
+    data : DataLoader, Dataset, tensor, (inputs, labels) pair, or iterable of batches
+        Batches may be tensors (inputs only), tuples/lists (inputs, labels, ...), dicts
+        (and dataclasses, Hugging Face ``BatchEncoding`` objects) or a map-style or iterable
+        ``Dataset`` (batched by a DataLoader of ``batch_size``, in order). A dict's label
+        entry (y, label, labels, target, targets) becomes the labels and is never passed to
+        the model; the rest is passed as keyword arguments, ``model(**rest)``, the way
+        Hugging Face models take ``input_ids`` and ``attention_mask``, or, when the model's
+        ``forward`` does not take those names, the entry under an input key (x, input,
+        inputs, image, images, data, pixel_values) is passed alone. A tensor, or an
         (inputs, labels) pair with one label per input, is split into batches of
         ``batch_size``; labels may be a tensor, an array, a list (of ints or strings) or
-        one-hot rows (their argmax is taken). Floating-point inputs are cast to the
-        dtype of the model's parameters (a float64 NumPy array for a float32 model), with
-        one warning.
-    layers : list of str, str, or None
-        Module names or glob patterns (``"layer*.?"``); None follows :func:`default_layers`.
-    reduce : "flatten", "avgpool" or callable
+        one-hot rows (their argmax is taken). Floating-point inputs are cast to the dtype
+        of the model's parameters (a float64 NumPy array for a float32 model), with one
+        warning.
+    layers : list of str, str, "hidden_states", or None
+        Module names or glob patterns (``"layer*.?"``); a name ending in ``":input"``
+        captures what that module receives (``"encoder.layer.0:input"``: the embeddings'
+        output as the first block sees it); None follows :func:`default_layers`.
+        ``"hidden_states"``: the model's own ``output_hidden_states=True`` (Hugging Face),
+        as layers ``hidden_states.0`` (the embeddings) to ``hidden_states.L``.
+    reduce : "flatten", "avgpool", "mean", "cls", "last" or callable
         How a layer's (B, ...) output becomes (B, D). "flatten" keeps every value, the
         choice of Lu et al. (2022): the cosine between two samples then compares their
         feature maps position by position, so spatial layout counts as much as what the
@@ -127,6 +187,18 @@ def capture(
         (every layer already separates the classes by position-wise agreement, or none
         does), "avgpool" often shows the rise with depth. A callable maps the output
         tensor to a (B, D) tensor.
+
+        Sequence outputs (B, T, D) of transformers: "mean" averages the tokens the batch's
+        ``attention_mask`` keeps (all tokens without a mask), "cls" takes the first token
+        (BERT's [CLS], a ViT's class token), "last" the last kept token (a decoder's
+        summary), and "flatten" keeps all T x D values. "avgpool" refuses them in a
+        transformer (it would average over the features) and names "mean"; the token
+        reductions refuse (B, C, H, W) maps. (B, D) outputs (a pooler, the logits) pass
+        through every reduction unchanged, so one ``reduce=`` serves a whole transformer.
+    select : callable, optional
+        Picks the tensor from a layer's output when that is not a tensor. By default the
+        first tensor of a tuple or list, and the first tensor field of a dict or a Hugging
+        Face ``ModelOutput`` (``last_hidden_state``, ``logits``): the hidden state.
     max_samples : int, optional
         Stop after this many samples.
     device : torch.device or str, optional
@@ -171,15 +243,22 @@ def capture(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     check_count(batch_size, "batch_size")
+    if select is not None and not callable(select):
+        raise TypeError(f"select must be a function from a layer's output to a tensor, got {type(select).__name__}")
     modes = {m: m.training for m in model.modules()}  # restored at the end, hooks or not
     if isinstance(model, torch.jit.ScriptModule):
         model = _ScriptedSequential.wrap(model)
-    params = list(model.parameters())
+    params = list((model.scripted if isinstance(model, _ScriptedSequential) else model).parameters())
     model_device = params[0].device if params else torch.device("cpu")
     model_dtype = next((p.dtype for p in params if p.is_floating_point()), None)
     store = resolve_device(device, model_device)
-    reducer = _reducer(reduce)
-    names = resolve_layers(model, layers)
+    reducer = _reducer(reduce, sequences=transformer_blocks(model) is not None)
+    keywords = _keywords(model)
+    hidden = isinstance(layers, str) and layers == HIDDEN_STATES
+    if hidden and keywords is not None and "output_hidden_states" not in keywords:
+        raise ValueError(f"layers='{HIDDEN_STATES}' asks the model for output_hidden_states=True, but "
+                         f"{type(model).__name__}.forward takes no such argument; name the layers instead")
+    names = [] if hidden else resolve_layers(model, layers)
     if include_input and "input" in names:
         raise ValueError("the model has a module named 'input'; capture it without include_input")
     modules = dict(model.named_modules())
@@ -193,7 +272,7 @@ def capture(
     if out is not None:
         described = {"model": type(model).__name__, "parameters": sum(p.numel() for p in params),
                      "data": type(data).__name__, "reduce": reduce if isinstance(reduce, str) else "callable",
-                     "layers_asked": names}
+                     "layers_asked": names if not hidden else HIDDEN_STATES}
         writer = spill.Writer(out, description=described, resume=resume, overwrite=overwrite)
     elif resume or overwrite:
         raise ValueError("resume and overwrite apply to a capture written to disk: pass out=DIR too")
@@ -201,9 +280,10 @@ def capture(
     order: list[str] = ["input"] if include_input else []
     calls: dict[str, int] = {}
     produced: dict[str, torch.Tensor] = {}  # this batch's raw outputs, to find the model's own
+    current: dict = {"mask": None}  # this batch's attention mask, for the token reductions
 
     def keep(name, out):
-        flat = reducer(out.detach())
+        flat = reducer(name, out.detach(), current["mask"])
         if flat.dim() != 2 or flat.shape[0] != out.shape[0]:
             raise ValueError(
                 f"reduce must map layer {name!r}'s output {tuple(out.shape)} to (B, D), "
@@ -215,21 +295,24 @@ def capture(
         else:
             outputs.setdefault(name, []).append(flat.to(device=store, dtype=dtype or flat.dtype))
 
+    def record(name, out):
+        out = _pick(name, out, select)
+        calls[name] = calls.get(name, 0) + 1
+        if name not in order:
+            order.append(name)
+        produced[name] = out
+        keep(name, out)
+
     def hook_for(name):
-        def hook(_module, _inputs, out):
-            if isinstance(out, (tuple, list)):
-                out = next((o for o in out if isinstance(o, torch.Tensor)), None)
-            if not isinstance(out, torch.Tensor):
-                raise ValueError(f"layer {name!r} returned {type(out).__name__}, not a tensor")
-            calls[name] = calls.get(name, 0) + 1
-            if name not in order:
-                order.append(name)
-            produced[name] = out
-            keep(name, out)
+        if name.endswith(_INPUT_SUFFIX):
+            return lambda _module, args, kwargs: record(name, _received(args, kwargs))
+        return lambda _module, _inputs, out: record(name, out)
 
-        return hook
-
-    handles = [modules[name].register_forward_hook(hook_for(name)) for name in names]
+    handles = [
+        modules[name[: -len(_INPUT_SUFFIX)]].register_forward_pre_hook(hook_for(name), with_kwargs=True)
+        if name.endswith(_INPUT_SUFFIX) else modules[name].register_forward_hook(hook_for(name))
+        for name in names
+    ]
     labels: list = []
     final: list[str] = []
     seen = 0
@@ -239,21 +322,25 @@ def capture(
         with torch.no_grad():
             skip = writer.skip if writer is not None else 0  # samples a resumed capture holds
             checked = False
-            for batch in _batches(data, batch_size):
-                inputs, y = _split(batch)
+            for raw in _batches(data, batch_size):
+                batch = _split(raw, keywords)
                 if max_samples is not None:
-                    inputs = inputs[: max_samples - seen]
-                    y = y[: len(inputs)] if y is not None else None
-                if y is not None:
-                    labels.append(_label_batch(y, len(inputs)))
-                drop = min(len(inputs), max(0, skip - seen))
-                if drop < len(inputs):
-                    batch_in = _cast(inputs[drop:].to(model_device), model_dtype)
+                    batch = batch.rows(0, max_samples - seen)
+                n = len(batch)
+                if batch.labels is not None:
+                    labels.append(_label_batch(batch.labels, n))
+                drop = min(n, max(0, skip - seen))
+                if drop < n:
+                    batch_in = batch.rows(drop, n).prepared(model_device, model_dtype)
+                    current["mask"] = batch_in.mask
                     if include_input:
-                        keep("input", batch_in)
+                        keep("input", batch_in.tensor("include_input"))
                     calls.clear()
                     produced.clear()
-                    result = model(batch_in)
+                    result = batch_in.run(model, output_hidden_states=True) if hidden else batch_in.run(model)
+                    if hidden:
+                        for i, h in enumerate(_hidden_states(result)):
+                            record(f"{HIDDEN_STATES}.{i}", h)
                     twice = [n for n, c in calls.items() if c > 1]
                     if twice:
                         raise ValueError(
@@ -262,12 +349,13 @@ def capture(
                         )
                     if not checked:
                         _check_room(outputs, writer, total, store)
-                        final = [n for n, o in produced.items() if isinstance(result, torch.Tensor) and o is result]
+                        answer = _first_tensor(result)  # the model's answer: a tensor, logits, ...
+                        final = [n for n, o in produced.items() if answer is not None and o is answer]
                         checked = True
-                seen += len(inputs)
+                seen += n
                 if writer is not None:
                     writer.commit(seen)
-                bar.update(len(inputs))
+                bar.update(n)
                 if max_samples is not None and seen >= max_samples:
                     break
         bar.close()
@@ -351,17 +439,90 @@ class _ScriptedSequential(nn.Module):
         return x
 
 
-def _reducer(reduce):
+def _reducer(reduce, sequences: bool):
+    """fn(layer name, output, attention mask or None) -> (B, D). ``sequences``: the model is a
+    transformer, whose (B, T, D) outputs "avgpool" must not average over D."""
     if callable(reduce):
-        return reduce
-    if reduce == "flatten":
-        return lambda out: out.reshape(out.shape[0], -1)
-    if reduce == "avgpool":
-        return lambda out: out.flatten(2).mean(dim=2) if out.dim() > 2 else out
-    raise ValueError(f"reduce must be one of {_REDUCE} or a callable, got {reduce!r}")
+        return lambda name, out, mask: reduce(out)
+    if reduce not in _REDUCE:
+        raise ValueError(f"reduce must be one of {_REDUCE} or a callable, got {reduce!r}")
+
+    def apply(name, out, mask):
+        if out.dim() <= 2 or reduce == "flatten":
+            return out.reshape(out.shape[0], -1)
+        if reduce == "avgpool":
+            if sequences and out.dim() == 3:
+                raise ValueError(
+                    f"reduce='avgpool' averages the spatial positions of (B, C, *S) maps, but layer "
+                    f"{name!r} of this transformer gives tokens (B, T, D) = {tuple(out.shape)}: use "
+                    "reduce='mean' (mean over the kept tokens), 'cls', 'last' or 'flatten'"
+                )
+            return out.flatten(2).mean(dim=2)
+        if out.dim() != 3:
+            raise ValueError(
+                f"reduce={reduce!r} reduces the tokens of (B, T, D) sequence outputs, but layer {name!r} "
+                f"gives {tuple(out.shape)}; for (B, C, H, W) maps use reduce='avgpool' or 'flatten'"
+            )
+        if mask is not None and tuple(mask.shape) != tuple(out.shape[:2]):
+            raise ValueError(
+                f"layer {name!r} gives {out.shape[1]} tokens a sample but the batch's attention_mask "
+                f"{tuple(mask.shape)} has {mask.shape[-1]}; reduce={reduce!r} needs one mask entry a token "
+                "(pass a callable reduce= for this layer's layout)"
+            )
+        if reduce == "cls":
+            return out[:, 0]
+        if mask is None:
+            return out.mean(dim=1) if reduce == "mean" else out[:, -1]
+        keep = mask.to(device=out.device, dtype=out.dtype)  # (B, T)
+        if reduce == "mean":
+            return (out * keep[:, :, None]).sum(dim=1) / keep.sum(dim=1, keepdim=True).clamp(min=1)
+        position = torch.arange(out.shape[1], device=out.device)
+        last = torch.where(keep > 0, position, -1).argmax(dim=1)  # the last kept token
+        return out[torch.arange(out.shape[0], device=out.device), last]
+
+    return apply
+
+
+def _first_tensor(out):
+    """The first tensor of a tensor, tuple, list, dict or ModelOutput (its first field), or None."""
+    if isinstance(out, torch.Tensor):
+        return out
+    values = out.values() if isinstance(out, Mapping) else out if isinstance(out, (tuple, list)) else ()
+    return next((v for v in values if isinstance(v, torch.Tensor)), None)
+
+
+def _pick(name: str, out, select):
+    """The tensor of layer ``name``'s output ``out``: ``select(out)``, or the first tensor."""
+    picked = select(out) if select is not None else _first_tensor(out)
+    if not isinstance(picked, torch.Tensor):
+        if select is not None:
+            raise ValueError(f"select returned {type(picked).__name__} for layer {name!r}, not a tensor")
+        raise ValueError(
+            f"layer {name!r} returned {type(out).__name__} holding no tensor; pass select=, a function "
+            "from the layer's output to the tensor to capture"
+        )
+    return picked
+
+
+def _received(args: tuple, kwargs: dict):
+    """What a module was called with: its first tensor argument (a block's hidden state)."""
+    for found in (_first_tensor(list(args)), kwargs.get("hidden_states"), _first_tensor(kwargs)):
+        if isinstance(found, torch.Tensor):
+            return found
+    return None
+
+
+def _hidden_states(result) -> tuple:
+    states = result.get("hidden_states") if isinstance(result, Mapping) else getattr(result, "hidden_states", None)
+    if not states:
+        raise ValueError(f"the model was asked for output_hidden_states=True but returned "
+                         f"{type(result).__name__} without hidden_states; name the layers instead")
+    return tuple(states)
 
 
 def _length(data) -> int | None:
+    if _is_dataset(data):
+        data = torch.utils.data.DataLoader(data)
     if isinstance(data, torch.utils.data.DataLoader):
         try:
             return len(data.dataset)
@@ -443,28 +604,113 @@ def _batches(data, batch_size: int) -> Iterable:
     if pair is not None:
         x, y = pair
         return ((x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size))
+    if _is_dataset(data):  # samples, not batches: batched in order, as a DataLoader does
+        return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
     if isinstance(data, Iterable):
         return data
     raise TypeError(
-        "data must be a DataLoader, a tensor, an (inputs, labels) pair or an iterable of "
-        f"batches, got {type(data).__name__}"
+        "data must be a DataLoader, a Dataset, a tensor, an (inputs, labels) pair or an iterable "
+        f"of batches, got {type(data).__name__}"
     )
 
 
-def _split(batch):
-    if isinstance(batch, Mapping):
-        key = next((k for k in _INPUT_KEYS if k in batch), None)
+def _is_dataset(data) -> bool:
+    """A torch Dataset (map-style or iterable), or a map-style data set by its methods (a
+    Hugging Face ``datasets.Dataset``): indexed by sample, with a length."""
+    if isinstance(data, torch.utils.data.Dataset):
+        return True
+    if isinstance(data, (torch.Tensor, np.ndarray, Mapping, list, tuple, str, bytes)):
+        return False
+    return hasattr(data, "__getitem__") and hasattr(data, "__len__") and hasattr(data, "column_names")
+
+
+class _Batch:
+    """One batch: the model's input (a tensor, passed alone) or its keyword arguments (a
+    dict, passed as ``model(**inputs)``), and its labels or None."""
+
+    def __init__(self, inputs, labels=None):
+        self.inputs, self.labels = inputs, labels
+
+    def __len__(self) -> int:
+        if isinstance(self.inputs, torch.Tensor):
+            return len(self.inputs)
+        return len(next(v for v in self.inputs.values() if isinstance(v, torch.Tensor) and v.dim() > 0))
+
+    def rows(self, a: int, b: int) -> _Batch:
+        n = len(self)
+        if isinstance(self.inputs, torch.Tensor):
+            inputs = self.inputs[a:b]
+        else:  # per-sample tensors sliced; anything else (a flag, a scalar) as it is
+            inputs = {k: v[a:b] if isinstance(v, torch.Tensor) and v.dim() > 0 and len(v) == n else v
+                      for k, v in self.inputs.items()}
+        return _Batch(inputs, self.labels[a:b] if self.labels is not None else None)
+
+    def prepared(self, device: torch.device, model_dtype: torch.dtype | None) -> _Batch:
+        """On the model's device, floating tensors in the model's dtype."""
+        def move(v):
+            return _cast(v.to(device), model_dtype) if isinstance(v, torch.Tensor) else v
+        inputs = move(self.inputs) if isinstance(self.inputs, torch.Tensor) else \
+            {k: move(v) for k, v in self.inputs.items()}
+        return _Batch(inputs, self.labels)
+
+    @property
+    def mask(self):
+        return None if isinstance(self.inputs, torch.Tensor) else self.inputs.get("attention_mask")
+
+    def tensor(self, why: str) -> torch.Tensor:
+        """The one input tensor (``why`` names what needs it)."""
+        if isinstance(self.inputs, torch.Tensor):
+            return self.inputs
+        key = next((k for k in _INPUT_KEYS if k in self.inputs), None)
         if key is None:
+            raise ValueError(f"{why} needs one input tensor, but the batches pass the model {list(self.inputs)}")
+        return self.inputs[key]
+
+    def run(self, model: nn.Module, **extra):
+        if isinstance(self.inputs, torch.Tensor):
+            return model(self.inputs, **extra)
+        return model(**self.inputs, **extra)
+
+
+def _keywords(model: nn.Module) -> set[str] | None:
+    """The argument names ``model.forward`` takes by keyword; None when it takes any."""
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind == p.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _split(batch, keywords: set[str] | None) -> _Batch:
+    """A batch as the data gives it (a tensor, a tuple or list, a dict or an object with
+    fields) as inputs and labels."""
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        batch = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}
+    if isinstance(batch, Mapping):
+        label_key = next((k for k in _LABEL_KEYS if k in batch), None)
+        rest = {k: v for k, v in batch.items() if k != label_key}
+        rest = {k: as_tensor(v, k) if isinstance(v, np.ndarray) else v for k, v in rest.items()}
+        labels = batch[label_key] if label_key is not None else None
+        if keywords is None or set(rest) <= keywords:
+            if not any(isinstance(v, torch.Tensor) and v.dim() > 0 for v in rest.values()):
+                raise ValueError(f"a dict batch needs at least one input tensor, got keys {list(batch)}")
+            return _Batch(rest, labels)
+        key = next((k for k in _INPUT_KEYS if k in rest), None)
+        if key is None:
+            unknown = sorted(set(rest) - keywords)
             raise ValueError(
-                f"a dict batch needs an input under one of {_INPUT_KEYS}, got keys {list(batch)}"
+                f"a dict batch is passed to the model as keyword arguments, but its forward takes no "
+                f"{unknown} (it takes {sorted(keywords)}); drop those entries from the batches, or put "
+                f"the one input under one of {_INPUT_KEYS}"
             )
-        y = next((batch[k] for k in _LABEL_KEYS if k in batch), None)
-        return as_tensor(batch[key], "inputs"), y
+        return _Batch(as_tensor(rest[key], "inputs"), labels)
     if isinstance(batch, (tuple, list)):
         if not batch:
             raise ValueError("got an empty batch")
-        return as_tensor(batch[0], "inputs"), batch[1] if len(batch) > 1 else None
-    return as_tensor(batch, "inputs"), None
+        return _Batch(as_tensor(batch[0], "inputs"), batch[1] if len(batch) > 1 else None)
+    return _Batch(as_tensor(batch, "inputs"))
 
 
 def _check_room(outputs, writer, total: int | None, store: torch.device) -> None:

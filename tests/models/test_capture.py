@@ -104,7 +104,7 @@ def test_capture_errors():
         gg.capture(model, x, reduce=lambda o: o)
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         gg.capture(lambda t: t, x)
-    with pytest.raises(ValueError, match="a dict batch needs an input"):
+    with pytest.raises(ValueError, match=r"forward takes no \['pixels'\] \(it takes \['x'\]\); drop those"):
         gg.capture(model, [{"pixels": x}])
     shared = nn.Linear(4, 4)
     twice = nn.Sequential(shared, nn.ReLU(), shared)
@@ -112,3 +112,42 @@ def test_capture_errors():
         gg.capture(twice, torch.randn(3, 4), layers=["0"])
     with pytest.raises(gg.GpuGraphError, match=r"need about .* GiB .* pass reduce='avgpool', a smaller max_samples, dtype=torch.float16"):
         gg.capture(nn.Sequential(nn.Linear(4, 2**16)), torch.zeros(1, 4).expand(2**20, 4), layers=["0"], batch_size=1)
+
+
+def test_datasets_give_the_activations_of_the_tensor_pair():
+    """A TensorDataset, a map-style Dataset of dict samples and an iterable Dataset are batched
+    in order as the (inputs, labels) pair is."""
+    model = TinyVGG().eval()
+    x = torch.randn(37, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(37) % 5
+
+    class Dicts(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(x)
+
+        def __getitem__(self, i):
+            return {"image": x[i], "label": y[i]}
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(zip(x, y))
+
+    pair = gg.capture(model, (x, y), batch_size=8)
+    for data in (torch.utils.data.TensorDataset(x, y), Dicts(), Stream()):
+        acts = gg.capture(model, data, batch_size=8)
+        assert list(acts) == list(pair) and acts.labels.tolist() == y.tolist()
+        for name in pair:
+            torch.testing.assert_close(acts[name], pair[name], atol=0, rtol=0)
+    assert len(gg.capture(model, torch.utils.data.TensorDataset(x, y), max_samples=10)["features.0"]) == 10
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_a_scripted_model_gets_the_input_cast_of_a_module():
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3)).eval()
+    x = torch.randn(20, 6, generator=torch.Generator().manual_seed(1))
+    plain = gg.capture(model, x)
+    with pytest.warns(UserWarning, match="inputs are torch.float64 but the model's parameters are torch.float32"):
+        scripted = gg.capture(torch.jit.script(model), x.double().numpy())
+    assert list(scripted) == list(plain)
+    for name in plain:
+        torch.testing.assert_close(scripted[name], plain[name], atol=0, rtol=0)

@@ -191,6 +191,7 @@ def test_cli_and_capture_take_string_labels(tmp_path, capsys):
     assert gg.capture(model, batches).labels.tolist() == names.tolist()
 
 
+@pytest.mark.filterwarnings("ignore:the modularity curve is flat")
 def test_a_curve_checks_its_rows_labels_and_options_once_at_the_door(monkeypatch):
     """Each layer's rows are checked once (not again per subset as they are normalised), the
     labels converted to codes once, and the curve equals modularity graph by graph."""
