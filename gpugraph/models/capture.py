@@ -154,7 +154,9 @@ def capture(
 
     Parameters
     ----------
-    model : torch.nn.Module
+    model : torch.nn.Module, or a program from torch.export.export
+        A TorchScript model must be a scripted Sequential (TorchScript runs the rest as one
+        opaque call); an exported program is unflattened (its modules called one by one).
         Run in eval mode under ``torch.no_grad``; the train/eval mode of every submodule is
         restored afterwards and every hook removed, also when the forward raises.
     data : DataLoader, Dataset, tensor, (inputs, labels) pair, or iterable of batches
@@ -240,6 +242,9 @@ def capture(
         If the activations would not fit in the memory of their device, or ``device`` is a
         CUDA device torch does not see.
     """
+    exported = isinstance(model, torch.export.ExportedProgram)
+    if exported:  # its modules, called one by one again, so that their hooks fire
+        model = torch.export.unflatten(model)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     check_count(batch_size, "batch_size")
@@ -337,7 +342,17 @@ def capture(
                         keep("input", batch_in.tensor("include_input"))
                     calls.clear()
                     produced.clear()
-                    result = batch_in.run(model, output_hidden_states=True) if hidden else batch_in.run(model)
+                    try:
+                        result = batch_in.run(model, output_hidden_states=True) if hidden else batch_in.run(model)
+                    except RuntimeError as exc:
+                        if exported and "Expected input" in str(exc):
+                            raise ValueError(
+                                f"the exported program refuses a batch of {len(batch_in)}: it was exported "
+                                f"for fixed input shapes ({exc}); export it with a dynamic batch dimension, "
+                                "torch.export.export(model, args, dynamic_shapes=...), or pass batches of "
+                                "the exported size"
+                            ) from exc
+                        raise
                     if hidden:
                         for i, h in enumerate(_hidden_states(result)):
                             record(f"{HIDDEN_STATES}.{i}", h)

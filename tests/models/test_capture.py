@@ -151,3 +151,20 @@ def test_a_scripted_model_gets_the_input_cast_of_a_module():
     assert list(scripted) == list(plain)
     for name in plain:
         torch.testing.assert_close(scripted[name], plain[name], atol=0, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.export's own deprecations
+def test_an_exported_program_gets_the_input_cast_and_layers_of_a_module():
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3)).eval()
+    x = torch.randn(20, 6, generator=torch.Generator().manual_seed(1))
+    plain = gg.capture(model, x, batch_size=8)
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(model, (x[:8],), dynamic_shapes={"input": {0: batch}})
+    with pytest.warns(UserWarning, match="inputs are torch.float64 but the model's parameters are torch.float32"):
+        exported = gg.capture(program, x.double(), batch_size=8)  # batches of 8, 8 and 4
+    assert list(exported) == list(plain)
+    for name in plain:
+        torch.testing.assert_close(exported[name], plain[name])
+    fixed = torch.export.export(model, (x[:8],))
+    with pytest.raises(ValueError, match=r"refuses a batch of 4: it was exported for fixed input shapes .* dynamic"):
+        gg.capture(fixed, x, batch_size=8)
