@@ -236,8 +236,11 @@ def capture(
     Raises
     ------
     ValueError
-        Unknown layer names, a reduce that does not give (B, D), a layer run twice per
-        forward, batches without inputs, an (inputs, labels) pair of different lengths.
+        Unknown layer names, a reduce that does not give (B, D) or does not fit a layer's
+        output (a token reduction on (B, C, H, W) maps, "avgpool" on a transformer's
+        tokens, an attention mask of another length), a layer output holding no tensor, a
+        layer run twice per forward, batches without inputs or with entries the model's
+        forward does not take, an (inputs, labels) pair of different lengths.
     GpuGraphError
         If the activations would not fit in the memory of their device, or ``device`` is a
         CUDA device torch does not see.

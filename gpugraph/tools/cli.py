@@ -195,9 +195,11 @@ def _model_data_args(p: argparse.ArgumentParser, second: bool = False, several: 
     p.add_argument("--layers", type=_names, action="extend", default=None, metavar="NAMES",
                    help="module names or glob patterns, comma-separated; repeat the option for more "
                    "(default: stem and blocks of ResNets, convolutions of VGG-like nets, see the docs)")
-    p.add_argument("--reduce", default="flatten", choices=["flatten", "avgpool"],
+    p.add_argument("--reduce", default="flatten", choices=["flatten", "avgpool", "mean", "cls", "last"],
                    help="flatten: every value of a layer's output, as Lu et al. do; avgpool: the mean over "
-                   "positions per channel, often clearer on small CNNs (default: %(default)s)")
+                   "positions per channel, often clearer on small CNNs; for transformers' (B, T, D) tokens: "
+                   "mean over the kept tokens, cls (the first token), last (the last kept token) "
+                   "(default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--max-samples", type=_positive, default=None, help="use only the first N samples")
     p.add_argument("--batch-size", type=_positive, default=256, help="samples per forward pass (default: %(default)s)")

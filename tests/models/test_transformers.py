@@ -203,3 +203,29 @@ def test_select_picks_a_tensor_from_a_tuple_output():
 def test_hidden_states_need_a_model_that_offers_them():
     with pytest.raises(ValueError, match="takes no such argument; name the layers instead"):
         gg.capture(torch.nn.Sequential(torch.nn.Linear(3, 2)), torch.randn(4, 3), layers="hidden_states")
+
+
+def test_a_model_that_takes_output_hidden_states_must_return_them():
+    class Quiet(torch.nn.Module):  # takes the flag, returns no hidden states
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 2)
+
+        def forward(self, x, output_hidden_states=False):
+            return self.lin(x)
+
+    with pytest.raises(ValueError, match="returned Tensor without hidden_states; name the layers instead"):
+        gg.capture(Quiet(), torch.randn(4, 3), layers="hidden_states")
+
+
+def test_a_dict_batch_without_any_tensor_is_refused():
+    class Takes(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 2)
+
+        def forward(self, **kwargs):
+            return self.lin(kwargs["x"])
+
+    with pytest.raises(ValueError, match=r"a dict batch needs at least one input tensor, got keys \['note', 'y'\]"):
+        gg.capture(Takes(), [{"note": "text", "y": [0, 1]}])
