@@ -168,3 +168,34 @@ def test_an_exported_program_gets_the_input_cast_and_layers_of_a_module():
     fixed = torch.export.export(model, (x[:8],))
     with pytest.raises(ValueError, match=r"refuses a batch of 4: it was exported for fixed input shapes .* dynamic"):
         gg.capture(fixed, x, batch_size=8)
+
+
+def test_batches_as_dataclasses_and_tables_by_column_give_the_activations_of_the_pair():
+    """A batch object with fields (a dataclass) and a data set indexed by sample with named
+    columns (as a Hugging Face datasets.Dataset in torch format) read like dict batches."""
+    import dataclasses
+
+    model = TinyVGG().eval()
+    x = torch.randn(12, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    y = torch.arange(12) % 3
+
+    @dataclasses.dataclass
+    class Batch:
+        image: torch.Tensor
+        label: torch.Tensor
+
+    class Table:  # datasets.Dataset's reading interface: rows as dicts, a length, column names
+        column_names = ["image", "label"]
+
+        def __len__(self):
+            return len(x)
+
+        def __getitem__(self, i):
+            return {"image": x[i], "label": y[i]}
+
+    pair = gg.capture(model, (x, y), batch_size=5)
+    for data in ([Batch(x[:5], y[:5]), Batch(x[5:], y[5:])], Table()):
+        acts = gg.capture(model, data, batch_size=5)
+        assert acts.labels.tolist() == y.tolist()
+        for name in pair:
+            torch.testing.assert_close(acts[name], pair[name], atol=0, rtol=0)
