@@ -46,8 +46,10 @@ def label_codes(labels, n: int, device: torch.device) -> tuple[torch.Tensor, lis
     ):
         t = as_tensor(labels, "labels")
         _check_label_shape(tuple(t.shape), n)
-        if t.dtype.is_floating_point or t.dtype.is_complex:
+        if t.dtype.is_complex:
             raise TypeError(f"labels must be integers or other exact values, got dtype {t.dtype}")
+        if t.dtype.is_floating_point:
+            t = _whole(t, t.dtype)
         if t.device.type == "cpu" and t.dtype != torch.bool and n > 0:
             arr = t.numpy()  # a CPU tensor of integers: the integer path below
         else:
@@ -56,8 +58,10 @@ def label_codes(labels, n: int, device: torch.device) -> tuple[torch.Tensor, lis
     else:
         arr = labels if isinstance(labels, np.ndarray) else _label_array(list(labels))
     _check_label_shape(arr.shape, n)
-    if arr.dtype.kind == "f" or arr.dtype.kind == "c":
+    if arr.dtype.kind == "c":
         raise TypeError(f"labels must be integers or other exact values, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f":
+        arr = _whole(torch.from_numpy(np.ascontiguousarray(arr)), arr.dtype).numpy()
     if arr.dtype.kind in "iu" and n > 0:
         low, high = int(arr.min()), int(arr.max())
         if high - low <= 4 * n and high < 2**62:  # a table instead of a sort: O(N), np.unique's answer
@@ -79,6 +83,20 @@ def label_codes(labels, n: int, device: torch.device) -> tuple[torch.Tensor, lis
             + ("; for one-hot rows pass their argmax" if isinstance(bad, (list, np.ndarray)) else "")
         ) from exc
     return torch.tensor(codes, dtype=torch.int64, device=device), list(index)
+
+
+def _whole(t: torch.Tensor, dtype) -> torch.Tensor:
+    """Floating-point labels that are whole numbers (class ids saved as floats: ``y.float()``,
+    an .npz of float32 labels) as int64; any other value is refused, naming the first."""
+    bad = ~torch.isfinite(t) | (t != torch.round(t)) | (t.abs() >= 2.0**53)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise TypeError(
+            f"labels of dtype {dtype} must be whole numbers (class ids such as 0.0, 1.0, 2.0), got "
+            f"{float(t.reshape(-1)[i])!r} at entry {i}; continuous targets are no classes: bin them "
+            "first (e.g. numpy.digitize), or pass integer or string labels"
+        )
+    return t.to(torch.int64)
 
 
 def _label_array(values: list) -> np.ndarray:

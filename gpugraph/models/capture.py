@@ -339,7 +339,10 @@ def capture(
                     labels.append(_label_batch(batch.labels, n))
                 drop = min(n, max(0, skip - seen))
                 if drop < n:
-                    batch_in = batch.rows(drop, n).prepared(model_device, model_dtype)
+                    batch_in = batch.rows(drop, n)
+                    if not checked:
+                        _cast_warning(batch_in, model_dtype)
+                    batch_in = batch_in.prepared(model_device, model_dtype)
                     current["mask"] = batch_in.mask
                     if include_input:
                         keep("input", batch_in.tensor("include_input"))
@@ -401,16 +404,15 @@ def capture(
     return Activations(result, _join_labels(labels) if labels else None, final=final)
 
 
-def _cast(inputs: torch.Tensor, model_dtype: torch.dtype | None) -> torch.Tensor:
-    """Floating inputs in the model's parameter dtype (integer inputs, e.g. token ids, as they are)."""
-    if model_dtype is None or not inputs.is_floating_point() or inputs.dtype == model_dtype:
-        return inputs
-    warnings.warn(
-        f"capture: inputs are {inputs.dtype} but the model's parameters are {model_dtype}; "
-        f"casting the inputs to {model_dtype}",
-        stacklevel=3,
-    )
-    return inputs.to(model_dtype)
+def _cast_warning(batch: _Batch, model_dtype: torch.dtype | None) -> None:
+    """Warn (once a capture: the caller asks on the first batch) that floating inputs of
+    another dtype than the model's parameters will be cast."""
+    tensors = [batch.inputs] if isinstance(batch.inputs, torch.Tensor) else list(batch.inputs.values())
+    other = next((v.dtype for v in tensors if isinstance(v, torch.Tensor) and v.is_floating_point()
+                  and model_dtype is not None and v.dtype != model_dtype), None)
+    if other is not None:
+        warnings.warn(f"capture: inputs are {other} but the model's parameters are {model_dtype}; "
+                      f"casting the inputs to {model_dtype}", stacklevel=3)
 
 
 class _Step(nn.Module):
@@ -464,6 +466,7 @@ def _reducer(reduce, sequences: bool):
         return lambda name, out, mask: reduce(out)
     if reduce not in _REDUCE:
         raise ValueError(f"reduce must be one of {_REDUCE} or a callable, got {reduce!r}")
+    single: set[str] = set()  # layers already warned of as one-channel
 
     def apply(name, out, mask):
         if out.dim() <= 2 or reduce == "flatten":
@@ -475,6 +478,13 @@ def _reducer(reduce, sequences: bool):
                     f"{name!r} of this transformer gives tokens (B, T, D) = {tuple(out.shape)}: use "
                     "reduce='mean' (mean over the kept tokens), 'cls', 'last' or 'flatten'"
                 )
+            if out.shape[1] == 1 and name not in single:
+                single.add(name)
+                warnings.warn(
+                    f"layer {name!r} has one channel {tuple(out.shape)}: reduce='avgpool' leaves one number "
+                    "a sample, and the cosine of one-number rows is only +1 or -1 (its kNN graph says "
+                    "nothing about the samples); use reduce='flatten' for it, e.g. include_input with "
+                    "one-channel images", stacklevel=5)
             return out.flatten(2).mean(dim=2)
         if out.dim() != 3:
             raise ValueError(
@@ -666,7 +676,10 @@ class _Batch:
     def prepared(self, device: torch.device, model_dtype: torch.dtype | None) -> _Batch:
         """On the model's device, floating tensors in the model's dtype."""
         def move(v):
-            return _cast(v.to(device), model_dtype) if isinstance(v, torch.Tensor) else v
+            if not isinstance(v, torch.Tensor):
+                return v
+            cast = model_dtype is not None and v.is_floating_point()  # integer inputs (token ids) as they are
+            return v.to(device=device, dtype=model_dtype if cast else v.dtype)
         inputs = move(self.inputs) if isinstance(self.inputs, torch.Tensor) else \
             {k: move(v) for k, v in self.inputs.items()}
         return _Batch(inputs, self.labels)

@@ -194,8 +194,12 @@ def test_modularity_errors():
         gg.modularity(g, [0, 1])
     with pytest.raises(ValueError, match=r"expected shape \(3,\), got \(2,\)"):
         gg.modularity(g, torch.tensor([0, 1]))
-    with pytest.raises(TypeError, match="labels must be integers or other exact values"):
+    with pytest.raises(TypeError, match=r"labels of dtype float64 must be whole numbers .* got 0.5 at entry 0; .* bin"):
         gg.modularity(g, np.array([0.5, 1.0, 2.0]))
+    with pytest.raises(TypeError, match=r"labels of dtype torch.float32 must be whole numbers .* got nan at entry 2"):
+        gg.modularity(g, torch.tensor([0.0, 1.0, float("nan")]))
+    with pytest.raises(TypeError, match="labels must be integers or other exact values, got dtype complex128"):
+        gg.modularity(g, np.array([0, 1, 1j]))
     with pytest.raises(TypeError, match="single string"):
         gg.modularity(g, "abc")
     with pytest.raises(ValueError, match="'mutual' graph has total weight 2m = 0"):
@@ -444,3 +448,14 @@ def test_converters_carry_the_exact_means_of_float32_weights():
         assert a.dtype == np.float64
         np.testing.assert_array_equal(a.toarray() if hasattr(a, "toarray") else a, dense)
     assert gg.modularity(g, labels) == pytest.approx(nx_reference_modularity(dense, labels), abs=1e-12)
+
+
+def test_whole_number_float_labels_are_classes():
+    """Class ids saved as floats (y.float(), an .npz of float32 labels) give the modularity
+    of the integer labels, on every input form."""
+    x, labels = clustered(n=200, d=8, classes=4, seed=5)
+    g = gg.knn_graph(x, k=5)
+    want = gg.modularity(g, labels)
+    for floats in (torch.tensor(labels).float(), labels.astype(np.float32), labels.astype(np.float64).tolist()):
+        assert gg.modularity(g, floats) == want
+    assert gg.motifs(g, torch.tensor(labels).double()) == gg.motifs(g, labels)

@@ -199,3 +199,25 @@ def test_batches_as_dataclasses_and_tables_by_column_give_the_activations_of_the
         assert acts.labels.tolist() == y.tolist()
         for name in pair:
             torch.testing.assert_close(acts[name], pair[name], atol=0, rtol=0)
+
+
+def test_the_cast_warning_comes_once_a_capture():
+    import warnings
+
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU()).eval()
+    x = torch.randn(30, 6, dtype=torch.float64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        acts = gg.capture(model, x, batch_size=8)  # four batches
+    casts = [w for w in caught if "casting the inputs" in str(w.message)]
+    assert len(casts) == 1 and casts[0].filename == __file__
+    assert acts["0"].dtype == torch.float32
+
+
+def test_avgpool_of_a_single_channel_warns_once_and_names_flatten():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU()).eval()
+    x = torch.randn(20, 1, 8, 8)
+    with pytest.warns(UserWarning, match=r"layer 'input' has one channel \(8, 1, 8, 8\): .* use reduce='flatten'") as caught:
+        acts = gg.capture(model, x, reduce="avgpool", include_input=True, batch_size=8)
+    assert sum("one channel" in str(w.message) for w in caught) == 1  # once, not once a batch
+    assert acts["input"].shape == (20, 1) and acts["0"].shape == (20, 4)
