@@ -70,12 +70,19 @@ class SimilarityMatrix:
         return pd.DataFrame(self.values, index=pd.Index(self.layers_a, name="model A"),
                             columns=pd.Index(self.layers_b, name="model B"))
 
+    @property
+    def label(self) -> str:
+        """The measure as computed: "lsim", "lsim (centred)", "lsim (k=10)", "cka (unbiased)"."""
+        how = [f"k={self.params['k']}"] if self.params.get("k") is not None else []
+        how += [word for key, word in (("centre", "centred"), ("unbiased", "unbiased")) if self.params.get(key)]
+        return f"{self.measure} ({', '.join(how)})" if how else self.measure
+
     def table(self) -> str:
         """Fixed-width text: for each layer of model A its best match in model B and the
         value, then the whole matrix when it is small enough to read."""
         width_a = max(len("model A"), *(len(n) for n in self.layers_a))
         width_b = max(len("best in B"), *(len(n) for n in self.layers_b))
-        lines = [f"{self.measure}: rows model A, columns model B",
+        lines = [f"{self.label}: rows model A, columns model B",
                  f"{'model A':<{width_a}}  {'best in B':<{width_b}}  {'value':>7}"]
         for name, best, row in zip(self.layers_a, self.identify(), self.values):
             lines.append(f"{name:<{width_a}}  {best:<{width_b}}  {row.max():7.3f}")
@@ -107,7 +114,7 @@ class SimilarityMatrix:
         ax.set_yticks(range(la), self.layers_a, fontsize=8)
         ax.set_xlabel(f"{names[1]}: layer")
         ax.set_ylabel(f"{names[0]}: layer")
-        ax.set_title(title or self.measure)
+        ax.set_title(title or self.label)
         if la * lb <= 400:
             mid = (np.nanmax(self.values) + np.nanmin(self.values)) / 2
             for i in range(la):
@@ -123,7 +130,7 @@ class SimilarityMatrix:
         return path
 
     def __repr__(self) -> str:
-        return f"SimilarityMatrix({self.measure}, {self.values.shape[0]} x {self.values.shape[1]} layers)"
+        return f"SimilarityMatrix({self.label}, {self.values.shape[0]} x {self.values.shape[1]} layers)"
 
 
 def similarity_matrix(acts_a: Mapping, acts_b: Mapping | None = None, measure: str = "lsim",

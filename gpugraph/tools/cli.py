@@ -115,6 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--measure", default="lsim", choices=["lsim", "cka", "knn_overlap", "mutual_knn"])
     s.add_argument("--k", type=_positive, default=None, help="kNN graphs with k neighbours (lsim default: dense "
                    "graphs; knn_overlap and mutual_knn default: 10; not for cka)")
+    s.add_argument("--centre", action="store_true", help="lsim of the centred features (each layer's column "
+                   "means removed first), as CKA centres them")
+    s.add_argument("--unbiased", action="store_true", help="cka with the unbiased HSIC estimator")
     s.add_argument("--out", default="gpugraph-out", help="output folder for similarity.png and similarity.json")
     s.set_defaults(run=_similarity)
 
@@ -374,6 +377,10 @@ def _similarity(args) -> int:
 
     if args.measure == "cka" and args.k is not None:
         raise ValueError(f"--k {args.k} has no meaning with --measure cka (CKA uses no graph); leave it out")
+    if args.unbiased and args.measure != "cka":
+        raise ValueError(f"--unbiased is an estimator of CKA; it has no meaning with --measure {args.measure}")
+    if args.centre and args.measure != "lsim":
+        raise ValueError(f"--centre applies to --measure lsim (CKA centres already); not to {args.measure}")
     _check_files(args.model, args.model_b)
     device = _device(args.device)
     x, y = load_data(args.data)
@@ -382,7 +389,8 @@ def _similarity(args) -> int:
                 max_samples=args.max_samples, batch_size=args.batch_size, progress=args.progress)
         for path in (args.model, args.model_b)
     ]
-    m = similarity_matrix(acts[0], acts[1], measure=args.measure, k=args.k)
+    m = similarity_matrix(acts[0], acts[1], measure=args.measure, k=args.k, centre=args.centre,
+                          unbiased=args.unbiased)
     print(m.table())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

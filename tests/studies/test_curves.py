@@ -172,6 +172,15 @@ def test_cli_similarity_end_to_end(tmp_path, capsys):
     ref = [[numpy_cka(acts_a[i], acts_b[j]) for j in acts_b] for i in acts_a]
     saved = json.loads((tmp_path / "out2" / "similarity.json").read_text())
     np.testing.assert_allclose(saved["values"], ref, atol=1e-9)
+    capsys.readouterr()
+    for flags, label, want in ((["--centre"], "lsim (centred)", gg.similarity_matrix(acts_a, acts_b, centre=True)),
+                               (["--measure", "cka", "--unbiased"], "cka (unbiased)",
+                                gg.similarity_matrix(acts_a, acts_b, measure="cka", unbiased=True))):
+        assert main(["similarity", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), str(tmp_path / "data.pt"),
+                     *flags, "--out", str(tmp_path / "out3"), "--no-progress"]) == 0
+        assert capsys.readouterr().out.startswith(f"{label}: rows model A")
+        saved = json.loads((tmp_path / "out3" / "similarity.json").read_text())
+        np.testing.assert_allclose(saved["values"], want.values, atol=1e-12)
 
 
 def test_cli_and_capture_take_string_labels(tmp_path, capsys):

@@ -113,6 +113,14 @@ def test_bad_options_are_refused_by_the_parser(args, message):
     assert out.returncode == 2 and message in out.stderr
 
 
+def test_similarity_flags_that_do_not_fit_the_measure_are_refused(files):
+    out = cli("similarity", files / "model.pt", files / "model.pt", files / "data.npz", "--unbiased")
+    assert out.returncode == 1 and "--unbiased is an estimator of CKA; it has no meaning with --measure lsim" \
+        in out.stderr
+    out = cli("similarity", files / "model.pt", files / "model.pt", files / "data.npz", "--measure", "cka", "--centre")
+    assert out.returncode == 1 and "--centre applies to --measure lsim" in out.stderr
+
+
 def test_k_with_cka_is_refused(files):
     out = cli("similarity", files / "model.pt", files / "model.pt", files / "data.npz", "--measure", "cka",
               "--k", "5")
