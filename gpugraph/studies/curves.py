@@ -155,6 +155,10 @@ class LayerCurve:
         width = max(8, *(len(n) for n in self.layers))
         z = self.z
         lines = [f"{'layer':<{width}}  {'mean':>7}  {'std':>6}  {'delta':>7}" + ("  {:>7}".format("z") if z is not None else "")]
+        if "k" in self.params and "n" in self.params:  # the numbers move with k and n: say which
+            n = self.params.get("n")
+            lines.insert(0, f"k = {self.params['k']}, " + (f"{self.params.get('repeats')} subsets of n = {n}" if n
+                                                          else "all samples once"))
         final = set(self.final)
         for j, (name, m, s, d) in enumerate(zip(self.layers, self.mean, self.std, self.delta)):
             delta = "" if np.isnan(d) else f"{d:+.3f}"

@@ -235,10 +235,7 @@ def _curve(args) -> int:
                          f"{args.data} holds {getattr(y, 'dtype', type(y))} labels")
     if args.max_samples:
         x, y = x[: args.max_samples], y[: args.max_samples]
-    n = args.n or None
-    if n is not None and n * args.repeats > len(x):
-        raise ValueError(f"--n {n} x --repeats {args.repeats} needs {n * args.repeats} samples, the data has "
-                         f"{len(x)}; lower them or pass --n 0 to use all samples once")
+    n = _subset_size(args.n or None, args.repeats, len(x), "the data")
     names = _short_names(args.model)
     curves = {}
     for path, name in zip(args.model, names):
@@ -251,9 +248,7 @@ def _curve(args) -> int:
             keep = hit.mask
             print(f"{name}: {args.attack} eps={args.eps}: accuracy {hit.clean_accuracy:.1%} clean, "
                   f"{hit.attacked_accuracy:.1%} attacked; {int(keep.sum())} samples correct and fooled")
-            if n is not None and n * args.repeats > int(keep.sum()):
-                raise ValueError(f"the attack left {int(keep.sum())} samples (correct and fooled), fewer than --n {n} "
-                                 f"x --repeats {args.repeats}; lower them, pass --n 0, or raise --eps")
+            n = _subset_size(n, args.repeats, int(keep.sum()), "the attack (correct and fooled samples)")
             inputs = {f"{name} clean": (x[keep], y[keep]), f"{name} {args.attack}": (hit.x[keep], y[keep])}
         for label, data in inputs.items():
             acts = capture(model, data, layers=args.layers, reduce=args.reduce,
@@ -277,6 +272,20 @@ def _curve(args) -> int:
         _jsonio.dump({label: c.to_dict() for label, c in curves.items()}, out / "curves.json")
         print(f"wrote {out / 'curve.png'} and {out / 'curves.json'} ({len(curves)} curves)")
     return 0
+
+
+def _subset_size(n: int | None, repeats: int, available: int, what: str) -> int | None:
+    """The one rule of every command for a curve's subsets: --n samples each (None: all,
+    once), lowered to what ``repeats`` disjoint subsets of the ``available`` samples allow,
+    with one line saying so; an error only when that leaves fewer than 2 a subset."""
+    if n is None or n * repeats <= available:
+        return n
+    fitted = available // repeats
+    if fitted < 2:
+        raise ValueError(f"{what} has {available} samples, too few for {repeats} disjoint subsets of at least 2; "
+                         "lower --repeats or pass --n 0 to use all samples once")
+    print(f"{what} has {available} samples: {repeats} subsets of {fitted} (asked for --n {n})")
+    return fitted
 
 
 def _short_names(paths: list[str]) -> list[str]:
@@ -315,9 +324,7 @@ def _prune(args) -> int:
         x_test, y_test, x, y = x[perm[:cut]], y[perm[:cut]], x[perm[cut:]], y[perm[cut:]]
         held_out = f"{cut} samples of {args.data} (seed {args.seed})"
     model = load_model(args.model, device, args.imports)
-    n = min(args.n, len(x_test) // args.repeats)
-    if n < args.n:
-        print(f"the held-out data has {len(x_test)} samples: subsets of {n} (asked for {args.n})")
+    n = _subset_size(args.n, args.repeats, len(x_test), "the held-out data")
     acts = capture(model, (x_test, y_test), layers=args.layers, reduce=args.reduce, batch_size=args.batch_size,
                    progress=args.progress)
     curve = modularity_curve(acts, k=args.k, n=n, repeats=args.repeats, seed=args.seed, progress=args.progress)

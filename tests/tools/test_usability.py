@@ -97,8 +97,21 @@ def test_cuda_asked_for_without_cuda_is_one_clear_error(files):
 
 def test_too_few_samples_are_reported_before_any_model_runs(files):
     (files / "junk.pt").write_bytes(b"never loaded")
-    out = cli("curve", files / "junk.pt", files / "data.npz", "--n", "50", "--repeats", "2")
-    assert out.returncode == 1 and "--n 50 x --repeats 2 needs 100 samples, the data has 90" in out.stderr
+    out = cli("curve", files / "junk.pt", files / "data.npz", "--n", "50", "--repeats", "50")
+    assert out.returncode == 1 and "the data has 90 samples, too few for 50 disjoint subsets of at least 2" \
+        in out.stderr
+
+
+def test_a_curve_on_a_small_test_set_adapts_n_and_says_so_in_one_line(files):
+    """The rule of gpugraph prune: subsets as large as the data allows, one line saying so;
+    the table says k and n."""
+    out = cli("curve", files / "model.pt", files / "data.npz", "--n", "50", "--repeats", "2", "--import",
+              files / "netdef.py", "--out", files / "out")
+    assert out.returncode == 0, out.stderr
+    assert "the data has 90 samples: 2 subsets of 45 (asked for --n 50)" in out.stdout
+    assert "k = 3, 2 subsets of n = 45" in out.stdout
+    saved = json.loads((files / "out" / "curve.json").read_text())
+    assert saved["params"]["n"] == 45 and saved["params"]["k"] == 3
 
 
 @pytest.mark.parametrize("args,message", [
