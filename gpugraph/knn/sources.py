@@ -156,7 +156,14 @@ def _open_npy(path: Path, name: str):
         raise FileNotFoundError(f"{name}: no such file {str(path)!r}")
     if path.suffix != ".npy":
         raise ValueError(f"{name}: {path} is not an .npy file; save the matrix with numpy.save")
-    return np.load(path, mmap_mode="r")
+    how = "save a floating-point (N, D) matrix with numpy.save(path, x.astype(np.float32))"
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise ValueError(f"{name}: {path} is not an .npy file (it lacks NumPy's header); {how}")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:  # Python objects, which cannot be mapped (and are not loaded unsafely)
+        raise ValueError(f"{name}: {path} holds no array of numbers that can be memory-mapped ({exc}); {how}") from exc
 
 
 def _out_of_core(x) -> bool:

@@ -656,11 +656,22 @@ def load_data(path: str):
     .pt (dict or (x, y) tuple) or .npz file."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"data file {path!r} does not exist")
+    how = "save it with torch.save({'x': inputs, 'y': labels}, path) or numpy.savez(path, x=..., y=...)"
     if path.endswith(".npz"):
-        with np.load(path) as f:
-            data = {key: f[key] for key in f.files}
+        try:
+            with np.load(path) as f:
+                data = {key: f[key] for key in f.files}
+        except (ValueError, OSError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"data file {path} is not an .npz archive NumPy can read ({exc}); {how}") from exc
     else:
-        data = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=False)
+        except (pickle.UnpicklingError, EOFError) as exc:
+            raise ValueError(f"data file {path} is not a file written by torch.save ({exc}); {how}") from exc
+        except RuntimeError as exc:
+            if not any(word in str(exc).lower() for word in ("zip", "magic", "stream")):
+                raise
+            raise ValueError(f"data file {path} is not a file written by torch.save ({exc}); {how}") from exc
     if isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = data
     elif isinstance(data, dict):

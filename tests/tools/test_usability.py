@@ -285,3 +285,22 @@ def test_the_resnet_example_runs_offline_at_a_tiny_size(tmp_path):
 def test_python_dash_m_gpugraph_is_the_command():
     out = subprocess.run([sys.executable, "-m", "gpugraph", "--version"], capture_output=True, text=True, check=False)
     assert out.returncode == 0 and out.stdout.strip() == f"gpugraph {gg.__version__}"
+
+
+def test_files_that_are_not_what_they_claim_get_one_clear_line(files):
+    """A text file as DATA (.pt or .npz), a text file renamed .npy, an .npy of Python objects:
+    one line naming the file and how to save it, never a traceback or advice to load unsafely."""
+    (files / "notes.pt").write_text("these are my notes\n")
+    (files / "notes.npz").write_text("these are my notes\n")
+    (files / "fake.npy").write_text("these are my notes\n")
+    np.save(files / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    for data in ("notes.pt", "notes.npz"):
+        out = cli("curve", files / "model.pt", files / data, "--import", files / "netdef.py")
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        assert f"data file {files / data} is not" in out.stderr and "torch.save({'x': inputs" in out.stderr
+    out = cli("graph", files / "fake.npy", "--k", "2")
+    assert out.returncode == 1 and "Traceback" not in out.stderr and "allow_pickle" not in out.stderr
+    assert "fake.npy is not an .npy file (it lacks NumPy's header); save a floating-point" in out.stderr
+    out = cli("graph", files / "objects.npy", "--k", "2")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "objects.npy holds no array of numbers that can be memory-mapped" in out.stderr
