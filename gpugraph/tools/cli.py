@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
             print(f"gpugraph {args.command}: error: {e}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:  # Ctrl-C: one line, the shell's status for SIGINT
+            print(f"gpugraph {args.command}: interrupted", file=sys.stderr)
+            return 130
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):

@@ -304,3 +304,16 @@ def test_files_that_are_not_what_they_claim_get_one_clear_line(files):
     out = cli("graph", files / "objects.npy", "--k", "2")
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "objects.npy holds no array of numbers that can be memory-mapped" in out.stderr
+
+
+def test_ctrl_c_is_one_line_and_the_status_of_sigint(files, monkeypatch, capsys):
+    from gpugraph.knn import build
+    from gpugraph.tools.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build, "search", interrupted)  # as if Ctrl-C came during the tile walk
+    np.save(files / "x.npy", np.random.default_rng(0).normal(size=(50, 4)))
+    assert main(["graph", str(files / "x.npy"), "--k", "3", "--out", str(files / "out")]) == 130
+    assert capsys.readouterr().err == "gpugraph graph: interrupted\n"
