@@ -24,6 +24,7 @@ _LABEL_KEYS = ("y", "label", "labels", "target", "targets")
 _REDUCE = ("flatten", "avgpool", "mean", "cls", "last")
 _TOKEN_REDUCE = ("mean", "cls", "last")
 _INPUT_SUFFIX = ":input"  # "<module>:input" captures what a module receives, not what it returns
+_told_of_eval_mode = False  # whether capture has said that it runs training-mode models in eval mode
 HIDDEN_STATES = "hidden_states"  # layers=HIDDEN_STATES: the model's own output_hidden_states
 
 
@@ -149,6 +150,7 @@ def capture(
     resume: bool = False,
     overwrite: bool = False,
     select=None,
+    quiet_mode: bool = False,
 ) -> Activations:
     """Run ``data`` through ``model`` and keep the output of each chosen layer.
 
@@ -201,6 +203,10 @@ def capture(
         Picks the tensor from a layer's output when that is not a tensor. By default the
         first tensor of a tuple or list, and the first tensor field of a dict or a Hugging
         Face ``ModelOutput`` (``last_hidden_state``, ``logits``): the hidden state.
+    quiet_mode : bool
+        Capture a model in training mode without the warning (given once a process) that it
+        runs in eval mode, for callers that do so on purpose, as :class:`~gpugraph.CurveMonitor`
+        does between epochs.
     max_samples : int, optional
         Stop after this many samples.
     device : torch.device or str, optional
@@ -254,6 +260,14 @@ def capture(
     if select is not None and not callable(select):
         raise TypeError(f"select must be a function from a layer's output to a tensor, got {type(select).__name__}")
     modes = {m: m.training for m in model.modules()}  # restored at the end, hooks or not
+    global _told_of_eval_mode
+    if model.training and not quiet_mode and not _told_of_eval_mode:
+        _told_of_eval_mode = True  # once a process: a fresh module is in training mode
+        warnings.warn(
+            f"capture: {type(model).__name__} is in training mode; its layers are captured in eval mode "
+            "(BatchNorm's running statistics, no dropout), and the mode is restored afterwards",
+            stacklevel=2,
+        )
     if isinstance(model, torch.jit.ScriptModule):
         model = _ScriptedSequential.wrap(model)
     params = list((model.scripted if isinstance(model, _ScriptedSequential) else model).parameters())

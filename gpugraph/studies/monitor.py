@@ -66,7 +66,7 @@ class CurveMonitor:
         if epoch % self.every:
             return None
         start = time.perf_counter()
-        acts = capture(model, self.data, layers=self.layers, **self.capture_kwargs)
+        acts = capture(model, self.data, layers=self.layers, quiet_mode=True, **self.capture_kwargs)
         with warnings.catch_warnings():  # early epochs are flat: that is what the monitor shows
             warnings.filterwarnings("ignore", "the modularity curve is flat", UserWarning)
             curve = modularity_curve(acts, **self.curve_kwargs)

@@ -96,7 +96,7 @@ def run(out: str | Path = "gpugraph-out", epochs: int = 12, seed: int = 0, k: in
 
     curves = {}
     for name, net in (("trained", model), ("untrained", untrained)):
-        acts = capture(net, (x_test, y_test), include_input=True)
+        acts = capture(net.eval(), (x_test, y_test), include_input=True)
         with warnings.catch_warnings():  # the untrained curve is flat on purpose: no warning
             if name == "untrained":
                 warnings.simplefilter("ignore", UserWarning)

@@ -221,3 +221,26 @@ def test_avgpool_of_a_single_channel_warns_once_and_names_flatten():
         acts = gg.capture(model, x, reduce="avgpool", include_input=True, batch_size=8)
     assert sum("one channel" in str(w.message) for w in caught) == 1  # once, not once a batch
     assert acts["input"].shape == (20, 1) and acts["0"].shape == (20, 4)
+
+
+def test_a_model_in_training_mode_is_said_to_run_in_eval_mode_once(monkeypatch):
+    import warnings
+
+    import gpugraph.models.capture as capture_module
+
+    monkeypatch.setattr(capture_module, "_told_of_eval_mode", False)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Dropout(0.5), torch.nn.BatchNorm1d(3))
+    x = torch.randn(16, 4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = gg.capture(model, x)
+        second = gg.capture(model, x)
+    told = [w for w in caught if "is in training mode; its layers are captured in eval mode" in str(w.message)]
+    assert len(told) == 1 and told[0].filename == __file__
+    assert model.training and all(m.training for m in model.modules())  # restored
+    torch.testing.assert_close(first["2"], second["2"])  # eval mode: no dropout, running statistics
+    monkeypatch.setattr(capture_module, "_told_of_eval_mode", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gg.capture(model, x, quiet_mode=True)
+    assert not any("training mode" in str(w.message) for w in caught)
