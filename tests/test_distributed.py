@@ -319,5 +319,8 @@ def test_the_graph_command_under_torchrun(tmp_path):
     sizes = [round((i + 1) * 301 / 3) - round(i * 301 / 3) for i in range(3)]
     expected = [sizes[r] * 8 * 4 + sizes[r - 1] * 5 * (4 + 8) for r in range(3)]
     assert summary["bytes_sent_per_rank"] == expected
+    per_rank = summary["peak_memory_bytes_per_rank"]
+    assert len(per_rank) == summary["world_size"] and summary["peak_memory_bytes"] == max(per_rank) > 0
+    assert "largest of the ranks'" in summary["peak_memory_is"]
     assert summary["triangles"] == gg.triangles(g) and summary["motifs"] == gg.motifs(g, names)
     assert summary["modularity"] == pytest.approx(gg.modularity(g, names), abs=1e-9)

@@ -487,7 +487,9 @@ def _graph_distributed(args, src, labels) -> int:
         summary["seconds"] = round(time.perf_counter() - start, 3)
         per_rank = [None] * dist.get_world_size()
         dist.all_gather_object(per_rank, (_memory.peak_resident() or 0, g.meta["bytes_sent"]))
-        summary["peak_memory_bytes"] = max(p for p, _ in per_rank)  # the largest rank's
+        summary["peak_memory_bytes"] = max(p for p, _ in per_rank)
+        summary["peak_memory_is"] = "the largest of the ranks' resident peaks (each rank is a process)"
+        summary["peak_memory_bytes_per_rank"] = [p for p, _ in per_rank]
         summary["bytes_sent_per_rank"] = [b for _, b in per_rank]
         if dist.get_rank() == 0:
             _write_graph(Path(args.out), indices, weights.float(), summary)
