@@ -26,8 +26,9 @@ def pytest_addoption(parser):
 class Baseline:
     """Where a test's baselines live, and the checks against them."""
 
-    def __init__(self, directory: Path, name: str, update: bool):
+    def __init__(self, directory: Path, name: str, update: bool, node_id: str = ""):
         self.directory, self.name, self.update = directory, re.sub(r"[^A-Za-z0-9._-]", "_", name), update
+        self.node_id = node_id  # the test's pytest id, for the command that accepts a new baseline
 
     def path(self, key: str | None = None) -> Path:
         return self.directory / f"{self.name}{'.' + key if key else ''}.json"
@@ -40,7 +41,13 @@ class Baseline:
             return
         if not path.is_file():
             pytest.fail(f"no baseline {path}: run pytest --gg-update-baselines once to store it", pytrace=False)
-        compare(value, path, **tolerances)
+        try:
+            compare(value, path, **tolerances)
+        except AssertionError as exc:  # the comparison's table, then how to accept the change
+            raise AssertionError(
+                f"{exc}\n\nbaseline: {path}\nif the change is intended, accept it as the new baseline with\n"
+                f"    pytest {self.node_id} --gg-update-baselines"
+            ) from None
 
     def check_curve(self, curve, key: str | None = None, **tolerances) -> None:
         """Store (with --gg-update-baselines) or compare a LayerCurve; tolerances as in
@@ -60,4 +67,4 @@ class Baseline:
 def gg_baseline(request) -> Baseline:
     """Baselines of this test, in gg_baselines/ next to its file."""
     return Baseline(Path(request.path).parent / "gg_baselines", request.node.name,
-                    request.config.getoption("--gg-update-baselines"))
+                    request.config.getoption("--gg-update-baselines"), request.node.nodeid)

@@ -132,6 +132,11 @@ def test_the_pytest_plugin_stores_then_checks_a_baseline(pytester):
     worse = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     worse.assert_outcomes(failed=1)
     assert "1 of 2 layers moved beyond the tolerance" in worse.stdout.str()
+    assert "accept it as the new baseline with" in worse.stdout.str()
+    assert "pytest test_model.py::test_curve --gg-update-baselines" in worse.stdout.str()
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "test_model.py::test_curve",
+                                  "--gg-update-baselines").assert_outcomes(passed=1)  # the command it gave
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
 
 
 def test_the_example_regression_test_guards_the_demo_network():
