@@ -270,14 +270,23 @@ def _fixed_mmap_threshold() -> None:
         pass
 
 
-def run(suite: str = "quick", device: str = "cpu", rounds: int | None = None, log=print) -> dict:
-    """Run ``suite`` and return the JSON-ready result."""
+def run(suite: str = "quick", device: str = "cpu", rounds: int | None = None, log=print,
+        only: list[str] | None = None) -> dict:
+    """Run ``suite`` (with ``only``: the cases whose first word, the measure, is one of those,
+    such as "knn_graph" or "modularity") and return the JSON-ready result."""
     if suite not in SUITES:
         raise ValueError(f"suite must be one of {SUITES}, got {suite!r}")
     _fixed_mmap_threshold()
     rounds = rounds or (5 if suite == "quick" else 7)
+    chosen = cases(suite, device)
+    if only:
+        measures = sorted({c.name.split()[0] for c in chosen})
+        unknown = [w for w in only if w not in measures]
+        if unknown:
+            raise ValueError(f"the {suite} suite has no case of {unknown}; its cases measure: {', '.join(measures)}")
+        chosen = [c for c in chosen if c.name.split()[0] in only]
     results = []
-    for case in cases(suite, device):
+    for case in chosen:
         results.append(run_case(case, rounds, device))
         r = results[-1]
         speed = f"{r['speedup']:.2f}x {r['reference']}" if r["speedup"] else "no reference"

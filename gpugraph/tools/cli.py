@@ -175,6 +175,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--suite", default="quick", choices=["quick", "full"], help="quick: under 2 minutes on 2 cores")
     b.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     b.add_argument("--rounds", type=_positive, default=None, help="timed rounds per case (default: 5 quick, 7 full)")
+    b.add_argument("--cases", type=_names, default=None, metavar="NAMES",
+                   help="only the cases of these measures, comma-separated (e.g. knn_graph,modularity; "
+                   "default: all)")
     b.add_argument("--json", default=None, help="write the results here")
     b.set_defaults(run=_bench)
     bsub = b.add_subparsers(dest="bench_command", metavar="compare")
@@ -537,7 +540,7 @@ def _bench(args) -> int:
 
     device = _device(args.device).type
     print(f"gpugraph bench --suite {args.suite} on {device}")
-    result = bench.run(args.suite, device, rounds=args.rounds)
+    result = bench.run(args.suite, device, rounds=args.rounds, only=args.cases)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")

@@ -146,3 +146,15 @@ def test_the_example_regression_test_guards_the_demo_network():
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(example)],
                          capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stdout[-2000:]
+
+
+def test_bench_runs_only_the_cases_asked_for(tmp_path, capsys):
+    from gpugraph.tools.cli import main
+
+    assert main(["bench", "--cases", "motifs,triangles", "--rounds", "1", "--json", str(tmp_path / "b.json")]) == 0
+    names = [c["name"] for c in json.loads((tmp_path / "b.json").read_text())["cases"]]
+    assert [n.split()[0] for n in names] == ["triangles", "motifs"]
+    capsys.readouterr()
+    assert main(["bench", "--cases", "knn,motifs"]) == 1
+    err = capsys.readouterr().err
+    assert "the quick suite has no case of ['knn']; its cases measure: knn_graph, layer_similarity" in err
