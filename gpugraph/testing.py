@@ -32,8 +32,9 @@ def _matrix(m) -> SimilarityMatrix:
 
 
 def assert_curve_close(curve, baseline, atol: float = 0.02, rtol: float = 0.0, *, direction: str = "both",
-                       layers=None) -> None:
-    """Fail when a layer's mean moved from the baseline's by more than atol + rtol * |baseline|.
+                       layers=None, sigma: float = 0.0) -> None:
+    """Fail when a layer's mean moved from the baseline's by more than
+    atol + rtol * |baseline| + sigma * (the standard error of the difference of the means).
 
     Parameters
     ----------
@@ -43,6 +44,12 @@ def assert_curve_close(curve, baseline, atol: float = 0.02, rtol: float = 0.0, *
         layers that rose, "both" on any move.
     layers : list of str, optional
         Compare only these layers (default: all; both curves must have the same layers).
+    sigma : float
+        Widen each layer's tolerance by ``sigma`` standard errors of the difference of the
+        two means, sqrt(s_old^2 / R_old + s_new^2 / R_new) from the spread of each curve's R
+        subsets (sample standard deviations; a curve of one subset adds nothing): a layer
+        whose subsets disagree among themselves needs a larger move to count. 0 (default)
+        keeps the fixed tolerance.
 
     Raises
     ------
@@ -58,10 +65,13 @@ def assert_curve_close(curve, baseline, atol: float = 0.02, rtol: float = 0.0, *
         raise AssertionError(f"the curves have different layers: baseline {old.layers}, new {new.layers}")
     if missing:
         raise AssertionError(f"layers {missing} are missing from {'the new curve' if missing[0] not in new.layers else 'the baseline'}")
+    if sigma < 0:
+        raise ValueError(f"sigma must be non-negative (standard errors), got {sigma}")
     rows = []
     for name in names:
-        a, b = old.mean[old.layers.index(name)], new.mean[new.layers.index(name)]
-        tol = atol + rtol * abs(a)
+        i, j = old.layers.index(name), new.layers.index(name)
+        a, b = old.mean[i], new.mean[j]
+        tol = atol + rtol * abs(a) + sigma * np.sqrt(_variance_of_mean(old, i) + _variance_of_mean(new, j))
         moved = {"both": abs(b - a) > tol, "lower": b < a - tol, "higher": b > a + tol}[direction]
         if moved:
             rows.append(f"  {name:<20} {a:9.4f} {b:9.4f} {b - a:+9.4f}   {tol:.4f}")
@@ -69,6 +79,12 @@ def assert_curve_close(curve, baseline, atol: float = 0.02, rtol: float = 0.0, *
         head = f"  {'layer':<20} {'baseline':>9} {'new':>9} {'change':>9}   tolerance"
         raise AssertionError(f"{len(rows)} of {len(names)} layers moved beyond the tolerance "
                              f"({direction}):\n" + "\n".join([head, *rows]))
+
+
+def _variance_of_mean(curve: LayerCurve, j: int) -> float:
+    """s^2 / R of layer j's R subset values (0 for a single subset)."""
+    values = curve.values[:, j]
+    return float(values.var(ddof=1) / len(values)) if len(values) > 1 else 0.0
 
 
 def assert_similarity_close(matrix, baseline, atol: float = 0.02, rtol: float = 0.0) -> None:

@@ -100,6 +100,27 @@ def test_assert_curve_close_names_the_layers_that_moved(tmp_path):
         assert_similarity_close(gg.SimilarityMatrix([[1.0, 0.2], [0.5, 1.0]], ["x", "y"], ["u", "v"], "lsim"), m)
 
 
+def test_curve_tolerance_can_take_the_subsets_spread_into_account():
+    """sigma widens a layer's tolerance by standard errors of the difference of the means,
+    worked out by hand: baseline subsets 0.5, 0.6 and new 0.45, 0.55 (sample variance 0.005
+    each, two subsets): se = sqrt(0.005 / 2 + 0.005 / 2) = 0.0707 for a move of -0.05."""
+    import gpugraph as gg
+    from gpugraph.testing import assert_curve_close
+
+    base = gg.LayerCurve(["a", "b"], [[0.2, 0.5], [0.2, 0.6]])
+    new = gg.LayerCurve(["a", "b"], [[0.2, 0.45], [0.2, 0.55]])
+    with pytest.raises(AssertionError, match=r"1 of 2 layers moved.*\n.*\n  b .*-0\.0500   0\.0100"):
+        assert_curve_close(new, base, atol=0.01)
+    with pytest.raises(AssertionError, match=r"  b .*-0\.0500   0\.0454"):  # 0.01 + 0.5 x 0.0707
+        assert_curve_close(new, base, atol=0.01, sigma=0.5)
+    assert_curve_close(new, base, atol=0.01, sigma=1.0)  # tolerance 0.0807
+    one = gg.LayerCurve(["a", "b"], [[0.2, 0.45]])  # a single subset has no spread: adds nothing of its own
+    with pytest.raises(AssertionError, match=r"  b .*-0\.1000   0\.0600"):  # 0.01 + 1 x sqrt(0.005 / 2)
+        assert_curve_close(one, base, atol=0.01, sigma=1.0)
+    with pytest.raises(ValueError, match="sigma must be non-negative"):
+        assert_curve_close(new, base, sigma=-1)
+
+
 def test_json_round_trips_are_exact(tmp_path):
     import gpugraph as gg
 
