@@ -22,11 +22,9 @@ from gpugraph.models.activations import Activations
 _INPUT_KEYS = ("x", "input", "inputs", "image", "images", "data", "pixel_values")
 _LABEL_KEYS = ("y", "label", "labels", "target", "targets")
 _REDUCE = ("flatten", "avgpool", "mean", "cls", "last")
-_TOKEN_REDUCE = ("mean", "cls", "last")
 _INPUT_SUFFIX = ":input"  # "<module>:input" captures what a module receives, not what it returns
 _told_of_eval_mode = False  # whether capture has said that it runs training-mode models in eval mode
 HIDDEN_STATES = "hidden_states"  # layers=HIDDEN_STATES: the model's own output_hidden_states
-
 
 
 def default_layers(model: nn.Module) -> list[str]:
@@ -354,9 +352,10 @@ def capture(
                 drop = min(n, max(0, skip - seen))
                 if drop < n:
                     batch_in = batch.rows(drop, n)
-                    if not checked:
-                        _cast_warning(batch_in, model_dtype)
-                    batch_in = batch_in.prepared(model_device, model_dtype)
+                    batch_in, cast_from = batch_in.prepared(model_device, model_dtype)
+                    if cast_from is not None and not checked:  # once a capture: on its first batch
+                        warnings.warn(f"capture: inputs are {cast_from} but the model's parameters are "
+                                      f"{model_dtype}; casting the inputs to {model_dtype}", stacklevel=2)
                     current["mask"] = batch_in.mask
                     if include_input:
                         keep("input", batch_in.tensor("include_input"))
@@ -416,17 +415,6 @@ def capture(
         return Activations.load(out)
     result = {name: torch.cat(outputs[name]) for name in order}
     return Activations(result, _join_labels(labels) if labels else None, final=final)
-
-
-def _cast_warning(batch: _Batch, model_dtype: torch.dtype | None) -> None:
-    """Warn (once a capture: the caller asks on the first batch) that floating inputs of
-    another dtype than the model's parameters will be cast."""
-    tensors = [batch.inputs] if isinstance(batch.inputs, torch.Tensor) else list(batch.inputs.values())
-    other = next((v.dtype for v in tensors if isinstance(v, torch.Tensor) and v.is_floating_point()
-                  and model_dtype is not None and v.dtype != model_dtype), None)
-    if other is not None:
-        warnings.warn(f"capture: inputs are {other} but the model's parameters are {model_dtype}; "
-                      f"casting the inputs to {model_dtype}", stacklevel=3)
 
 
 class _Step(nn.Module):
@@ -563,12 +551,12 @@ def _hidden_states(result) -> tuple:
 
 
 def _length(data) -> int | None:
-    if _is_dataset(data):
-        data = torch.utils.data.DataLoader(data)
     if isinstance(data, torch.utils.data.DataLoader):
+        data = data.dataset
+    if isinstance(data, torch.utils.data.Dataset) or _is_dataset(data):
         try:
-            return len(data.dataset)
-        except TypeError:
+            return len(data)
+        except TypeError:  # an iterable Dataset
             return None
     if isinstance(data, (torch.Tensor, np.ndarray)):
         return len(data)
@@ -687,16 +675,22 @@ class _Batch:
                       for k, v in self.inputs.items()}
         return _Batch(inputs, self.labels[a:b] if self.labels is not None else None)
 
-    def prepared(self, device: torch.device, model_dtype: torch.dtype | None) -> _Batch:
-        """On the model's device, floating tensors in the model's dtype."""
+    def prepared(self, device: torch.device, model_dtype: torch.dtype | None) -> tuple[_Batch, torch.dtype | None]:
+        """On the model's device, floating tensors in the model's dtype (integer inputs, token
+        ids, as they are); and the dtype of the floating inputs that were cast, or None."""
+        cast_from = []
+
         def move(v):
             if not isinstance(v, torch.Tensor):
                 return v
-            cast = model_dtype is not None and v.is_floating_point()  # integer inputs (token ids) as they are
-            return v.to(device=device, dtype=model_dtype if cast else v.dtype)
+            if model_dtype is not None and v.is_floating_point() and v.dtype != model_dtype:
+                cast_from.append(v.dtype)
+                return v.to(device=device, dtype=model_dtype)
+            return v.to(device)
+
         inputs = move(self.inputs) if isinstance(self.inputs, torch.Tensor) else \
             {k: move(v) for k, v in self.inputs.items()}
-        return _Batch(inputs, self.labels)
+        return _Batch(inputs, self.labels), (cast_from[0] if cast_from else None)
 
     @property
     def mask(self):
