@@ -313,7 +313,12 @@ def capture(
             writer.write(name, flat.to(dtype=dtype or flat.dtype))
             outputs[name] = [None]  # it ran; its rows are on disk, not in memory
         else:
-            outputs.setdefault(name, []).append(flat.to(device=store, dtype=dtype or flat.dtype))
+            rows = flat.to(device=store, dtype=dtype or flat.dtype)
+            if rows.untyped_storage().data_ptr() == out.untyped_storage().data_ptr():
+                # still a view of the layer's output, which a later in-place op of the same
+                # forward (a ReLU(inplace=True) after a conv, as in torchvision's VGG) would change
+                rows = rows.clone()
+            outputs.setdefault(name, []).append(rows)
 
     def record(name, out):
         out = _pick(name, out, select)

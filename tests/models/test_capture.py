@@ -244,3 +244,18 @@ def test_a_model_in_training_mode_is_said_to_run_in_eval_mode_once(monkeypatch):
         warnings.simplefilter("always")
         gg.capture(model, x, quiet_mode=True)
     assert not any("training mode" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("reduce", ["flatten", "avgpool"])
+def test_an_in_place_activation_after_a_hooked_layer_does_not_change_its_rows(reduce):
+    # torchvision's VGG: Conv2d then ReLU(inplace=True); the conv's captured rows must be its
+    # output, negative entries included, not what the ReLU later wrote over it
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(4 * 36, 3)).eval()
+    x, y = data()
+    acts = gg.capture(model, (x, y), layers=["0", "3"], reduce=reduce)
+    with torch.no_grad():
+        conv = model[0](x)
+    want = conv.flatten(1) if reduce == "flatten" else conv.mean(dim=(2, 3))
+    torch.testing.assert_close(acts["0"], want, rtol=0, atol=0)
+    assert (acts["0"] < 0).any()
