@@ -145,6 +145,23 @@ class TinyVGG(nn.Module):
         return self.classifier(self.features(x))
 
 
+class ConvBlockNet(nn.Module):
+    """A plain CNN of nn.Sequential(Conv2d, BatchNorm2d, ReLU) blocks, as a new user writes it."""
+
+    def __init__(self, classes=4, width=8, blocks=3):
+        super().__init__()
+        self.conv1 = self.block(1, width)
+        self.mid = nn.Sequential(*(self.block(width, width) for _ in range(blocks)))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, classes))
+
+    @staticmethod
+    def block(c_in, c_out):
+        return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU())
+
+    def forward(self, x):
+        return self.head(self.mid(self.conv1(x)))
+
+
 class Exploding(nn.Module):
     """Raises inside the forward, after a hooked layer ran."""
 

@@ -41,8 +41,14 @@ def default_layers(model: nn.Module) -> list[str]:
     1. ResNet-like models, i.e. models holding residual blocks (modules whose class name
        contains "Block" or "Bottleneck", as torchvision's BasicBlock/Bottleneck and most
        user-defined blocks): the stem (the last convolution before the first block) and
-       the output of every outermost block, then every Linear layer outside the blocks.
-    2. Plain stacks with convolutions (VGG-like): every Conv layer, then every Linear layer.
+       the output of every outermost block, then every Linear layer outside the blocks. The
+       stem is hooked before its norm, as Lu et al. hook ResNet's ``conv1``.
+    2. Plain stacks with convolutions: each convolution's block, then every Linear layer. A
+       convolution's block is the outermost Sequential around it that holds no other
+       convolution and no Linear layer (``nn.Sequential(Conv2d, BatchNorm2d, ReLU)``: its
+       output after the activation, the unit :func:`gpugraph.prune` removes whole); a
+       convolution without one (VGG's flat ``features``) is its own block, hooked before its
+       norm and activation as Lu et al. hook VGG.
     3. Anything else: every top-level child that holds parameters, and every Linear layer.
 
     Names are returned in registration order; ``capture`` reorders them by execution.
@@ -66,7 +72,9 @@ def default_layers(model: nn.Module) -> list[str]:
         return stem + blocks + linear
     convs = [n for n, m in named if isinstance(m, nn.modules.conv._ConvNd)]
     if convs:
-        return convs + [n for n, m in named if isinstance(m, nn.Linear)]
+        modules = dict(named)
+        units = [_conv_block(c, modules) for c in convs]
+        return list(dict.fromkeys(units)) + [n for n, m in named if isinstance(m, nn.Linear)]
     top = [n for n, m in model.named_children() if any(True for _ in m.parameters())]
     linear = [n for n, m in named if isinstance(m, nn.Linear) and n not in top]
     return top + linear
@@ -104,6 +112,20 @@ def _after(model: nn.Module, last_block: str) -> list[str]:
             if m is not None and any(True for _ in m.parameters()):
                 found.append(f"{parent_name}.{n}" if parent_name else n)
     return found
+
+
+def _conv_block(conv: str, modules: dict[str, nn.Module]) -> str:
+    """The outermost Sequential around the convolution ``conv`` holding no other convolution
+    and no Linear layer, or ``conv`` itself."""
+    block = conv
+    parts = conv.split(".")
+    for depth in range(len(parts) - 1, 0, -1):
+        parent = modules[".".join(parts[:depth])]
+        inside = [m for m in parent.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+        if not isinstance(parent, nn.Sequential) or len(inside) > 1:
+            break
+        block = ".".join(parts[:depth])
+    return block
 
 
 def _is_block(m: nn.Module) -> bool:

@@ -144,8 +144,8 @@ def _parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("prune", help="remove the layers the modularity curve marks redundant, fine-tune, report",
                         description="Measure the model's modularity curve on held-out data, remove the layers on its "
-                        "plateaus and dips that keep their input's shape (gpugraph.prune_plan), then fine-tune the "
-                        "pruned model and retrain it from scratch on DATA. Writes the fine-tuned pruned model, a JSON "
+                        "plateaus and dips that keep their input's shape (gpugraph.prune_plan), re-estimate its batch-norm "
+                        "statistics, then fine-tune the pruned model and retrain it from scratch on DATA. Writes the fine-tuned pruned model, a JSON "
                         "report (layers removed, parameters, FLOPs per sample, accuracy at each step) and the curve "
                         "with the removed layers marked.")
     _model_data_args(pr)
@@ -155,6 +155,9 @@ def _parser() -> argparse.ArgumentParser:
                     "given (default: %(default)s)")
     pr.add_argument("--tol", type=float, default=0.01, help="a run of layers goes while it adds less modularity "
                     "than this (default: %(default)s)")
+    pr.add_argument("--bn", action=argparse.BooleanOptionalAction, default=True,
+                    help="re-estimate the pruned model's batch-norm statistics on DATA before fine-tuning "
+                    "(train-mode passes, no weight changed; default: on when it has batch norms)")
     pr.add_argument("--epochs", type=_non_negative, default=3, help="fine-tuning epochs (default: %(default)s)")
     pr.add_argument("--retrain-epochs", type=_non_negative, default=None,
                     help="epochs to retrain the pruned model from scratch; 0 skips it (default: --epochs)")
@@ -203,7 +206,8 @@ def _model_data_args(p: argparse.ArgumentParser, second: bool = False, several: 
     p.add_argument("data", help="data file (.pt or .npz) with inputs and labels")
     p.add_argument("--layers", type=_names, action="extend", default=None, metavar="NAMES",
                    help="module names or glob patterns, comma-separated; repeat the option for more "
-                   "(default: stem and blocks of ResNets, convolutions of VGG-like nets, see the docs)")
+                   "(default: stem and blocks of ResNets, conv blocks or bare convolutions of VGG-like nets, transformer "
+                   "blocks; see gpugraph.capture)")
     p.add_argument("--reduce", default="flatten", choices=["flatten", "avgpool", "mean", "cls", "last"],
                    help="flatten: every value of a layer's output, as Lu et al. do; avgpool: the mean over "
                    "positions per channel, often clearer on small CNNs; for transformers' (B, T, D) tokens: "
@@ -305,7 +309,7 @@ def _prune(args) -> int:
     import json
 
     from gpugraph.models.capture import capture
-    from gpugraph.models.training import accuracy, fit, reinitialise
+    from gpugraph.models.training import accuracy, fit, recalibrate_bn, reinitialise
     from gpugraph.studies.curves import modularity_curve
     from gpugraph.studies.pruning import model_cost, prune, prune_plan
 
@@ -348,6 +352,10 @@ def _prune(args) -> int:
     if plan.layers:
         pruned = prune(model, plan.layers, example=example)
         report["pruned"] = {**model_cost(pruned, one), "accuracy": accuracy(pruned, x_test, y_test)}
+        if args.bn and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in pruned.modules()):
+            print("re-estimating the pruned model's batch-norm statistics on the training data")
+            pruned = recalibrate_bn(copy.deepcopy(pruned), x)
+            report["recalibrated"] = {"accuracy": accuracy(pruned, x_test, y_test)}
         if args.epochs:
             print(f"fine-tuning the pruned model for {args.epochs} epochs")
             tuned = fit(copy.deepcopy(pruned), x, y, args.epochs, lr=args.lr, seed=args.seed, log=print)
@@ -377,8 +385,8 @@ def _print_prune_report(report: dict) -> None:
     print(f"\nremoved {len(report['removed'])} layer(s): parameters -{report['params_removed']:.1%}, "
           f"FLOPs per sample -{report['flops_removed']:.1%}")
     print(f"{'model':<28}{'params':>12}{'FLOPs/sample':>15}{'accuracy':>10}")
-    for key, what in (("before", "original"), ("pruned", "pruned, no training"), ("finetuned", "pruned, fine-tuned"),
-                      ("retrained", "pruned, from scratch")):
+    for key, what in (("before", "original"), ("pruned", "pruned, as cut"), ("recalibrated", "pruned, BN re-estimated"),
+                      ("finetuned", "pruned, fine-tuned"), ("retrained", "pruned, from scratch")):
         if key in report:
             cost = report[key if key in ("before", "pruned") else "pruned"]
             print(f"{what:<28}{cost['params']:>12,}{cost['flops']:>15,}{report[key]['accuracy']:>10.1%}")

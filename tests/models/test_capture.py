@@ -1,6 +1,6 @@
 import pytest
 import torch
-from helpers import Exploding, TinyResNet, TinyVGG
+from helpers import ConvBlockNet, Exploding, TinyResNet, TinyVGG
 from torch import nn
 
 import gpugraph as gg
@@ -22,6 +22,13 @@ def test_default_layers_follow_the_documented_rule():
         "features.0", "features.3", "features.5", "classifier.1", "classifier.3"]
     mlp = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     assert default_layers(mlp) == ["0", "2"]
+    # conv -> BN -> ReLU blocks: each block's output (after its activation), not its raw conv
+    assert default_layers(ConvBlockNet()) == ["conv1", "mid.0", "mid.1", "mid.2", "head.2"]
+    # a Sequential with two convolutions, or with a Linear layer, is not one conv's block
+    pair = nn.Sequential(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 1)), nn.Flatten(), nn.LazyLinear(3))
+    assert default_layers(pair) == ["0.0", "0.1", "2"]
+    tail = nn.Sequential(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 3)))
+    assert default_layers(tail) == ["0.0", "0.3"]
 
 
 @pytest.mark.parametrize("model_cls", [TinyResNet, TinyVGG])

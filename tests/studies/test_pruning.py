@@ -4,7 +4,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from helpers import TinyResNet, TinyVGG
+from helpers import ConvBlockNet, TinyResNet, TinyVGG
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -211,6 +211,55 @@ def test_cli_prune_writes_model_report_and_plot(tmp_path, capsys):
     assert (out / "curve.png").stat().st_size > 0
     text = capsys.readouterr().out
     assert "removed 4 layer(s)" in text and "pruned, fine-tuned" in text
+
+
+def quadrant_images(n, seed):
+    """1x8x8 images whose class (0..3) is the brightest quadrant."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 4
+    x = torch.randn(n, 1, 8, 8, generator=g) * 0.5
+    for c in range(4):
+        r, col = divmod(c, 2)
+        x[y == c, :, 4 * r : 4 * r + 4, 4 * col : 4 * col + 4] += 1.5
+    return x, y
+
+
+@pytest.mark.parametrize("bn", [True, False])
+def test_cli_prune_removes_whole_conv_blocks_and_re_estimates_batch_norm(tmp_path, capsys, bn):
+    # the new user's model: nn.Sequential(Conv2d, BatchNorm2d, ReLU) blocks; the curve's layers
+    # are the blocks, pruning removes a block whole (no BN or ReLU left behind), and the pruned
+    # copy's BN statistics are re-estimated on the training data before fine-tuning
+    torch.manual_seed(0)
+    x, y = quadrant_images(240, 0)
+    x_test, y_test = quadrant_images(120, 1)
+    torch.save({"x": x, "y": y}, tmp_path / "train.pt")
+    torch.save({"x": x_test, "y": y_test}, tmp_path / "test.pt")
+    model = ConvBlockNet()
+    fit(model, x, y, epochs=2, log=None)
+    model.eval()
+    torch.save(model, tmp_path / "model.pt")
+    out = tmp_path / "out"
+    code = main(["prune", str(tmp_path / "model.pt"), str(tmp_path / "train.pt"), "--test", str(tmp_path / "test.pt"),
+                 "--tol", "1", "--epochs", "0", "--n", "30", "--repeats", "3", "--out", str(out),
+                 *([] if bn else ["--no-bn"])])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "prune.json").read_text())
+    assert report["removed"] == ["mid.0", "mid.1", "mid.2"]
+    saved = torch.load(out / "pruned.pt", weights_only=False)
+    assert all(isinstance(saved.mid[i], nn.Identity) for i in range(3))
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in saved.modules()) == 1  # conv1's only
+    cut = gg.prune(model, report["removed"], example=x_test[:2])
+    assert report["pruned"]["accuracy"] == accuracy(cut, x_test, y_test)
+    text = capsys.readouterr().out
+    if bn:
+        recalibrate_bn(cut, x)
+        assert report["recalibrated"]["accuracy"] == accuracy(cut, x_test, y_test)
+        torch.testing.assert_close(saved.conv1[1].running_var, cut.conv1[1].running_var, rtol=0, atol=0)
+        assert not torch.equal(saved.conv1[1].running_var, model.conv1[1].running_var)
+        assert "pruned, BN re-estimated" in text
+    else:
+        assert "recalibrated" not in report and "BN re-estimated" not in text
+        torch.testing.assert_close(saved.conv1[1].running_var, model.conv1[1].running_var, rtol=0, atol=0)
 
 
 def test_cli_prune_errors(tmp_path, capsys):
