@@ -20,6 +20,7 @@ from gpugraph._util.convert import resolve_device
 from gpugraph._util.memory import parse_memory
 from gpugraph.graph.knngraph import KnnGraph
 from gpugraph.kernels import cuda as _kernels
+from gpugraph.knn.checkpoint import Checkpoint
 from gpugraph.knn.sources import Source, as_source
 from gpugraph.knn.tiles import (
     CompiledSelector,
@@ -39,7 +40,7 @@ _PRECISIONS = ("exact", "bf16", "tf32")
 
 def knn_graph(
     x, k: int = 10, *, precision: str = "exact", tile: int | None = None, device=None, progress=None,
-    memory=None,
+    memory=None, checkpoint=None,
 ) -> KnnGraph:
     """Exact cosine k-nearest-neighbour graph over the rows of ``x``.
 
@@ -91,6 +92,13 @@ def knn_graph(
         A bar over the tiles: None shows it only for long builds (N >= 20 000) when stderr
         is a terminal; a callable is called as ``progress(tiles_done, tiles)`` after each
         tile, e.g. to log or to estimate the time left.
+    checkpoint : str or path, optional
+        A file (.npz) where the search saves its running lists, every minute and when it is
+        interrupted (Ctrl-C ends it after the tile being computed, saved). A search of the
+        same matrix and k with this checkpoint resumes from it and returns the same graph, bit
+        for bit, as an uninterrupted one; the file is deleted when the graph is complete. A
+        checkpoint of another matrix (told by its shape, dtype and 64 sampled rows), k or
+        tile is refused, never used.
 
     Returns
     -------
@@ -106,6 +114,8 @@ def knn_graph(
         precision or device is unknown, or the precision unavailable on the device.
     GpuGraphError
         If a CUDA device is asked for but torch sees none, or CuPy (the kernels) is missing.
+    KeyboardInterrupt
+        On Ctrl-C; with ``checkpoint`` after saving the search so far.
 
     Notes
     -----
@@ -141,34 +151,47 @@ def knn_graph(
     target = resolve_device(device, src.device)
     _check_precision(precision, target)
     _check_tile(tile)
+    saved = Checkpoint(checkpoint, src, k) if checkpoint is not None else None
     return build(src, k, precision=precision, tile=tile, device=target, budget=parse_memory(memory),
-                 progress=progress)
+                 progress=progress, checkpoint=saved)
 
 
 def build(src: Source, k: int, *, precision: str = "exact", tile: int | None = None,
-          device: torch.device | None = None, budget: int | None = None, progress=None) -> KnnGraph:
+          device: torch.device | None = None, budget: int | None = None, progress=None,
+          checkpoint: Checkpoint | None = None) -> KnnGraph:
     """:func:`knn_graph` below its door: ``src`` is a Source (its rows checked now, as they
     are normalised, unless ``src.checked``), and k, precision, tile, device and budget are
     valid; the studies that check their layers themselves call this."""
     n, d = src.shape
     target = device if device is not None else src.device
     rows = RowBlocks.of(src, target)
-    tile = tile if tile is not None else _default_tile(target, rows.dtype, k, budget, n, d)
+    default = None if tile is not None else _default_tile(target, rows.dtype, k, budget, n, d)
+    tile = checkpoint.tile_for(tile, default) if checkpoint is not None else tile or default
     selector, precision_used = _selector(target, rows.dtype, k, precision)
     bar = _progress.bar(progress, len(tiles(n, None, tile, k)), "tile", "knn_graph", long=n >= 20_000)
-    indices, weights = search(rows, k, tile, precision_used, selector, bar)
+    indices, weights = search(rows, k, tile, precision_used, selector, bar, checkpoint)
     bar.close()
     meta = {"metric": "cosine", "n": n, "d": d, "k": k, "dtype": str(src.dtype).replace("torch.", ""),
             "precision": precision}
     return KnnGraph(indices, weights, validate=False, meta=meta)
 
 
-def search(rows: RowBlocks, k: int, tile: int, precision: str, selector, bar=_progress.SILENT):
+def search(rows: RowBlocks, k: int, tile: int, precision: str, selector, bar=_progress.SILENT,
+           checkpoint: Checkpoint | None = None):
     """(indices, float32 weights) of the k-NN of the unit rows: the upper tiles of X X^T,
-    walked once."""
+    walked once (the tiles a checkpoint holds skipped, its lists taken instead)."""
     top = TopK(rows.n, k, rows.dtype, rows.device)
-    walk(selector, top, rows, 0, tile=tile, precision=precision, bar=bar)
+    if checkpoint is None:
+        walk(selector, top, rows, 0, tile=tile, precision=precision, bar=bar)
+    else:
+        checkpoint.tile, checkpoint.total = tile, len(tiles(rows.n, None, tile, k))
+        start = checkpoint.restore(top)
+        with checkpoint.guard(top):
+            walk(selector, top, rows, 0, tile=tile, precision=precision, bar=bar, start=start,
+                 after=lambda done: checkpoint.after(top, done))
     top.sort()
+    if checkpoint is not None:
+        checkpoint.finish()
     return as_float32_lists(top.values, top.indices)
 
 

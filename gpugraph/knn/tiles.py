@@ -200,12 +200,13 @@ def tiles(n_a: int, n_b: int | None, tile: int, k: int) -> list[tuple[tuple, tup
 
 def walk(selector, top_a: TopK, rows_a: RowBlocks, a_id: int, *, top_b: TopK | None = None,
          rows_b: RowBlocks | None = None, b_id: int = 0, a_at: int = 0, b_at: int = 0, tile: int,
-         precision: str = "exact", bar=_progress.SILENT) -> None:
+         precision: str = "exact", bar=_progress.SILENT, start: int = 0, after=None) -> None:
     """Offer every pair (row of A, row of B) once to both rows' running top-k.
 
     ``rows_b`` None: B is A (the upper tiles of A against itself; a row never meets itself).
     ``a_id``/``b_id``: global id of the first row of A/B; ``a_at``/``b_at``: where A's/B's
-    rows start in ``top_a``/``top_b``.
+    rows start in ``top_a``/``top_b``. ``start``: tiles already offered (a resumed walk
+    skips them); ``after(t)`` is called once the first t tiles are done.
     """
     same = rows_b is None
     if same:
@@ -213,7 +214,11 @@ def walk(selector, top_a: TopK, rows_a: RowBlocks, a_id: int, *, top_b: TopK | N
     k = top_a.values.shape[1]
     err = screen_error(precision, rows_a.d)
     exact = pair_error(rows_a.dtype, rows_a.d)
-    for (a0, a1), (b0, b1) in tiles(rows_a.n, None if same else rows_b.n, tile, k):
+    if start:
+        bar.update(start)
+    for t, ((a0, a1), (b0, b1)) in enumerate(tiles(rows_a.n, None if same else rows_b.n, tile, k)):
+        if t < start:
+            continue
         xa, xb = rows_a.get(a0, a1), rows_b.get(b0, b1)
         diagonal = same and a0 == b0
         screened = err > 0 and not diagonal
@@ -224,6 +229,8 @@ def walk(selector, top_a: TopK, rows_a: RowBlocks, a_id: int, *, top_b: TopK | N
         margin = exact + (err if screened else 0.0)
         selector(s, xa, xb, margin, top_a, a_at + a0, a_id + a0, top_b, b_at + b0, b_id + b0, not diagonal)
         s = None  # freed before the next tile is computed
+        if after is not None:
+            after(t + 1)
         bar.update(1)
 
 

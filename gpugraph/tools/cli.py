@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
             print(f"gpugraph {args.command}: error: {e}", file=sys.stderr)
             return 1
-        except KeyboardInterrupt:  # Ctrl-C: one line, the shell's status for SIGINT
-            print(f"gpugraph {args.command}: interrupted", file=sys.stderr)
+        except KeyboardInterrupt as e:  # Ctrl-C: one line, the shell's status for SIGINT
+            print(f"gpugraph {args.command}: interrupted" + (f"; {e}" if str(e) else ""), file=sys.stderr)
             return 130
 
 
@@ -129,7 +129,8 @@ def _parser() -> argparse.ArgumentParser:
                        "memory-mapped a block of rows at a time, so X need not fit in memory) and measure it: "
                        "triangles, and with --labels the modularity and the labelled motifs. Writes "
                        "DIR/indices.npy, DIR/weights.npy and DIR/summary.json (sizes, measures, seconds, "
-                       "peak memory).")
+                       "peak memory). The search saves itself to DIR/knn-checkpoint.npz every minute and on Ctrl-C; "
+                       "the same command then resumes from there (one process; not under torchrun).")
     g.add_argument("x", help="(N, D) float16/32/64 matrix saved with numpy.save")
     g.add_argument("--k", type=_positive, default=10, help="neighbours per node (default: %(default)s)")
     g.add_argument("--labels", default=None, help="(N,) labels saved with numpy.save (ints or strings)")
@@ -427,6 +428,7 @@ def _graph(args) -> int:
     from gpugraph.graph.modularity import modularity
     from gpugraph.graph.motifs import motifs, triangles
     from gpugraph.knn.build import knn_graph
+    from gpugraph.knn.checkpoint import saved_progress
     from gpugraph.knn.sources import as_source
 
     src = as_source(args.x, args.x)
@@ -442,11 +444,21 @@ def _graph(args) -> int:
         return _graph_distributed(args, src, labels)
     device = _device(args.device)
     start = time.perf_counter()
+    saved = Path(args.out) / CHECKPOINT
+    resumed = saved_progress(saved)
+    if resumed:
+        print(f"resuming from {saved}: {resumed[0]} of {resumed[1]} tiles were done")
     bar = _rows_bar(src.n, args.progress)
-    g = knn_graph(src, k=args.k, precision=args.precision, device=device, memory=args.memory,
-                  progress=bar.tiles if bar is not None else False)
-    if bar is not None:
-        bar.close()
+    try:
+        g = knn_graph(src, k=args.k, precision=args.precision, device=device, memory=args.memory,
+                      progress=bar.tiles if bar is not None else False, checkpoint=saved)
+    except KeyboardInterrupt:
+        done = saved_progress(saved)
+        raise KeyboardInterrupt(f"{done[0]} of {done[1]} tiles saved to {saved}; the same command resumes from "
+                                "there" if done else "no tile was finished, nothing saved") from None
+    finally:
+        if bar is not None:
+            bar.close()
     built = time.perf_counter() - start
     summary = {"x": str(args.x), "n": src.n, "d": src.d, "k": args.k, "precision": args.precision,
                "memory": args.memory, "device": str(device), "world_size": 1, "seconds_graph": round(built, 3),
@@ -458,6 +470,9 @@ def _graph(args) -> int:
     summary["peak_memory_bytes"] = _memory.peak_resident()
     _write_graph(Path(args.out), g.indices, g.weights, summary)
     return 0
+
+
+CHECKPOINT = "knn-checkpoint.npz"  # gpugraph graph's running search, in --out, while it runs
 
 
 def _graph_distributed(args, src, labels) -> int:

@@ -316,4 +316,4 @@ def test_ctrl_c_is_one_line_and_the_status_of_sigint(files, monkeypatch, capsys)
     monkeypatch.setattr(build, "search", interrupted)  # as if Ctrl-C came during the tile walk
     np.save(files / "x.npy", np.random.default_rng(0).normal(size=(50, 4)))
     assert main(["graph", str(files / "x.npy"), "--k", "3", "--out", str(files / "out")]) == 130
-    assert capsys.readouterr().err == "gpugraph graph: interrupted\n"
+    assert capsys.readouterr().err == "gpugraph graph: interrupted; no tile was finished, nothing saved\n"
