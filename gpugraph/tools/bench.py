@@ -9,12 +9,15 @@ keeps the medians and the spread, so that drift of a shared machine hits both al
 records the peak memory of our side (the process's resident high-water mark, reset before
 the call where Linux allows it) and deterministic counters (edges, triangles, tiles, ...)
 that must not change between runs. ``compare`` checks ratios (speed-ups), never absolute
-seconds, so a baseline taken on one machine still means something on a noisier one.
+seconds, so a baseline taken on one machine still means something on a noisier one, and
+calls a slow-down a regression only beyond the new run's noise (a distribution-free interval
+over its rounds), "inconclusive" below that.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -85,11 +88,12 @@ def run_case(case: Case, rounds: int, device: str) -> dict:
         if case.reference is not None:
             ref.append(time_once(case.reference, device))
     out = {"name": case.name, "seconds": statistics.median(ours), "seconds_min": min(ours), "seconds_max": max(ours),
-           "reference": case.reference_name, "peak_bytes": peak, "rounds": rounds,
+           "times": ours, "reference": case.reference_name, "peak_bytes": peak, "rounds": rounds,
            "counters": case.counters(result) if case.counters else {}, **case.notes}
     if ref:
         out.update({"reference_seconds": statistics.median(ref), "reference_seconds_min": min(ref),
-                    "reference_seconds_max": max(ref), "speedup": statistics.median(ref) / statistics.median(ours)})
+                    "reference_seconds_max": max(ref), "reference_times": ref,
+                    "speedup": statistics.median(ref) / statistics.median(ours)})
     else:
         out.update({"reference_seconds": None, "speedup": None})
     return out
@@ -295,28 +299,62 @@ def run(suite: str = "quick", device: str = "cpu", rounds: int | None = None, lo
             "commit": commit(), "date": time.strftime("%Y-%m-%d"), "cases": results}
 
 
+COVERAGE = 0.9  # of the speed-up intervals
+
+
+def speedup_interval(case: dict) -> tuple[float, float] | None:
+    """An interval holding the median of the case's per-round speed-ups (reference / ours
+    of two calls timed one after the other) with probability at least 90%, whatever their
+    distribution: the order statistics r_(j) <= r_(n+1-j) of the n rounds' ratios, with the
+    largest j such that 1 - 2 P(Binomial(n, 1/2) < j) >= 0.9 (5 rounds: the smallest and the
+    largest ratio, 93.75%). With fewer rounds, or a result without per-round times, the
+    envelope (fastest reference / slowest ours, slowest reference / fastest ours), which
+    holds every round's ratio. None without a reference."""
+    ours, ref = case.get("times"), case.get("reference_times")
+    if ours and ref and len(ours) == len(ref):
+        ratios = sorted(r / o for r, o in zip(ref, ours))
+        n, j, below = len(ratios), 0, 0.0
+        while 1 - 2 * (below + math.comb(n, j) / 2**n) >= COVERAGE:  # can the interval narrow by one?
+            below += math.comb(n, j) / 2**n
+            j += 1
+        if j:
+            return ratios[j - 1], ratios[n - j]
+    lows = [case.get(key) for key in ("reference_seconds_min", "seconds_max", "reference_seconds_max", "seconds_min")]
+    if all(lows):
+        return lows[0] / lows[1], lows[2] / lows[3]
+    return None
+
+
 def compare(base: dict, new: dict, factor: float = 1.25, ignore_times: bool = False) -> tuple[list[str], bool]:
     """Lines of a case-by-case table and whether anything regressed.
 
-    A case regresses when its speed-up fell below the baseline's / ``factor`` (unless
-    ``ignore_times``), its peak memory grew above the baseline's * ``factor`` (+ 16 MiB of
-    allocator noise), or a
-    deterministic counter changed. Cases on one side only are listed, not failures.
+    A case regresses when its speed-up is below the baseline's / ``factor`` beyond the noise
+    of the new run, i.e. even the top of its 90% interval (:func:`speedup_interval`) is
+    below it (unless ``ignore_times``); when only its median is below, the case is
+    "inconclusive" (the machine too noisy to tell; not a failure). It also regresses when
+    its peak memory grew above the baseline's * ``factor`` (+ 16 MiB of allocator noise),
+    or a deterministic counter changed. Cases on one side only are listed, not failures.
     """
     if factor < 1:
         raise ValueError(f"factor must be at least 1, got {factor}")
     old = {c["name"]: c for c in base["cases"]}
     cur = {c["name"]: c for c in new["cases"]}
-    lines = [f"{'case':<34} {'speedup base':>12} {'new':>8} {'peak base':>12} {'new':>12}  verdict"]
-    failed = False
+    lines = [f"{'case':<34} {'speedup base':>12} {'new [90% interval]':>24} {'peak base':>12} {'new':>12}  verdict"]
+    failed, unsure = False, 0
     for name in list(old) + [n for n in cur if n not in old]:
         if name not in cur or name not in old:
-            lines.append(f"{name:<34} {'only in ' + ('baseline' if name in old else 'new run'):>48}")
+            lines.append(f"{name:<34} {'only in ' + ('baseline' if name in old else 'new run'):>64}")
             continue
         a, b = old[name], cur[name]
         problems = []
+        interval = speedup_interval(b)
         if not ignore_times and a.get("speedup") and b.get("speedup") and b["speedup"] < a["speedup"] / factor:
-            problems.append("slower")
+            if interval is None or interval[1] < a["speedup"] / factor:
+                problems.append("slower")
+            else:
+                unsure += 1
+                problems.append(f"inconclusive (below {a['speedup'] / factor:.2f}x at the median, not beyond "
+                                "the noise)")
         if a.get("peak_bytes") is not None and b.get("peak_bytes") is not None \
                 and b["peak_bytes"] > a["peak_bytes"] * factor + _SLACK:
             problems.append("more memory")
@@ -324,14 +362,18 @@ def compare(base: dict, new: dict, factor: float = 1.25, ignore_times: bool = Fa
         if changed:
             problems.append("counters changed: " + ", ".join(f"{k} {a['counters'][k]} -> {b['counters'].get(k)}"
                                                            for k in changed))
-        failed |= bool(problems)
+        failed |= any(not p.startswith("inconclusive") for p in problems)
 
         def fmt(v, unit=""):
             return "-" if v is None else (f"{v:.2f}x" if unit == "x" else f"{v / 2**20:.1f} MiB")
 
-        lines.append(f"{name:<34} {fmt(a.get('speedup'), 'x'):>12} {fmt(b.get('speedup'), 'x'):>8} "
+        speed = fmt(b.get("speedup"), "x") + (f" [{interval[0]:.2f}-{interval[1]:.2f}]" if interval else "")
+        lines.append(f"{name:<34} {fmt(a.get('speedup'), 'x'):>12} {speed:>24} "
                      f"{fmt(a.get('peak_bytes')):>12} {fmt(b.get('peak_bytes')):>12}  "
                      + ("; ".join(problems) if problems else "ok"))
+    if unsure:
+        lines.append(f"{unsure} case(s) inconclusive: slower at the median, but within the run's noise; rerun "
+                     "on a quieter machine or with more --rounds to tell")
     return lines, failed
 
 

@@ -185,7 +185,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--json", default=None, help="write the results here")
     b.set_defaults(run=_bench)
     bsub = b.add_subparsers(dest="bench_command", metavar="compare")
-    bc = bsub.add_parser("compare", help="compare a new run with a baseline; exit 1 on a regression")
+    bc = bsub.add_parser("compare", help="compare a new run with a baseline; exit 1 on a regression",
+                         description="A speed-up regresses when even the top of its 90%% interval over the new "
+                         "run's rounds is below the baseline's / --factor; below at the median only is "
+                         "'inconclusive' (too noisy to tell), reported without failing.")
     bc.add_argument("baseline")
     bc.add_argument("new")
     bc.add_argument("--factor", type=float, default=1.25,

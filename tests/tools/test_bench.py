@@ -44,6 +44,46 @@ def test_compare_ignores_times_when_asked_and_lists_one_sided_cases():
         bench.compare(result(), result(), factor=0.9)
 
 
+def timed(ours, ref):
+    return {"suite": "quick", "device": "cpu", "cases": [
+        {"name": "a", "seconds": float(np.median(ours)), "reference_seconds": float(np.median(ref)),
+         "speedup": float(np.median(ref) / np.median(ours)), "times": ours, "reference_times": ref,
+         "peak_bytes": None, "counters": {}}]}
+
+
+@pytest.mark.parametrize("n", range(3, 16))
+def test_the_speedup_interval_is_the_narrowest_with_90_percent_coverage(n):
+    from scipy.stats import binom
+
+    ratios = np.arange(1.0, n + 1)  # reference times 1..n against ours 1: ratio i in round i
+    interval = bench.speedup_interval({"times": [1.0] * n, "reference_times": ratios.tolist()})
+    coverage = [1 - 2 * binom.cdf(j - 1, n, 0.5) for j in range(1, n // 2 + 1)]  # of [r_(j), r_(n+1-j)]
+    if coverage[0] < 0.9:
+        assert interval is None  # too few rounds, and no min/max to fall back on
+        return
+    j = max(j for j, c in enumerate(coverage, 1) if c >= 0.9)
+    assert interval == (ratios[j - 1], ratios[n - j])
+
+
+def test_a_noisy_run_is_inconclusive_and_a_consistently_slow_one_slower(capsys):
+    base = timed([1.0] * 5, [2.0] * 5)  # speed-up 2: the threshold at factor 1.25 is 1.6
+    noisy = timed([1.0] * 5, [1.0, 1.2, 1.4, 2.2, 3.0])  # median 1.4x, but one round in five at 3x
+    lines, failed = bench.compare(base, noisy)
+    assert not failed and "inconclusive" in lines[1] and "1.40x [1.00-3.00]" in lines[1]
+    assert "1 case(s) inconclusive" in lines[-1]
+    slow = timed([1.0] * 5, [1.0, 1.1, 1.2, 1.3, 1.5])  # every round below 1.6x
+    lines, failed = bench.compare(base, slow)
+    assert failed and lines[1].endswith("slower") and "inconclusive" not in lines[-1]
+    fine = timed([1.0] * 5, [1.0, 1.7, 1.9, 2.0, 2.5])
+    lines, failed = bench.compare(base, fine)
+    assert not failed and lines[1].endswith("ok")
+    # a result without per-round times: the envelope of its min and max
+    old = {**noisy["cases"][0], "seconds_min": 0.9, "seconds_max": 1.1, "reference_seconds_min": 1.0,
+           "reference_seconds_max": 3.0}
+    del old["times"], old["reference_times"]
+    assert bench.speedup_interval(old) == pytest.approx((1.0 / 1.1, 3.0 / 0.9))
+
+
 def test_a_case_is_timed_beside_its_reference():
     case = bench.Case("sum", lambda: sum(range(1000)), lambda: sum(list(range(1000))), "list",
                       lambda v: {"value": v})
@@ -51,6 +91,7 @@ def test_a_case_is_timed_beside_its_reference():
     assert out["counters"] == {"value": 499500} and out["rounds"] == 3
     assert out["speedup"] == pytest.approx(out["reference_seconds"] / out["seconds"])
     assert out["seconds_min"] <= out["seconds"] <= out["seconds_max"]
+    assert len(out["times"]) == len(out["reference_times"]) == 3 and out["seconds"] == np.median(out["times"])
 
 
 def test_the_cli_exit_status_follows_the_comparison(tmp_path):
