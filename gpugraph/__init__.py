@@ -9,9 +9,10 @@ pruning guided by the modularity curve.
 from gpugraph import attacks
 from gpugraph._util.errors import GpuGraphError
 from gpugraph._util.version import __version__ as __version__
+from gpugraph.graph.graph import Graph
 from gpugraph.graph.knngraph import KnnGraph
 from gpugraph.graph.modularity import NullModularity, modularity, modularity_null
-from gpugraph.graph.motifs import motifs, triangles
+from gpugraph.graph.motifs import clustering, motifs, transitivity, triangles
 from gpugraph.knn.build import knn_graph
 from gpugraph.models.activations import Activations
 from gpugraph.models.capture import capture
@@ -27,6 +28,7 @@ __all__ = [
     "Activations",
     "CurveMonitor",
     "GpuGraphError",
+    "Graph",
     "KnnGraph",
     "LayerCurve",
     "MinibatchCKA",
@@ -38,6 +40,7 @@ __all__ = [
     "attacks",
     "capture",
     "cka",
+    "clustering",
     "knn_graph",
     "knn_overlap",
     "layer_similarity",
@@ -53,5 +56,6 @@ __all__ = [
     "rank_sources",
     "similarity_matrix",
     "stitch",
+    "transitivity",
     "triangles",
 ]

@@ -399,14 +399,15 @@ def modularity(g_local: KnnGraph, labels_local, group=None, mode: str = "mean", 
 
 
 def _count_local(g_local: KnnGraph, group, labels_local=None, per_node: bool = False):
-    from gpugraph.graph.motifs import _oriented_csr
+    from gpugraph.graph.edges import edge_rows
+    from gpugraph.graph.motifs import oriented_csr
 
     indices, weights, offsets, first = _global_graph(g_local, group)
     whole = KnnGraph(indices, weights, validate=False)
     codes = None
     if labels_local is not None:
         codes, _ = _global_codes(labels_local, g_local.n, len(indices), g_local.device, group)
-    indptr, cols = (t.cpu().numpy() for t in _oriented_csr(whole))
+    indptr, cols = (t.cpu().numpy() for t in oriented_csr(edge_rows(whole, "max")))
     # each triangle is found once, at the oriented edge leaving its lowest-ranked node:
     # this rank counts the edges leaving its own rows
     total, nodes, motif = _count(indptr, cols, per_node=per_node,

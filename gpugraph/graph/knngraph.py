@@ -20,6 +20,7 @@ import torch
 from gpugraph._util.convert import as_tensor
 from gpugraph._util.errors import GpuGraphError
 from gpugraph._util.version import __version__
+from gpugraph.graph.graph import Graph, coalesce
 from gpugraph.kernels import cuda as _kernels
 
 MODES = ("mean", "max", "mutual")
@@ -32,7 +33,10 @@ class KnnGraph:
     Parameters
     ----------
     indices : (N, k) integer tensor or array, N >= 1, k >= 1
-        Neighbours of each node; no self loops, no repeated neighbour within a row.
+        Neighbours of each node; no self loops, no repeated neighbour within a row. -1 is an
+        empty slot: a node with fewer than k neighbours, as faiss and cuVS pad their
+        results; its weight is ignored (stored as 0), and every measure, view and converter
+        skips it.
     weights : (N, k) floating-point tensor or array
         Edge weights aligned with ``indices`` (cosine similarities for ``knn_graph``).
 
@@ -88,7 +92,7 @@ class KnnGraph:
 
     @property
     def k(self) -> int:
-        """Out-degree of every node."""
+        """Length of every node's list (its out-degree, less its empty slots)."""
         return self._indices.shape[1]
 
     @property
@@ -139,7 +143,11 @@ class KnnGraph:
         ``fwd.sum() + rev.sum()`` is sum_ij A_ij.
         """
         check_mode(mode)
-        return symmetric_from(self._weights, *self.reciprocity(), mode, weighted, dtype)
+        fwd, rev = symmetric_from(self._weights, *self.reciprocity(), mode, weighted, dtype)
+        if not weighted:  # empty slots hold weight 0, but unweighted every slot counted 1
+            present = self._indices >= 0
+            fwd, rev = fwd * present, rev * present
+        return fwd, rev
 
     def edges(self, mode: str = "mean", weighted: bool = True, dtype=torch.float64):
         """The symmetric adjacency as COO triples (rows, cols, values), both directions of
@@ -151,8 +159,9 @@ class KnnGraph:
         dst = self._indices.flatten()
         recip = recip.flatten()
         mutual = mode == "mutual"
-        keep = recip if mutual else torch.ones_like(recip)  # directed edges carrying A[i, j]
-        one_way = torch.zeros_like(recip) if mutual else ~recip  # edges also carrying A[j, i]
+        present = dst >= 0
+        keep = recip if mutual else present  # directed edges carrying A[i, j]
+        one_way = torch.zeros_like(recip) if mutual else ~recip & present  # edges also carrying A[j, i]
         rows = torch.cat([src[keep], dst[one_way]])
         cols = torch.cat([dst[keep], src[one_way]])
         return rows, cols, torch.cat([fwd.flatten()[keep], rev.flatten()[one_way]])
@@ -224,6 +233,21 @@ class KnnGraph:
         g.from_cudf_edgelist(frame, source="src", destination="dst", edge_attr="weight", renumber=False)
         return g
 
+    def to_graph(self, mode: str = "mean", weighted: bool = True) -> Graph:
+        """This graph as a :class:`~gpugraph.Graph`: the undirected graph of ``mode``
+        ("mean", "max" or "mutual", with float64 weights as :meth:`adjacency` gives them),
+        or with ``mode="directed"`` the directed graph of the lists themselves (edge i -> j
+        for each j that i lists: Leicht and Newman's directed modularity reads it).
+        ``weighted=False``: weight 1 on every edge."""
+        if mode == "directed":
+            present = self._indices >= 0
+            rows = torch.arange(self.n, device=self.device)[:, None].expand(-1, self.k)
+            w = self._weights.to(torch.float64) if weighted else present.to(torch.float64)
+            indptr, indices, weights = coalesce(rows[present], self._indices[present], w[present], self.n)
+            return Graph(indptr, indices, weights, directed=True, validate=False)
+        indptr, indices, weights = self._csr_parts(mode, weighted)
+        return Graph(indptr, indices, weights, validate=False)
+
     def to(self, device) -> KnnGraph:
         """A copy of this graph on ``device``."""
         return KnnGraph(self._indices.to(device), self._weights.to(device), validate=False, meta=self._meta)
@@ -275,13 +299,14 @@ def _fingerprint_torch(*tensors: torch.Tensor) -> int:
     return int(total)
 
 
-def reciprocity_of(indices: torch.Tensor, weights: torch.Tensor, rows: slice | None = None):
+def reciprocity_of(indices: torch.Tensor, weights: torch.Tensor, rows: slice | None = None,
+                   compiled: bool | None = None):
     """For the directed edges of ``rows`` (default: all) of the lists ``indices`` (N, k):
-    whether each is reciprocated, and the reverse edge's weight (0 where absent).
-    Two (rows, k) tensors, bool and ``weights.dtype``; O(rows k^2), compiled on the CPU
-    (gpugraph/kernels/graph_cpu.py), chunked torch elsewhere."""
+    whether each is reciprocated, and the reverse edge's weight (0 where absent, and at an
+    empty slot). Two (rows, k) tensors, bool and ``weights.dtype``; O(rows k^2), compiled on
+    the CPU (gpugraph/kernels/graph_cpu.py), chunked torch elsewhere (or with compiled=False)."""
     rows = rows or slice(0, len(indices))
-    if indices.device.type == "cpu":
+    if compiled if compiled is not None else indices.device.type == "cpu":
         from gpugraph.kernels import graph_cpu as _graph_cpu
         from gpugraph.kernels.threads import use_threads
 
@@ -297,9 +322,10 @@ def reciprocity_of(indices: torch.Tensor, weights: torch.Tensor, rows: slice | N
     for r0 in range(0, n, step):
         idx = mine[r0 : r0 + step]  # (c, k)
         own = torch.arange(rows.start + r0, rows.start + r0 + len(idx), device=indices.device)  # (c,)
-        match = indices[idx] == own[:, None, None]  # (c, k, k): j's list holds i
+        present = (idx >= 0)[:, :, None]  # an empty slot (-1) has no reverse edge
+        match = (indices[idx.clamp(min=0)] == own[:, None, None]) & present  # (c, k, k): j's list holds i
         recip[r0 : r0 + step] = match.any(dim=2)
-        partner_w[r0 : r0 + step] = (weights[idx] * match).sum(dim=2)
+        partner_w[r0 : r0 + step] = (weights[idx.clamp(min=0)] * match).sum(dim=2)
     return recip, partner_w
 
 
@@ -351,18 +377,23 @@ def _check_lists(indices: torch.Tensor, weights: torch.Tensor):
     indices = indices.to(torch.int64)
     outside, self_loop, repeat = _list_faults(indices)
     if outside >= 0:
-        raise ValueError(f"indices must lie in [0, N) = [0, {n}), got values outside (node {outside})")
+        raise ValueError(f"indices must lie in [0, N) = [0, {n}) or be -1 (an empty slot), got values outside "
+                         f"(node {outside})")
     if self_loop >= 0:
         raise ValueError(f"node {self_loop} lists itself as a neighbour; self loops are not allowed")
     if repeat >= 0:
         raise ValueError(f"node {repeat} lists the same neighbour twice; each must appear once")
+    empty = indices < 0
+    if bool(empty.any()):  # an empty slot's weight means nothing (faiss pads with -inf or 0)
+        weights = weights.masked_fill(empty, 0.0)
     if not bool(torch.isfinite(weights).all()):
         raise ValueError("weights contain NaN or Inf")
     return indices, weights
 
 
 def _list_faults(indices: torch.Tensor, compiled: bool | None = None) -> tuple[int, int, int]:
-    """The first node whose list leaves [0, N), lists itself, or repeats a neighbour (-1: none):
+    """The first node whose list leaves [0, N) (other than -1, an empty slot), lists itself,
+    or repeats a neighbour (-1: none):
     one compiled pass on the CPU, three torch passes elsewhere."""
     if compiled if compiled is not None else indices.device.type == "cpu":
         from gpugraph.kernels import graph_cpu as _graph_cpu
@@ -376,6 +407,6 @@ def _list_faults(indices: torch.Tensor, compiled: bool | None = None) -> tuple[i
         return int(bad_rows.nonzero()[0]) if bool(bad_rows.any()) else -1
 
     srt = indices.sort(dim=1).values
-    return (first(((indices < 0) | (indices >= n)).any(dim=1)),
+    return (first(((indices < -1) | (indices >= n)).any(dim=1)),
             first((indices == torch.arange(n, device=indices.device)[:, None]).any(dim=1)),
-            first((srt[:, 1:] == srt[:, :-1]).any(dim=1)))
+            first(((srt[:, 1:] == srt[:, :-1]) & (srt[:, 1:] >= 0)).any(dim=1)))

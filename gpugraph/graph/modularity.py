@@ -1,4 +1,4 @@
-"""Modularity of a kNN graph against a labelling of its nodes."""
+"""Modularity of a graph (kNN lists or any Graph) against a labelling of its nodes."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from gpugraph._util.convert import label_codes
 from gpugraph._util.errors import check_count
-from gpugraph.graph.knngraph import KnnGraph, check_graph, check_mode, symmetric_from
+from gpugraph.graph.edges import check_any_graph, edge_rows, node_codes
+from gpugraph.graph.graph import Graph
+from gpugraph.graph.knngraph import check_mode
 from gpugraph.kernels import graph_cpu as _graph_cpu
 from gpugraph.kernels.threads import use_threads
 
@@ -17,37 +18,47 @@ _NEGATIVE = ("keep", "clip", "raise")
 
 
 def modularity(
-    g: KnnGraph,
+    g,
     labels,
-    mode: str = "mean",
+    mode: str | None = None,
     weighted: bool = True,
     resolution: float = 1.0,
     negative: str = "keep",
 ) -> float:
-    """Modularity of the symmetrised graph ``g.adjacency(mode, weighted)`` under ``labels``.
+    """Modularity of a graph under ``labels``.
 
+    For an undirected graph (a :class:`KnnGraph` symmetrised by ``mode``, or an undirected
+    :class:`Graph`) with adjacency A:
     Q = 1/(2m) * sum_ij [A_ij - resolution * s_i s_j / (2m)] * delta(c_i, c_j), with
-    s_i = sum_j A_ij the strength of node i and 2m = sum_ij A_ij. This is the quantity that
-    ``networkx.algorithms.community.modularity`` returns on the same weighted graph, and with
-    ``mode="mean"`` the layer modularity of Lu et al. (2022).
+    s_i = sum_j A_ij the strength of node i and 2m = sum_ij A_ij. For a directed Graph, the
+    directed modularity of Leicht and Newman,
+    Q = 1/m * sum_ij [A_ij - resolution * s_i^out s_j^in / m] * delta(c_i, c_j), with
+    m = sum_ij A_ij. These are what ``networkx.algorithms.community.modularity`` returns on
+    the same weighted Graph or DiGraph, and with a KnnGraph in ``mode="mean"`` the layer
+    modularity of Lu et al. (2022).
 
-    Computed in the form Q = L_in / (2m) - resolution * sum_c (S_c / 2m)^2, where L_in sums
-    A_ij over ordered same-class pairs and S_c is the total strength of class c, from the
-    graph's edge lists in float64 without building the sparse matrix.
+    Computed in the form Q = L_in / M - resolution * sum_c S_c^out S_c^in / M^2 (M = 2m,
+    or m when directed), where L_in sums A_ij over ordered same-class pairs and S_c the
+    strengths of class c, from the graph's edges in float64 without building a matrix.
 
     Parameters
     ----------
-    g : KnnGraph
-    labels : sequence, array or tensor of N hashable values (ints, strings, ...)
-        The community of each node.
-    mode : {"mean", "max", "mutual"}
-        How the directed kNN lists are symmetrised; see :class:`KnnGraph`.
+    g : KnnGraph or Graph
+    labels : N hashable values (ints, strings, ...), or a partition
+        The community of each node; or the communities themselves, as networkx's community
+        functions return them: an iterable of sets (or of lists, when there are not N of
+        them) of nodes, every node in exactly one (nodes by :attr:`Graph.names` for a graph
+        from networkx, else by index).
+    mode : {"mean", "max", "mutual"}, optional
+        How the directed lists of a KnnGraph are symmetrised (default "mean"); see
+        :class:`KnnGraph`. A Graph is used as it is: build it undirected or directed, or
+        take ``knn.to_graph(mode)`` (``mode="directed"`` for the lists as they are).
     weighted : bool
-        Use the cosine weights (True) or 1 for every edge (False).
+        Use the weights (True) or 1 for every edge (False).
     resolution : float
         The resolution parameter gamma; 1 is the classical modularity.
     negative : {"keep", "clip", "raise"}
-        What to do with negative cosine weights (possible between centred or low-dimensional
+        What to do with negative weights (possible between centred or low-dimensional
         features, never between ReLU outputs). "keep" evaluates the formula with the weights
         as they are, as networkx and the authors' code do; strengths and 2m then lose their
         reading as edge mass, so treat such values with care. "clip" sets negative directed
@@ -61,13 +72,13 @@ def modularity(
     Raises
     ------
     ValueError
-        If labels do not have N entries, the total weight 2m is not positive (no edges in
-        this mode, or negative weights outweigh the rest), or ``negative="raise"`` and some
-        directed weight is negative.
+        If labels do not have N entries (or a partition misses or repeats a node), the total
+        weight is not positive (no edges, or negative weights outweigh the rest),
+        ``negative="raise"`` and some weight is negative, or a ``mode`` is given with a Graph.
 
     Notes
     -----
-    O(N k) time and memory.
+    O(E) time and O(N + E) memory (E = N k for a KnnGraph).
 
     Examples
     --------
@@ -75,10 +86,14 @@ def modularity(
     >>> g = gg.KnnGraph(torch.tensor([[1], [0], [3], [2]]), torch.ones(4, 1))
     >>> gg.modularity(g, [0, 0, 1, 1])
     0.5
+    >>> gg.modularity(g.to_graph(), [{0, 1}, {2, 3}])
+    0.5
 
     References
     ----------
     M. E. J. Newman, "Networks: An Introduction", Oxford University Press (2010), eq. 7.76.
+    E. A. Leicht and M. E. J. Newman, "Community structure in directed networks", Phys. Rev.
+    Lett. 100, 118703 (2008).
     H. Lu et al., "Understanding the Dynamics of DNNs Using Graph Modularity", ECCV 2022,
     doi:10.1007/978-3-031-19775-8_14.
     """
@@ -86,76 +101,98 @@ def modularity(
     return modularity_of(g, codes, classes, mode, weighted, resolution, negative)
 
 
-def _door(g: KnnGraph, labels, mode: str, negative: str) -> tuple[torch.Tensor, int]:
+def _door(g, labels, mode: str | None, negative: str) -> tuple[torch.Tensor, int]:
     """Check a graph and the options of a modularity; the labels as int64 codes on g's
     device, and the number of classes."""
-    check_graph(g)
-    check_options(mode, negative)
-    codes, classes = label_codes(labels, g.n, g.device)
-    return codes, len(classes)
+    check_any_graph(g)
+    check_options(mode, negative, g)
+    return node_codes(g, labels)
 
 
-def check_options(mode: str, negative: str) -> None:
-    """Refuse an unknown symmetrisation ``mode`` or ``negative`` policy."""
+def check_options(mode: str | None, negative: str, g=None) -> None:
+    """Refuse an unknown symmetrisation ``mode`` (or one given with a Graph) or ``negative``
+    policy."""
     if negative not in _NEGATIVE:
         raise ValueError(f"negative must be one of {_NEGATIVE}, got {negative!r}")
-    check_mode(mode)
+    if isinstance(g, Graph):
+        edge_rows(g, mode)  # refuses a mode
+    elif mode is not None:
+        check_mode(mode)
 
 
-def modularity_of(g: KnnGraph, codes: torch.Tensor, classes: int, mode: str = "mean", weighted: bool = True,
+def modularity_of(g, codes: torch.Tensor, classes: int, mode: str | None = None, weighted: bool = True,
                   resolution: float = 1.0, negative: str = "keep") -> float:
     """:func:`modularity` below its door: a checked graph, int64 ``codes`` in 0..classes-1
     on its device, valid options (the studies that check their inputs once call this)."""
-    if g.device.type == "cpu":  # one compiled pass over the edges
-        recip, partner_w = g.reciprocity()
-        clip = negative == "clip" and weighted
-        use_threads(g.indices.numel())
-        two_m, within, class_strength, lowest = _graph_cpu.modularity_sums(
-            g.indices.contiguous().numpy(), g.weights.contiguous().numpy(), recip.numpy(), partner_w.numpy(),
-            codes.numpy(), classes, _graph_cpu.MODES[mode], weighted, clip)
-        if not (negative == "raise" and weighted and lowest < 0):
-            _check_mass(two_m, mode)
-            return float(within / two_m - resolution * ((class_strength / two_m) ** 2).sum())
-    both, strength, two_m = edge_mass(g, mode, weighted, negative)
-    class_strength = torch.zeros(classes, dtype=torch.float64, device=g.device)
-    class_strength.index_add_(0, codes, strength)
-    within = (both * (codes[:, None] == codes[g.indices])).sum()
-    q = within / two_m - resolution * ((class_strength / two_m) ** 2).sum()
-    return float(q)
-
-
-def edge_mass(g: KnnGraph, mode: str, weighted: bool, negative: str):
-    """The symmetric adjacency's mass in float64: ``both`` (N, k), all of A_ij + A_ji that
-    edge (i, indices[i, a]) carries; the strengths s_i (N,); 2m. Negative weights as
-    :func:`modularity`'s ``negative`` says."""
-    if negative != "keep" and weighted and bool((g.weights < 0).any()):
-        if negative == "raise":
-            raise ValueError(_negative_message(g))
-        recip, partner_w = g.reciprocity()  # "clip": the directed weights, before symmetrising
-        fwd, rev = symmetric_from(g.weights.clamp(min=0.0), recip, partner_w.clamp(min=0.0), mode, weighted,
-                                  torch.float64)
+    edges = edge_rows(g, mode)
+    clip = negative == "clip" and weighted
+    if edges.device.type == "cpu":  # one compiled pass over the edges
+        use_threads(len(edges.cols))
+        total, within, s_out, s_in, lowest = _graph_cpu.modularity_sums(
+            edges.rows.numpy(), edges.cols.contiguous().numpy(), edges.weights.contiguous().numpy(),
+            edges.recip.contiguous().numpy(), edges.partner.contiguous().numpy(), codes.numpy(), classes,
+            _graph_cpu.MODES[edges.mode], weighted, clip, edges.directed)
+        s_out, s_in = torch.from_numpy(s_out), torch.from_numpy(s_in)
     else:
-        fwd, rev = g.symmetric_weights(mode, weighted, dtype=torch.float64)  # (N, k) each
-    both = fwd + rev  # sums to 2m
-    two_m = float(both.sum())
-    _check_mass(two_m, mode)
-    # s_i: row i's own edges, plus the reverse halves of one-way edges pointing at i.
-    strength = fwd.sum(dim=1).index_add_(0, g.indices.flatten(), rev.flatten())  # (N,)
-    return both, strength, two_m
+        total, within, s_out, s_in, lowest = _sums_torch(edges, codes, classes, weighted, clip)
+    if negative == "raise" and weighted and lowest < 0:
+        raise ValueError(_negative_message(edges))
+    _check_mass(total, edges)
+    return float(within / total - resolution * float((s_out * s_in).sum()) / total**2)
 
 
-def _negative_message(g: KnnGraph) -> str:
-    count = int((g.weights < 0).sum())
-    return (f"the graph has {count} directed edges with negative cosine weight (min "
-            f"{float(g.weights.min()):.3g}); pass negative='keep' (the formula as is, like networkx) "
+def _sums_torch(edges, codes: torch.Tensor, classes: int, weighted: bool, clip: bool):
+    """The statement in torch of :func:`gpugraph.kernels.graph_cpu.modularity_sums`."""
+    both, node_out, node_in, total = _mass(edges, weighted, clip)
+    src, dst = edges.sources(), edges.cols.clamp(min=0)  # an empty slot carries 0
+    within = float((both * (codes[src] == codes[dst])).sum())
+    s_out = torch.zeros(classes, dtype=torch.float64, device=codes.device).index_add_(0, codes, node_out)
+    s_in = torch.zeros(classes, dtype=torch.float64, device=codes.device).index_add_(0, codes, node_in)
+    present = edges.cols >= 0
+    lowest = float(edges.weights[present].min()) if bool(present.any()) else 0.0
+    return total, within, s_out, s_in, lowest
+
+
+def edge_mass(g, mode: str | None, weighted: bool, negative: str):
+    """The adjacency's mass in float64: ``both`` (E,), all of A_ij + A_ji that edge e = i -> j
+    carries (0 at an empty slot); the nodes' out- and in-strengths (N,) each (equal when A is
+    symmetric); the total mass. Negative weights as :func:`modularity`'s ``negative`` says."""
+    edges = edge_rows(g, mode)
+    if negative == "raise" and weighted:
+        present = edges.cols >= 0
+        if bool((edges.weights[present] < 0).any()):
+            raise ValueError(_negative_message(edges))
+    both, s_out, s_in, total = _mass(edges, weighted, negative == "clip" and weighted)
+    _check_mass(total, edges)
+    return both, s_out, s_in, total
+
+
+def _mass(edges, weighted: bool, clip: bool):
+    fwd, rev = edges.mass(weighted, clip)  # (E,) each
+    src, dst = edges.sources(), edges.cols.clamp(min=0)  # an empty slot carries 0
+    n = edges.n
+    # s_i: the edges leaving i, plus the reverse halves of one-way edges pointing at i
+    s_out = torch.zeros(n, dtype=torch.float64, device=edges.device).index_add_(0, src, fwd).index_add_(0, dst, rev)
+    s_in = torch.zeros(n, dtype=torch.float64, device=edges.device).index_add_(0, dst, fwd).index_add_(0, src, rev)
+    both = fwd + rev
+    return both, s_out, s_in, float(both.sum())
+
+
+def _negative_message(edges) -> str:
+    present = edges.cols >= 0
+    w = edges.weights[present]
+    return (f"the graph has {int((w < 0).sum())} directed edges with negative weight (min "
+            f"{float(w.min()):.3g}); pass negative='keep' (the formula as is, like networkx) "
             "or 'clip', or weighted=False")
 
 
-def _check_mass(two_m: float, mode: str) -> None:
-    if not two_m > 0.0:
+def _check_mass(total: float, edges) -> None:
+    if not total > 0.0:
+        what = f"the {edges.mode!r} graph" if edges.mode != "as is" else "the graph"
+        mass = "m" if edges.directed else "2m"
         raise ValueError(
-            f"the {mode!r} graph has total weight 2m = {two_m:.3g}, so its modularity is "
-            "undefined: it has no edges in this mode, or negative weights cancel the rest "
+            f"{what} has total weight {mass} = {total:.3g}, so its modularity is "
+            "undefined: it has no edges, or negative weights cancel the rest "
             "(try negative='clip' or weighted=False)"
         )
 
@@ -193,7 +230,7 @@ class NullModularity:
 
 
 def modularity_null(
-    g: KnnGraph, labels, permutations: int = 1000, seed: int = 0, *, mode: str = "mean",
+    g, labels, permutations: int = 1000, seed: int = 0, *, mode: str | None = None,
     weighted: bool = True, resolution: float = 1.0, negative: str = "keep",
 ) -> NullModularity:
     """Is a modularity more than chance? Compare it with random permutations of the labels.
@@ -235,11 +272,12 @@ def modularity_null(
     return null_of(g, codes, classes, permutations, seed, mode, weighted, resolution, negative)
 
 
-def null_of(g: KnnGraph, codes: torch.Tensor, classes: int, permutations: int, seed: int = 0, mode: str = "mean",
+def null_of(g, codes: torch.Tensor, classes: int, permutations: int, seed: int = 0, mode: str | None = None,
             weighted: bool = True, resolution: float = 1.0, negative: str = "keep") -> NullModularity:
     """:func:`modularity_null` below its door, as :func:`modularity_of` is :func:`modularity`'s."""
     q = modularity_of(g, codes, classes, mode, weighted, resolution, negative)
-    both, strength, two_m = edge_mass(g, mode, weighted, negative)
+    edges = edge_rows(g, mode)
+    both, s_out, s_in, total = edge_mass(g, mode, weighted, negative)
     rng = np.random.default_rng(seed)
     codes = codes.cpu().numpy().astype(np.min_scalar_type(max(classes - 1, 0)))
     batch = max(64, (1 << 28) // max(1, g.n * codes.itemsize) // 64 * 64)  # codes of a batch: <= 256 MB
@@ -248,8 +286,8 @@ def null_of(g: KnnGraph, codes: torch.Tensor, classes: int, permutations: int, s
         count = min(batch, permutations - p0)
         # rng.permutation(codes), drawn faster as codes at a permutation of the positions
         shuffled = np.stack([codes[rng.permutation(g.n)] for _ in range(count)], axis=1)  # (N, count)
-        within, class_strength = _permuted_sums(g, both, strength, shuffled, classes)
-        samples[p0 : p0 + count] = within / two_m - resolution * ((class_strength / two_m) ** 2).sum(axis=1)
+        within, class_out, class_in = _permuted_sums(edges, both, s_out, s_in, shuffled, classes)
+        samples[p0 : p0 + count] = within / total - resolution * (class_out * class_in).sum(axis=1) / total**2
     mean, std = float(samples.mean()), float(samples.std(ddof=1)) if permutations > 1 else 0.0
     z = (q - mean) / std if std > 0 else float("nan")
     # q is compared with the samples within their rounding (a permutation may give the
@@ -259,24 +297,27 @@ def null_of(g: KnnGraph, codes: torch.Tensor, classes: int, permutations: int, s
     return NullModularity(q=q, mean=mean, std=std, z=z, p=p, permutations=permutations, samples=samples)
 
 
-def _permuted_sums(g: KnnGraph, both, strength, codes: np.ndarray, classes: int):
-    """(within (P,), class strengths (P, classes)) for the labellings in the columns of
-    ``codes`` (N, P): compiled on the CPU, torch elsewhere."""
-    if g.device.type == "cpu":
-        use_threads(g.indices.numel() * codes.shape[1])
-        return _graph_cpu.permuted_sums(g.indices.contiguous().numpy(), both.contiguous().numpy(),
-                                        strength.numpy(), codes, classes)
-    return _permuted_sums_torch(g.indices, both, strength, torch.from_numpy(codes.astype(np.int64)).to(g.device),
+def _permuted_sums(edges, both, s_out, s_in, codes: np.ndarray, classes: int):
+    """(within (P,), class out- and in-strengths (P, classes) each) for the labellings in
+    the columns of ``codes`` (N, P): compiled on the CPU, torch elsewhere."""
+    if edges.device.type == "cpu":
+        use_threads(len(edges.cols) * codes.shape[1])
+        return _graph_cpu.permuted_sums(edges.rows.numpy(), edges.cols.contiguous().numpy(),
+                                        both.contiguous().numpy(), s_out.numpy(), s_in.numpy(), codes, classes)
+    return _permuted_sums_torch(edges, both, s_out, s_in, torch.from_numpy(codes.astype(np.int64)).to(edges.device),
                                 classes)
 
 
-def _permuted_sums_torch(indices, both, strength, codes, classes: int, batch: int = 32):
+def _permuted_sums_torch(edges, both, s_out, s_in, codes, classes: int, batch: int = 32):
     """The statement in torch of :func:`gpugraph.kernels.graph_cpu.permuted_sums`."""
     count = codes.shape[1]
+    src, dst = edges.sources(), edges.cols.clamp(min=0)  # an empty slot carries 0 in ``both``
     within = torch.empty(count, dtype=torch.float64, device=codes.device)
-    class_strength = torch.zeros((count, classes), dtype=torch.float64, device=codes.device)
+    class_out = torch.zeros((count, classes), dtype=torch.float64, device=codes.device)
+    class_in = torch.zeros((count, classes), dtype=torch.float64, device=codes.device)
     for p0 in range(0, count, batch):
         c = codes[:, p0 : p0 + batch]  # (N, b)
-        within[p0 : p0 + batch] = ((c[:, None, :] == c[indices]) * both[:, :, None]).sum(dim=(0, 1))
-        class_strength[p0 : p0 + batch].scatter_add_(1, c.T, strength.expand(c.shape[1], -1))
-    return within.cpu().numpy(), class_strength.cpu().numpy()
+        within[p0 : p0 + batch] = ((c[src] == c[dst]) * both[:, None]).sum(dim=0)
+        class_out[p0 : p0 + batch].scatter_add_(1, c.T, s_out.expand(c.shape[1], -1))
+        class_in[p0 : p0 + batch].scatter_add_(1, c.T, s_in.expand(c.shape[1], -1))
+    return within.cpu().numpy(), class_out.cpu().numpy(), class_in.cpu().numpy()

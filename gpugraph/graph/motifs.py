@@ -1,23 +1,25 @@
-"""Triangle and labelled-triangle (motif) counts on the union of a kNN graph."""
+"""Triangle and labelled-triangle (motif) counts, transitivity and clustering, on the union
+of a kNN graph or on any undirected Graph."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from gpugraph._util.convert import label_codes
-from gpugraph.graph.knngraph import KnnGraph, check_graph
+from gpugraph.graph.edges import EdgeRows, check_any_graph, check_undirected, edge_rows, node_codes
+from gpugraph.graph.knngraph import KnnGraph
 from gpugraph.kernels import cuda as _kernels
 from gpugraph.kernels import graph_cpu as _graph_cpu
 from gpugraph.kernels.threads import use_threads
 
 
-def triangles(g: KnnGraph, per_node: bool = False):
-    """Number of triangles in the undirected, unweighted union graph of ``g`` (mode "max").
+def triangles(g, per_node: bool = False):
+    """Number of triangles of an undirected graph: the union of a KnnGraph's lists (mode
+    "max", unweighted), or an undirected Graph (its edges, whatever their weights).
 
     Parameters
     ----------
-    g : KnnGraph
+    g : KnnGraph or Graph
     per_node : bool
         If True, return for every node the number of triangles it belongs to.
 
@@ -39,24 +41,39 @@ def triangles(g: KnnGraph, per_node: bool = False):
     >>> g = gg.KnnGraph(torch.tensor([[1, 2], [2, 0], [0, 1]]), torch.ones(3, 2))
     >>> gg.triangles(g)
     1
+    >>> gg.triangles(gg.Graph.from_edges([0, 1, 2, 2], [1, 2, 0, 3]), per_node=True).tolist()
+    [1, 1, 1, 0]
     """
-    check_graph(g)
-    indptr, cols = _oriented_csr(g)
-    if g.device.type == "cuda":
+    check_any_graph(g)
+    check_undirected(g, "triangles")
+    return _triangles(_union(g), per_node)
+
+
+def _union(g) -> EdgeRows:
+    """The edges of the undirected graph the counts read: a KnnGraph's union ("max") of its
+    lists, a Graph as it is."""
+    return edge_rows(g, "max" if isinstance(g, KnnGraph) else None)
+
+
+def _triangles(edges: EdgeRows, per_node: bool):
+    indptr, cols = oriented_csr(edges)
+    if edges.device.type == "cuda":
         total, nodes, _ = _kernels.triangle_count(indptr, cols, per_node=per_node)
         return nodes if per_node else total
     total, nodes, _ = _count(indptr.numpy(), cols.numpy(), per_node=per_node)
     return torch.from_numpy(nodes) if per_node else total
 
 
-def motifs(g: KnnGraph, labels) -> dict[str, int]:
-    """Triangles of the union graph of ``g`` classified by the labels of their three nodes.
+def motifs(g, labels) -> dict[str, int]:
+    """Triangles of an undirected graph (as :func:`triangles` counts them) classified by the
+    labels of their three nodes.
 
     Returns ``{"same": ..., "pair": ..., "distinct": ...}``: triangles whose nodes all share
     one class, whose nodes fall in exactly two classes, and whose nodes are in three
     different classes (the labelled motifs of Chen et al., 2024). The three add up to
     ``triangles(g)``. Each triangle is found once, as in :func:`triangles`, and classified
-    by its nodes' labels there.
+    by its nodes' labels there. ``labels``: per node, or a partition, as
+    :func:`~gpugraph.modularity` takes them.
 
     Examples
     --------
@@ -70,14 +87,15 @@ def motifs(g: KnnGraph, labels) -> dict[str, int]:
     Z. Chen et al., "Graph-Based Similarity of Deep Neural Networks", Neurocomputing 614
     (2024), doi:10.1016/j.neucom.2024.128722.
     """
-    check_graph(g)
-    codes, _ = label_codes(labels, g.n, g.device)
+    check_any_graph(g)
+    check_undirected(g, "motifs")
+    codes, _ = node_codes(g, labels)
     return motifs_of(g, codes)
 
 
-def motifs_of(g: KnnGraph, codes: torch.Tensor) -> dict[str, int]:
+def motifs_of(g, codes: torch.Tensor) -> dict[str, int]:
     """:func:`motifs` below its door: a checked graph and int64 class ``codes`` on its device."""
-    indptr, cols = _oriented_csr(g)
+    indptr, cols = oriented_csr(_union(g))
     if g.device.type == "cuda":
         _, _, counts = _kernels.triangle_count(indptr, cols, labels=codes.contiguous())
     else:
@@ -85,26 +103,84 @@ def motifs_of(g: KnnGraph, codes: torch.Tensor) -> dict[str, int]:
     return dict(zip(("same", "pair", "distinct"), counts))
 
 
-def _oriented_csr(g: KnnGraph) -> tuple[torch.Tensor, torch.Tensor]:
-    """The union graph oriented from lower to higher (degree, index) rank, as CSR
-    (indptr, columns sorted within rows) on g's device."""
-    if g.device.type == "cpu":
-        recip, _ = g.reciprocity()
-        indptr, cols = _graph_cpu.oriented_csr(g.indices.contiguous().numpy(), recip.numpy())
+def clustering(g) -> torch.Tensor:
+    """The local clustering coefficient of every node of an undirected graph (as
+    :func:`triangles` reads it; unweighted): 2 T_i / (d_i (d_i - 1)), the share of pairs of
+    i's neighbours that are linked, 0 where d_i < 2. (N,) float64 on g's device; networkx's
+    ``clustering(G)`` of the unweighted graph.
+
+    Examples
+    --------
+    >>> import gpugraph as gg
+    >>> gg.clustering(gg.Graph.from_edges([0, 1, 2, 2], [1, 2, 0, 3])).tolist()
+    [1.0, 1.0, 0.3333333333333333, 0.0]
+    """
+    tri, degree = _triangles_and_degrees(g, per_node=True)
+    pairs = degree * (degree - 1)
+    return torch.where(pairs > 0, 2 * tri.to(torch.float64) / pairs.clamp(min=1), 0.0)
+
+
+def transitivity(g) -> float:
+    """The transitivity of an undirected graph (as :func:`triangles` reads it; unweighted):
+    3 x triangles / connected triples = sum_i T_i / sum_i d_i (d_i - 1) / 2, 0 without
+    triples; networkx's ``transitivity(G)``.
+
+    Examples
+    --------
+    >>> import gpugraph as gg
+    >>> gg.transitivity(gg.Graph.from_edges([0, 1, 2, 2], [1, 2, 0, 3]))
+    0.6
+    """
+    total, degree = _triangles_and_degrees(g, per_node=False)
+    triples = int((degree * (degree - 1) // 2).sum())
+    return 3 * total / triples if triples else 0.0
+
+
+def _triangles_and_degrees(g, per_node: bool):
+    """The triangles (per node, or their number) and the degrees (neighbours, each once) of
+    the undirected graph."""
+    check_any_graph(g)
+    check_undirected(g, "clustering" if per_node else "transitivity")
+    edges = _union(g)
+    indptr, cols = oriented_csr(edges)
+    if edges.device.type == "cuda":
+        total, nodes, _ = _kernels.triangle_count(indptr, cols, per_node=per_node)
+    else:
+        total, nodes, _ = _count(indptr.numpy(), cols.numpy(), per_node=per_node)
+        nodes = torch.from_numpy(nodes) if per_node else None
+    tri = nodes if per_node else total
+    # each undirected edge is once in the oriented graph: out of one end, into the other
+    degree = torch.diff(indptr) + torch.bincount(cols, minlength=edges.n)
+    return tri, degree
+
+
+def oriented_csr(edges: EdgeRows) -> tuple[torch.Tensor, torch.Tensor]:
+    """The undirected graph of the edges (each edge once whichever way it is listed)
+    oriented from lower to higher (degree, index) rank, as CSR (indptr, columns sorted
+    within rows) on the edges' device."""
+    if edges.device.type == "cpu":
+        if edges.mode == "as is" and not edges.directed:  # a Graph: symmetric, rows sorted
+            use_threads(len(edges.cols))
+            indptr, cols = _graph_cpu.oriented_symmetric_csr(edges.rows.numpy(), edges.cols.numpy())
+        else:
+            indptr, cols = _graph_cpu.oriented_csr(edges.rows.numpy(), edges.cols.contiguous().numpy(),
+                                                   edges.recip.contiguous().numpy())
         return torch.from_numpy(indptr), torch.from_numpy(cols)
-    return _oriented_csr_torch(g)
+    return _oriented_csr_torch(edges)
 
 
-def _oriented_csr_torch(g: KnnGraph) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`_oriented_csr` in torch, for CUDA graphs."""
-    rows, cols, _ = g.edges("max", weighted=False)  # both directions of every edge
-    n = g.n
-    degree = torch.bincount(rows, minlength=n)
-    rank = degree * n + torch.arange(n, device=g.device)  # distinct, ordered by (degree, index)
-    up = rank[rows] < rank[cols]
-    rows, cols = rows[up], cols[up]
+def _oriented_csr_torch(edges: EdgeRows) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`oriented_csr` in torch, for CUDA graphs."""
+    src, dst = edges.sources(), edges.cols
+    keep = (dst >= 0) & (~edges.recip | (src < dst))  # each undirected edge once
+    src, dst = src[keep], dst[keep]
+    n = edges.n
+    degree = torch.bincount(src, minlength=n) + torch.bincount(dst, minlength=n)
+    rank = degree * n + torch.arange(n, device=src.device)  # distinct, ordered by (degree, index)
+    up = rank[src] < rank[dst]
+    rows, cols = torch.where(up, src, dst), torch.where(up, dst, src)
     order = torch.argsort(rows * n + cols)
-    indptr = torch.zeros(n + 1, dtype=torch.int64, device=g.device)
+    indptr = torch.zeros(n + 1, dtype=torch.int64, device=src.device)
     indptr[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
     return indptr, cols[order].contiguous()
 

@@ -4,7 +4,8 @@
 // Compiled by gpugraph/_kernels.py with NVRTC (cupy.RawModule); no host headers.
 
 // For every directed edge i -> j = indices[i, a] (one thread each): whether j lists i
-// too, and the weight of that reverse edge (0 if absent). indices: (n, k) int64 rows.
+// too, and the weight of that reverse edge (0 if absent). indices: (n, k) int64 rows; a
+// slot holding -1 is empty (fewer than k neighbours) and has no reverse edge.
 #define DEFINE_EDGE_PARTNERS(NAME, T)                                                     \
     extern "C" __global__ void NAME(const long long* __restrict__ indices,                \
                                     const T* __restrict__ weights, long long n, int k,    \
@@ -14,10 +15,10 @@
         if (e >= n * k) return;                                                           \
         const long long i = e / k;                                                        \
         const long long j = indices[e];                                                   \
-        const long long* back = indices + j * k;                                          \
+        const long long* back = indices + (j >= 0 ? j : 0) * k;  /* never read for j < 0 */ \
         unsigned char found = 0;                                                          \
         T w = (T)0;                                                                       \
-        for (int b = 0; b < k; ++b) {                                                     \
+        for (int b = 0; b < k && j >= 0; ++b) {                                           \
             if (back[b] == i) {                                                           \
                 found = 1;                                                                \
                 w = weights[j * k + b];                                                   \

@@ -1,11 +1,17 @@
-"""Compiled CPU passes over a kNN graph's edge lists (numba; the host twins of graph.cu).
+"""Compiled CPU passes over a graph's edges (numba; the host twins of graph.cu).
 
-- :func:`partners`: for each directed edge i -> j, whether j lists i, and that weight.
-- :func:`oriented_csr`: the union graph with each edge pointing from the lower to the
+Every pass but :func:`partners` reads the edges as CSR rows: ``indptr`` (N+1,) and
+``cols`` (E,), node i's edges at indptr[i]..indptr[i+1]. A KnnGraph's (N, k) lists are
+such rows (indptr = 0, k, 2k, ...), where a column -1 is an empty slot and is skipped; a
+Graph's CSR is read as it is. One implementation of each algorithm serves both.
+
+- :func:`partners`: for each directed edge i -> j of kNN lists, whether j lists i, and that weight.
+- :func:`oriented_csr`: the undirected graph with each edge pointing from the lower to the
   higher (degree, index) rank, as CSR with sorted rows.
 - :func:`count`: triangles of that oriented graph by sorted-row intersection, with per-node
   counts and labelled motifs in the same pass.
-- :func:`modularity_sums`: 2m, the within-class mass and the class strengths in one pass.
+- :func:`modularity_sums`: the total mass, the within-class mass and the classes' out- and
+  in-strengths in one pass.
 - :func:`list_faults`: where user-built lists break the graph's rules.
 - :func:`fingerprint`: a hash of the lists' bits, so that a cache sees any edit.
 """
@@ -43,44 +49,74 @@ def _lower(degree, i, j) -> bool:
 
 
 @numba.njit(inline="always")
-def _kept(recip, i, a, j) -> bool:
-    """Whether edge i -> j (slot a of i's list) stands for its undirected edge: each once, a
-    one-way edge, or a mutual one from its lower end."""
-    return j >= 0 and (not recip[i, a] or i < j)
+def _kept(recip, e, i, j) -> bool:
+    """Whether edge e = i -> j stands for its undirected edge: each once, a one-way edge, or
+    one listed both ways from its lower end; an empty slot (j = -1) never."""
+    return j >= 0 and (not recip[e] or i < j)
 
 
 @numba.njit(nogil=True, cache=True)
-def oriented_csr(indices, recip):
-    """The union graph of the (N, k) lists oriented by (degree, index) rank: (indptr (N+1,),
-    cols (m,)) with each row sorted. An edge listed both ways is kept once."""
-    n, k = indices.shape
+def oriented_csr(rows, cols, recip):
+    """The undirected graph of the CSR edges (rows (N+1,), cols (E,); ``recip[e]``: whether
+    edge e's reverse is listed too) oriented by (degree, index) rank: (indptr (N+1,), cols
+    (m,)) with each row sorted. An edge listed both ways is kept once."""
+    n = rows.shape[0] - 1
     degree = np.zeros(n, dtype=np.int64)
     for i in range(n):
-        for a in range(k):
-            j = indices[i, a]
-            if _kept(recip, i, a, j):
+        for e in range(rows[i], rows[i + 1]):
+            j = cols[e]
+            if _kept(recip, e, i, j):
                 degree[i] += 1
                 degree[j] += 1
     count = np.zeros(n + 1, dtype=np.int64)
     for i in range(n):
-        for a in range(k):
-            j = indices[i, a]
-            if _kept(recip, i, a, j):
+        for e in range(rows[i], rows[i + 1]):
+            j = cols[e]
+            if _kept(recip, e, i, j):
                 u = i if _lower(degree, i, j) else j
                 count[u + 1] += 1
     indptr = np.cumsum(count)
-    cols = np.empty(indptr[n], dtype=np.int64)
+    out = np.empty(indptr[n], dtype=np.int64)
     fill = indptr[:-1].copy()
     for i in range(n):
-        for a in range(k):
-            j = indices[i, a]
-            if _kept(recip, i, a, j):
+        for e in range(rows[i], rows[i + 1]):
+            j = cols[e]
+            if _kept(recip, e, i, j):
                 u, v = (i, j) if _lower(degree, i, j) else (j, i)
-                cols[fill[u]] = v
+                out[fill[u]] = v
                 fill[u] += 1
     for u in range(n):
-        cols[indptr[u] : indptr[u + 1]].sort()
-    return indptr, cols
+        out[indptr[u] : indptr[u + 1]].sort()
+    return indptr, out
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def oriented_symmetric_csr(rows, cols):
+    """:func:`oriented_csr` of a symmetric CSR with sorted rows (every edge in both rows, as
+    a Graph holds it): each row keeps the neighbours of higher rank, already in order; in
+    parallel over the rows, no sort."""
+    n = rows.shape[0] - 1
+    count = np.zeros(n + 1, dtype=np.int64)
+    for i in numba.prange(n):
+        di = rows[i + 1] - rows[i]
+        kept = 0
+        for e in range(rows[i], rows[i + 1]):
+            j = cols[e]
+            dj = rows[j + 1] - rows[j]
+            kept += di < dj or (di == dj and i < j)
+        count[i + 1] = kept
+    indptr = np.cumsum(count)
+    out = np.empty(indptr[n], dtype=np.int64)
+    for i in numba.prange(n):
+        di = rows[i + 1] - rows[i]
+        f = indptr[i]
+        for e in range(rows[i], rows[i + 1]):
+            j = cols[e]
+            dj = rows[j + 1] - rows[j]
+            if di < dj or (di == dj and i < j):
+                out[f] = j
+                f += 1
+    return indptr, out
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
@@ -128,15 +164,17 @@ def count(indptr, cols, labels, per_node, motifs, r0, r1, chunks):
     return totals.sum(), per, kinds.sum(axis=0)
 
 
-MODES = {"mean": 0, "max": 1, "mutual": 2}
+MODES = {"mean": 0, "max": 1, "mutual": 2, "as is": 3}  # "as is": a Graph's own adjacency
 
 
 @numba.njit(inline="always")
 def symmetric(w, pw, recip, mode, weighted):
     """(fwd, rev) of one directed edge: graph.symmetric_from for one entry (its statement of
-    the three modes, compiled)."""
+    the three modes, compiled); "as is" carries the edge's own weight."""
     if not weighted:
         w = pw = 1.0
+    if mode == 3:
+        return w, 0.0
     if mode == 2:  # mutual
         return ((w + pw) / 2, 0.0) if recip else (0.0, 0.0)
     if mode == 0 and weighted:  # mean
@@ -148,44 +186,54 @@ _CHUNKS = 16  # rows split in a fixed number of chunks: float64 sums do not depe
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def modularity_sums(indices, weights, recip, partner_w, codes, classes, mode, weighted, clip):
-    """(2m, sum of A_ij over same-class ordered pairs, (classes,) class strengths, the lowest
-    directed weight) of the symmetrised graph, in float64; ``clip`` sets negative directed
-    weights to 0 before they are symmetrised."""
-    n, k = indices.shape
-    strength = np.zeros((_CHUNKS, classes), dtype=np.float64)
-    sums = np.zeros((_CHUNKS, 3), dtype=np.float64)  # 2m, within, lowest
+def modularity_sums(rows, cols, weights, recip, partner_w, codes, classes, mode, weighted, clip, directed):
+    """(total mass sum_ij A_ij, the mass over same-class ordered pairs, (classes,) out- and
+    in-strengths of the classes, the lowest directed weight) of the CSR edges (rows (N+1,),
+    cols (E,), -1 skipped) symmetrised by ``mode`` ("as is": each edge i -> j is A_ij), in
+    float64; ``clip`` sets negative directed weights to 0 before they are symmetrised. For
+    an undirected graph (not ``directed``) the out- and in-strengths are the classes'
+    strengths, summed once and returned twice."""
+    n = rows.shape[0] - 1
+    strength = np.zeros((_CHUNKS, 2, classes), dtype=np.float64)  # out, in
+    sums = np.zeros((_CHUNKS, 3), dtype=np.float64)  # total, within, lowest
     for c in numba.prange(_CHUNKS):
-        two_m = within = 0.0
+        total = within = 0.0
         lowest = np.inf
         for i in range(c * n // _CHUNKS, (c + 1) * n // _CHUNKS):
             ci = codes[i]
-            for a in range(k):
-                j = indices[i, a]
-                w, pw = np.float64(weights[i, a]), np.float64(partner_w[i, a])
+            for e in range(rows[i], rows[i + 1]):
+                j = cols[e]
+                if j < 0:
+                    continue
+                w, pw = np.float64(weights[e]), np.float64(partner_w[e])
                 lowest = min(lowest, w)
                 if clip:  # the directed weights, before they are symmetrised
                     w, pw = max(w, 0.0), max(pw, 0.0)
-                fwd, rev = symmetric(w, pw, recip[i, a], mode, weighted)
-                strength[c, ci] += fwd  # s_i gets A_ij; s_j gets A_ji from a one-way edge
-                strength[c, codes[j]] += rev
-                two_m += fwd + rev
-                if codes[j] == ci:
+                fwd, rev = symmetric(w, pw, recip[e], mode, weighted)  # A_ij, and A_ji of a one-way edge
+                cj = codes[j]
+                strength[c, 0, ci] += fwd
+                strength[c, 0, cj] += rev
+                if directed:
+                    strength[c, 1, cj] += fwd
+                    strength[c, 1, ci] += rev
+                total += fwd + rev
+                if cj == ci:
                     within += fwd + rev
-        sums[c, 0], sums[c, 1], sums[c, 2] = two_m, within, lowest
-    class_strength = np.zeros(classes, dtype=np.float64)
-    two_m = within = 0.0
+        sums[c, 0], sums[c, 1], sums[c, 2] = total, within, lowest
+    class_strength = np.zeros((2, classes), dtype=np.float64)
+    total = within = 0.0
     for c in range(_CHUNKS):
         class_strength += strength[c]
-        two_m += sums[c, 0]
+        total += sums[c, 0]
         within += sums[c, 1]
-    return two_m, within, class_strength, sums[:, 2].min()
+    return total, within, class_strength[0], class_strength[1] if directed else class_strength[0], sums[:, 2].min()
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
 def list_faults(indices):
-    """The first row of the (N, k) lists with an index outside [0, N), with itself as a
-    neighbour, and with a repeated neighbour: three ints, -1 where there is none."""
+    """The first row of the (N, k) lists with an index outside [0, N) other than -1 (an
+    empty slot), with itself as a neighbour, and with a repeated neighbour: three ints, -1
+    where there is none."""
     n, k = indices.shape
     first = np.full((min(n, _CHUNKS), 3), n, dtype=np.int64)
     chunks = first.shape[0]
@@ -193,12 +241,12 @@ def list_faults(indices):
         for i in range(c * n // chunks, (c + 1) * n // chunks):
             for a in range(k):
                 j = indices[i, a]
-                if (j < 0 or j >= n) and first[c, 0] == n:
+                if (j < -1 or j >= n) and first[c, 0] == n:
                     first[c, 0] = i
                 if j == i and first[c, 1] == n:
                     first[c, 1] = i
                 for b in range(a):
-                    if indices[i, b] == j and first[c, 2] == n:
+                    if j >= 0 and indices[i, b] == j and first[c, 2] == n:
                         first[c, 2] = i
     out = np.full(3, -1, dtype=np.int64)
     for f in range(3):
@@ -212,31 +260,37 @@ _LANES = 64  # permutations one pass over the edges serves: a cache line of uint
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def permuted_sums(indices, both, strength, codes, classes):
-    """For each labelling p (column p of ``codes``, (N, P)): sum of ``both`` over the edges
-    whose ends share a label, and the (classes,) strength of each label. (P,), (P, classes),
-    float64. Each pass over the edges serves _LANES labellings (one per lane); every sum is
-    taken in edge order, so the result does not depend on the thread count."""
-    n, k = indices.shape
+def permuted_sums(rows, cols, both, s_out, s_in, codes, classes):
+    """For each labelling p (column p of ``codes``, (N, P)): sum of ``both`` over the CSR
+    edges (rows, cols; -1 skipped) whose ends share a label, and the (classes,) out- and
+    in-strength of each label from the nodes' ``s_out`` and ``s_in``. (P,), (P, classes)
+    twice, float64. Each pass over the edges serves _LANES labellings (one per lane); every
+    sum is taken in edge order, so the result does not depend on the thread count."""
+    n = rows.shape[0] - 1
     count = codes.shape[1]
     within = np.zeros(count, dtype=np.float64)
-    class_strength = np.zeros((count, classes), dtype=np.float64)
+    class_out = np.zeros((count, classes), dtype=np.float64)
+    class_in = np.zeros((count, classes), dtype=np.float64)
     for b in numba.prange((count + _LANES - 1) // _LANES):
         p0 = b * _LANES
         lanes = min(_LANES, count - p0)
         acc = np.zeros(_LANES, dtype=np.float64)
-        cs = class_strength[p0 : p0 + lanes]
+        co, cn = class_out[p0 : p0 + lanes], class_in[p0 : p0 + lanes]
         for i in range(n):
             ci = codes[i, p0 : p0 + lanes]
             for t in range(lanes):
-                cs[t, ci[t]] += strength[i]
-            for a in range(k):
-                cj = codes[indices[i, a], p0 : p0 + lanes]
-                w = both[i, a]
+                co[t, ci[t]] += s_out[i]
+                cn[t, ci[t]] += s_in[i]
+            for e in range(rows[i], rows[i + 1]):
+                j = cols[e]
+                if j < 0:
+                    continue
+                cj = codes[j, p0 : p0 + lanes]
+                w = both[e]
                 for t in range(lanes):
                     acc[t] += w if ci[t] == cj[t] else 0.0
         within[p0 : p0 + lanes] = acc[:lanes]
-    return within, class_strength
+    return within, class_out, class_in
 
 
 @numba.njit(inline="always")

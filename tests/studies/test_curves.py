@@ -205,7 +205,7 @@ def test_a_curve_checks_its_rows_labels_and_options_once_at_the_door(monkeypatch
     """Each layer's rows are checked once (not again per subset as they are normalised), the
     labels converted to codes once, and the curve equals modularity graph by graph."""
     import gpugraph._util.convert as convert
-    import gpugraph.graph.modularity as modularity_module
+    import gpugraph.graph.edges as edges_module
     import gpugraph.knn.rows as rows
     import gpugraph.studies.curves as curves_module
 
@@ -221,7 +221,7 @@ def test_a_curve_checks_its_rows_labels_and_options_once_at_the_door(monkeypatch
 
     monkeypatch.setattr(rows, "_refuse_rows", counted("refuse", rows._refuse_rows))
     codes = counted("codes", convert.label_codes)
-    for module in (convert, modularity_module, curves_module):
+    for module in (convert, edges_module, curves_module):
         monkeypatch.setattr(module, "label_codes", codes)
     curve = gg.modularity_curve(acts, labels, k=4, n=60, repeats=4, seed=2)
     assert counts == {"refuse": 3, "codes": 1}  # one per layer; one for the labels

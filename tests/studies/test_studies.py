@@ -10,6 +10,7 @@ from helpers import DEVICES, clustered
 from networkx.algorithms.community import modularity as nx_modularity
 
 import gpugraph as gg
+from gpugraph.graph.edges import edge_rows
 from gpugraph.graph.modularity import _permuted_sums_torch, edge_mass
 from gpugraph.studies.curves import subsets
 
@@ -79,15 +80,19 @@ def test_null_is_seeded_and_the_same_on_every_path(device):
     assert not np.array_equal(a.samples, c.samples)
     # the torch statement of the per-permutation sums, against the compiled pass
     cpu = g.to("cpu")
-    both, strength, two_m = edge_mass(cpu, "mean", True, "keep")
+    both, s_out, s_in, two_m = edge_mass(cpu, "mean", True, "keep")
+    edges = edge_rows(cpu, "mean")
     codes = np.stack([np.random.default_rng(1).permutation(y) for _ in range(70)], axis=1).astype(np.uint8)
     from gpugraph.kernels.graph_cpu import permuted_sums
 
-    w1, s1 = permuted_sums(cpu.indices.numpy(), both.numpy(), strength.numpy(), codes, 5)
-    w2, s2 = _permuted_sums_torch(cpu.indices, both, strength, torch.from_numpy(codes.astype(np.int64)), 5)
+    w1, o1, i1 = permuted_sums(edges.rows.numpy(), edges.cols.numpy(), both.numpy(), s_out.numpy(), s_in.numpy(),
+                               codes, 5)
+    w2, o2, i2 = _permuted_sums_torch(edges, both, s_out, s_in, torch.from_numpy(codes.astype(np.int64)), 5)
     np.testing.assert_allclose(w1, w2, rtol=1e-12)
-    np.testing.assert_allclose(s1, s2, rtol=1e-12)
-    assert s1.sum(axis=1) == pytest.approx(np.full(70, two_m))
+    np.testing.assert_allclose(o1, o2, rtol=1e-12)
+    np.testing.assert_allclose(i1, i2, rtol=1e-12)
+    np.testing.assert_allclose(o1, i1, rtol=1e-12)  # undirected: out- and in-strengths agree
+    assert o1.sum(axis=1) == pytest.approx(np.full(70, two_m))
 
 
 def test_null_of_a_single_class_has_no_z():
