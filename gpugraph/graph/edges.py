@@ -18,7 +18,6 @@ from gpugraph._util.convert import label_codes
 from gpugraph.graph.graph import Graph, rows_of
 from gpugraph.graph.knngraph import KnnGraph, check_mode, symmetric_from
 
-
 # ---- the view every measure reads --------------------------------------------------------
 
 @dataclass(frozen=True)
