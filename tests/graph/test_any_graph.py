@@ -344,3 +344,42 @@ def test_negative_weights_of_a_graph_keep_clip_or_raise():
         community.modularity(graph, [{0, 1}, {2, 3}]), abs=1e-12)
     with pytest.raises(ValueError, match=r"2 directed edges with negative weight \(min -0.5\)"):
         gg.modularity(g, labels, negative="raise")
+
+
+def test_to_cugraph_of_a_graph_names_what_it_needs(monkeypatch):
+    import builtins
+
+    g = gg.Graph.from_edges([0, 1], [1, 2])
+    real = builtins.__import__
+
+    def no_rapids(name, *args, **kwargs):
+        if name in ("cudf", "cugraph"):
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_rapids)
+    with pytest.raises(gg.GpuGraphError, match="pip install cugraph-cu12 cudf-cu12"):
+        g.to_cugraph()
+
+
+def test_to_cugraph_wants_a_graph_on_the_gpu():
+    pytest.importorskip("cugraph", reason="RAPIDS cuGraph is not installed (it needs a CUDA GPU)")
+    with pytest.raises(ValueError, match="to_cugraph needs a graph on a CUDA device"):
+        gg.Graph.from_edges([0, 1], [1, 2]).to_cugraph()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_graph_on_the_gpu_measures_as_on_the_cpu():
+    graph = random_graph("powerlaw", 0)
+    g = gg.Graph.from_networkx(graph)
+    labels = np.arange(g.n) % 5
+    d = g.to("cuda")
+    assert gg.modularity(d, labels) == pytest.approx(gg.modularity(g, labels), abs=1e-12)
+    assert gg.triangles(d, per_node=True).cpu().tolist() == gg.triangles(g, per_node=True).tolist()
+    assert gg.transitivity(d) == pytest.approx(gg.transitivity(g), abs=1e-15)
+    padded, _ = padded_lists(0)
+    assert gg.modularity(padded.to("cuda"), np.arange(padded.n) % 3) == pytest.approx(
+        gg.modularity(padded, np.arange(padded.n) % 3), abs=1e-12)
+    if pytest.importorskip("cugraph", reason="RAPIDS cuGraph is not installed"):
+        back = gg.Graph.from_cugraph(d.to_cugraph())
+        assert (back.to_scipy() != g.to_scipy()).nnz == 0
