@@ -20,6 +20,10 @@ THREADS = 256  # threads per block of every launch
 SORT_CAP = 2048  # topk.cu: entries merged at once in shared memory (a power of two)
 MAX_K = 256  # largest k the selection kernel takes; larger k uses the torch path
 _OPTIONS = ("--std=c++17", f"-DTHREADS={THREADS}", f"-DSORT_CAP={SORT_CAP}", f"-DMAX_K={MAX_K}")
+KERNELS = {  # every kernel launched, by source: tests check these against what NVRTC and nvcc build
+    "topk.cu": ("topk_merge",),
+    "graph.cu": ("edge_partners_f32", "edge_partners_f64", "triangle_count"),
+}
 
 
 def _cupy():
@@ -50,6 +54,8 @@ def _function(name: str, kernel: str, device: torch.device):
 
 
 def _launch(device: torch.device, name: str, kernel: str, blocks: int, args: tuple) -> None:
+    if kernel not in KERNELS.get(name, ()):
+        raise GpuGraphError(f"no kernel {kernel!r} in gpugraph/kernels/{name} (KERNELS lists {KERNELS.get(name)})")
     if blocks == 0:
         return
     cupy = _cupy()

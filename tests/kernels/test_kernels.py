@@ -6,6 +6,9 @@ measures in test_graph.py and test_knn.py also run on CUDA there (DEVICES).
 
 import ctypes
 import importlib.resources
+import importlib.util
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,6 +52,61 @@ def test_kernel_compiles_with_nvcc(tmp_path, name, arch):
         capture_output=True, text=True, check=False,
     )
     assert out.returncode == 0, out.stderr
+
+
+def _nvrtc():
+    """CuPy's NVRTC binding, when CuPy and the NVRTC library are installed (no GPU needed)."""
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+
+        nvrtc.getVersion()
+        return nvrtc
+    except Exception:  # CuPy missing, or its NVRTC library not found
+        return None
+
+
+@pytest.mark.skipif(_nvrtc() is None, reason="CuPy's NVRTC (pip install cupy-cuda13x nvidia-cuda-nvrtc) is missing")
+@pytest.mark.parametrize("name", SOURCES)
+@pytest.mark.parametrize("arch", ["compute_80", "compute_90"])
+def test_nvrtc_builds_every_kernel_launched_with_the_run_time_options(name, arch):
+    # what cupy.RawModule compiles on the device, without one: the package's options, and
+    # the kernel names gpugraph launches (a typo fails here, not on the GPU)
+    nvrtc = _nvrtc()
+    program = nvrtc.createProgram(_kernels.source(name), name, (), ())
+    try:
+        nvrtc.compileProgram(program, (*_kernels._OPTIONS, f"--gpu-architecture={arch}"))
+    except Exception as exc:
+        pytest.fail(f"NVRTC cannot compile {name}: {exc}\n{nvrtc.getProgramLog(program)}")
+    ptx = nvrtc.getPTX(program)
+    ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
+    entries = set(re.findall(r"\.entry\s+(\w+)", ptx))
+    assert entries == set(_kernels.KERNELS[name])
+
+
+def test_a_launch_of_an_unknown_kernel_is_refused():
+    with pytest.raises(gg.GpuGraphError, match=r"no kernel 'topk_merg' in gpugraph/kernels/topk.cu"):
+        _kernels._launch(torch.device("cuda", 0), "topk.cu", "topk_merg", 1, ())
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+def test_nvcc_builds_every_kernel_without_spills_at_half_occupancy_or_more():
+    # benchmarks/kernel_resources.py: nvcc's --resource-usage at the launch shape, sm_80 and sm_90
+    spec = importlib.util.spec_from_file_location(
+        "kernel_resources", Path(__file__).resolve().parents[2] / "benchmarks" / "kernel_resources.py")
+    resources = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(resources)
+    for name, kernels in _kernels.KERNELS.items():
+        assert set(resources.resources(name, "sm_80")) == set(kernels)
+    rows = resources.table(["sm_80", "sm_90"])
+    assert len(rows) == 2 * sum(len(k) for k in _kernels.KERNELS.values())
+    for r in rows:
+        assert r["spill_stores"] == r["spill_loads"] == 0, r
+        assert r["occupancy"] >= 0.5, r
+    # the occupancy arithmetic, by hand for the A100: 48 registers x 32 lanes = 1536 a warp, 8
+    # warps a block = 12288, 65536 // 12288 = 5 blocks = 40 of 64 warps
+    assert resources.occupancy(48, 16392, 256, "sm_80") == (40 / 64, 5, "registers")
+    assert resources.occupancy(20, 0, 256, "sm_80") == (1.0, 8, "threads")
+    assert resources.occupancy(16, 60_000, 256, "sm_80")[1:] == (2, "shared memory")  # 164 KiB // 61 024 B
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
@@ -249,18 +307,32 @@ def test_oriented_csr_finds_every_triangle_once(seed):
 # ---- the kernel sources run on the host (tests/kernels/cuda_host/shim.h) ---------------------------
 
 
+SANITIZE = os.environ.get("GPUGRAPH_SANITIZE", "")  # "address" (with undefined) or "thread": make sanitize
+HOST_THREADS = int(os.environ.get("GPUGRAPH_HOST_THREADS", "32"))
+_SANITIZERS = {"": [], "address": ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"],
+               "thread": ["-fsanitize=thread"]}
+
+
 @pytest.fixture(scope="module")
 def host_kernels(tmp_path_factory):
-    """kernels/*.cu compiled as C++ with a CUDA shim: every CUDA thread a std::thread."""
+    """kernels/*.cu compiled as C++ with a CUDA shim: every CUDA thread a std::thread.
+
+    By default 32 threads a block (the GPU uses 256; the kernels take any multiple of 32):
+    fewer std::threads to start, and the candidate buffer flushes more often. ``make
+    sanitize`` builds it at the GPU's 256 (GPUGRAPH_HOST_THREADS) with AddressSanitizer and
+    UndefinedBehaviorSanitizer, then with ThreadSanitizer (GPUGRAPH_SANITIZE), the process
+    started with the sanitizer's runtime preloaded."""
     if shutil.which("g++") is None:
         pytest.skip("g++ is not installed")
+    if SANITIZE not in _SANITIZERS:
+        pytest.fail(f"GPUGRAPH_SANITIZE must be one of {sorted(_SANITIZERS)}, got {SANITIZE!r}")
     here = Path(__file__).parent / "cuda_host"
     lib = tmp_path_factory.mktemp("host") / "kernels.so"
-    # 32 threads a block (the GPU uses 256; the kernels take any multiple of 32): fewer
-    # std::threads to start, and the candidate buffer flushes more often
-    defines = ["-DTHREADS=32", f"-DSORT_CAP={_kernels.SORT_CAP}", f"-DMAX_K={_kernels.MAX_K}"]
+    defines = [f"-DTHREADS={HOST_THREADS}", f"-DSORT_CAP={_kernels.SORT_CAP}", f"-DMAX_K={_kernels.MAX_K}"]
+    flags = _SANITIZERS[SANITIZE] + (["-g", "-fno-omit-frame-pointer"] if SANITIZE else [])
     out = subprocess.run(
-        ["g++", "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", *defines, str(here / "launch.cpp"), "-o", str(lib)],
+        ["g++", "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", *flags, *defines, str(here / "launch.cpp"),
+         "-o", str(lib)],
         capture_output=True, text=True, check=False,
     )
     assert out.returncode == 0, out.stderr
