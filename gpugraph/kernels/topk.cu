@@ -90,6 +90,9 @@ __device__ void rescore(float* sv, const int* si, int k, int count, const float*
         for (int o = 16; o > 0; o >>= 1) ab += __shfl_xor_sync(0xffffffffu, ab, o);
         if (lane == 0) sv[k + c] = (float)fmin(1.0, fmax(-1.0, (double)ab / sqrt((double)nrow * (double)nc[q])));
     }
+    // Not needed by the one caller (merge_sorted writes only past these entries before its own
+    // first barrier; make sanitize finds no race without it) but kept: rescore's contract is
+    // that its scores are visible to the whole block when it returns.
     __syncthreads();
 }
 

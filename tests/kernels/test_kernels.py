@@ -385,6 +385,26 @@ def test_topk_source_on_the_host_follows_its_contract(host_kernels, k):
     np.testing.assert_array_equal(hv, ref[0].numpy())
 
 
+@pytest.mark.parametrize("k", [1, _kernels.MAX_K])
+def test_topk_source_on_the_host_takes_ids_up_to_the_int32_limit(host_kernels, k):
+    # the kernel keeps ids as int32 in shared memory; the wrapper admits ids up to 2^31 - 2:
+    # a ragged tile (45 x 700) whose rows and columns end there, ties among its values
+    rng = np.random.default_rng(k)
+    rows, cols = 45, 700
+    tile = np.round(rng.normal(size=(rows, cols)), 1).astype(np.float32)
+    col0 = 2**31 - 2 - cols
+    row_id0 = col0 + 100  # rows and columns overlap: the pairs of equal ids are skipped
+    hv, hi = np.full((rows, k), -np.inf, np.float32), np.full((rows, k), -1, np.int64)
+    _host_merge(host_kernels, tile, 0, col0, hv, hi, row_id0=row_id0)
+    rv, ri = torch.full((rows, k), -float("inf")), torch.full((rows, k), -1, dtype=torch.int64)
+    _kernel_contract(torch.from_numpy(tile), 0, col0, rv, ri, row_id0=row_id0)
+    np.testing.assert_array_equal(hi, ri.numpy())
+    np.testing.assert_array_equal(hv, rv.numpy())
+    assert col0 <= hi.min() and hi.max() <= 2**31 - 3 and (k == 1 or hi.max() == 2**31 - 3)
+    with pytest.raises(ValueError, match=r"must lie in 0..2\^31 - 2"):
+        _kernels.topk_merge(torch.from_numpy(tile), 0, col0 + 1, torch.from_numpy(hv), torch.from_numpy(hi))
+
+
 @pytest.mark.parametrize("k", [3, 250])
 def test_topk_source_on_the_host_flushes_a_long_row_many_times(host_kernels, k):
     # 5000 columns against an empty state: the candidate buffer (2048 - k) fills repeatedly
