@@ -232,14 +232,7 @@ class Graph:
     def to_cugraph(self):
         """The graph as a ``cugraph.Graph`` built on the GPU (edges once each when undirected,
         weights in column "weight"); the graph must be on a CUDA device."""
-        try:
-            import cudf
-            import cugraph
-        except ImportError as exc:
-            raise GpuGraphError(
-                "to_cugraph needs RAPIDS cuGraph and cuDF, which are not installed; "
-                "pip install cugraph-cu12 cudf-cu12 (see docs.rapids.ai/install), or use to_scipy / to_networkx"
-            ) from exc
+        cudf, cugraph = rapids()
         if not self._indices.is_cuda:
             raise ValueError(f"to_cugraph needs a graph on a CUDA device, this one is on {self.device}; "
                              "call .to('cuda') first")
@@ -253,6 +246,19 @@ class Graph:
 
 
 # ---- CSR helpers -------------------------------------------------------------------------
+
+def rapids():
+    """(cudf, cugraph), or a GpuGraphError that says how to install them."""
+    try:
+        import cudf
+        import cugraph
+    except ImportError as exc:
+        raise GpuGraphError(
+            "to_cugraph needs RAPIDS cuGraph and cuDF, which are not installed; "
+            "pip install cugraph-cu12 cudf-cu12 (see docs.rapids.ai/install), or use to_scipy / to_networkx"
+        ) from exc
+    return cudf, cugraph
+
 
 def rows_of(indptr: torch.Tensor) -> torch.Tensor:
     return torch.arange(len(indptr) - 1, device=indptr.device).repeat_interleave(torch.diff(indptr))

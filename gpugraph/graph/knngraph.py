@@ -18,9 +18,8 @@ import numpy as np
 import torch
 
 from gpugraph._util.convert import as_tensor
-from gpugraph._util.errors import GpuGraphError
 from gpugraph._util.version import __version__
-from gpugraph.graph.graph import Graph, coalesce
+from gpugraph.graph.graph import Graph, coalesce, rapids
 from gpugraph.kernels import cuda as _kernels
 
 MODES = ("mean", "max", "mutual")
@@ -214,15 +213,7 @@ class KnnGraph:
         Each undirected edge is passed once (row < column) with its weight in column
         "weight"; the graph must be on a CUDA device.
         """
-        try:
-            import cudf
-            import cugraph
-        except ImportError as exc:
-            raise GpuGraphError(
-                "to_cugraph needs RAPIDS cuGraph and cuDF, which are not installed; "
-                "pip install cugraph-cu12 cudf-cu12 (see docs.rapids.ai/install), "
-                "or use to_scipy / to_networkx"
-            ) from exc
+        cudf, cugraph = rapids()
         if not self._indices.is_cuda:
             raise ValueError(f"to_cugraph needs a graph on a CUDA device, this one is on {self.device}; "
                              "call .to('cuda') first")
