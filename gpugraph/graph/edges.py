@@ -73,6 +73,8 @@ def edge_rows(g, mode: str | None = None) -> EdgeRows:
         if mode is not None:
             raise ValueError(f"mode={mode!r} symmetrises the lists of a KnnGraph; a Graph is used as it is "
                              "(build it undirected, or from a KnnGraph with g.to_graph(mode))")
+        # an undirected Graph lists every edge in both rows; the orientation reads this (a
+        # directed Graph's is never read: the counts refuse directed graphs)
         recip = torch.ones(len(g.indices), dtype=torch.bool, device=g.device)
         return EdgeRows(g.indptr, g.indices, g.weights, recip, g.weights, "as is", g.directed)
     mode = "mean" if mode is None else mode
