@@ -157,7 +157,10 @@ def edge_mass(g, mode: str | None, weighted: bool, negative: str):
     """The adjacency's mass in float64: ``both`` (E,), all of A_ij + A_ji that edge e = i -> j
     carries (0 at an empty slot); the nodes' out- and in-strengths (N,) each (equal when A is
     symmetric); the total mass. Negative weights as :func:`modularity`'s ``negative`` says."""
-    edges = edge_rows(g, mode)
+    return _edge_mass(edge_rows(g, mode), weighted, negative)
+
+
+def _edge_mass(edges, weighted: bool, negative: str):
     if negative == "raise" and weighted:
         present = edges.cols >= 0
         if bool((edges.weights[present] < 0).any()):
@@ -277,7 +280,7 @@ def null_of(g, codes: torch.Tensor, classes: int, permutations: int, seed: int =
     """:func:`modularity_null` below its door, as :func:`modularity_of` is :func:`modularity`'s."""
     q = modularity_of(g, codes, classes, mode, weighted, resolution, negative)
     edges = edge_rows(g, mode)
-    both, s_out, s_in, total = edge_mass(g, mode, weighted, negative)
+    both, s_out, s_in, total = _edge_mass(edges, weighted, negative)
     rng = np.random.default_rng(seed)
     codes = codes.cpu().numpy().astype(np.min_scalar_type(max(classes - 1, 0)))
     batch = max(64, (1 << 28) // max(1, g.n * codes.itemsize) // 64 * 64)  # codes of a batch: <= 256 MB

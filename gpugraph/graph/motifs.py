@@ -56,12 +56,19 @@ def _union(g) -> EdgeRows:
 
 
 def _triangles(edges: EdgeRows, per_node: bool):
-    indptr, cols = oriented_csr(edges)
-    if edges.device.type == "cuda":
-        total, nodes, _ = _kernels.triangle_count(indptr, cols, per_node=per_node)
-        return nodes if per_node else total
-    total, nodes, _ = _count(indptr.numpy(), cols.numpy(), per_node=per_node)
-    return torch.from_numpy(nodes) if per_node else total
+    total, nodes, _ = _counts(*oriented_csr(edges), per_node=per_node)
+    return nodes if per_node else total
+
+
+def _counts(indptr: torch.Tensor, cols: torch.Tensor, *, per_node: bool = False, codes: torch.Tensor | None = None):
+    """(total, per-node counts as an (N,) int64 tensor or None, [same, pair, distinct] or
+    None) of an oriented CSR graph: the CUDA kernel for CUDA tensors, the compiled pass else."""
+    if indptr.is_cuda:
+        return _kernels.triangle_count(indptr, cols, labels=None if codes is None else codes.contiguous(),
+                                       per_node=per_node)
+    total, nodes, kinds = _count(indptr.numpy(), cols.numpy(), per_node=per_node,
+                                 labels=None if codes is None else codes.numpy())
+    return total, torch.from_numpy(nodes) if per_node else None, kinds
 
 
 def motifs(g, labels) -> dict[str, int]:
@@ -95,11 +102,7 @@ def motifs(g, labels) -> dict[str, int]:
 
 def motifs_of(g, codes: torch.Tensor) -> dict[str, int]:
     """:func:`motifs` below its door: a checked graph and int64 class ``codes`` on its device."""
-    indptr, cols = oriented_csr(_union(g))
-    if g.device.type == "cuda":
-        _, _, counts = _kernels.triangle_count(indptr, cols, labels=codes.contiguous())
-    else:
-        _, _, counts = _count(indptr.numpy(), cols.numpy(), labels=codes.numpy())
+    _, _, counts = _counts(*oriented_csr(_union(g)), codes=codes)
     return dict(zip(("same", "pair", "distinct"), counts))
 
 
@@ -143,15 +146,10 @@ def _triangles_and_degrees(g, per_node: bool):
     check_undirected(g, "clustering" if per_node else "transitivity")
     edges = _union(g)
     indptr, cols = oriented_csr(edges)
-    if edges.device.type == "cuda":
-        total, nodes, _ = _kernels.triangle_count(indptr, cols, per_node=per_node)
-    else:
-        total, nodes, _ = _count(indptr.numpy(), cols.numpy(), per_node=per_node)
-        nodes = torch.from_numpy(nodes) if per_node else None
-    tri = nodes if per_node else total
+    total, nodes, _ = _counts(indptr, cols, per_node=per_node)
     # each undirected edge is once in the oriented graph: out of one end, into the other
     degree = torch.diff(indptr) + torch.bincount(cols, minlength=edges.n)
-    return tri, degree
+    return nodes if per_node else total, degree
 
 
 def oriented_csr(edges: EdgeRows) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,6 +8,7 @@ its row block and its column block: half the GEMM work of a plain blocked search
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 
@@ -181,17 +182,16 @@ def search(rows: RowBlocks, k: int, tile: int, precision: str, selector, bar=_pr
     """(indices, float32 weights) of the k-NN of the unit rows: the upper tiles of X X^T,
     walked once (the tiles a checkpoint holds skipped, its lists taken instead)."""
     top = TopK(rows.n, k, rows.dtype, rows.device)
-    if checkpoint is None:
-        walk(selector, top, rows, 0, tile=tile, precision=precision, bar=bar)
-    else:
+    start, after, guard = 0, None, contextlib.nullcontext()
+    if checkpoint is not None:
         checkpoint.tile, checkpoint.total = tile, len(tiles(rows.n, None, tile, k))
-        start = checkpoint.restore(top)
-        with checkpoint.guard(top):
-            walk(selector, top, rows, 0, tile=tile, precision=precision, bar=bar, start=start,
-                 after=lambda done: checkpoint.after(top, done))
-    top.sort()
+        start, guard = checkpoint.restore(top), checkpoint.guard(top)
+        after = lambda done: checkpoint.after(top, done)  # noqa: E731
+    with guard:
+        walk(selector, top, rows, 0, tile=tile, precision=precision, bar=bar, start=start, after=after)
     if checkpoint is not None:
         checkpoint.finish()
+    top.sort()
     return as_float32_lists(top.values, top.indices)
 
 

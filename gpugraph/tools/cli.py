@@ -358,7 +358,7 @@ def _prune(args) -> int:
         report["pruned"] = {**model_cost(pruned, one), "accuracy": accuracy(pruned, x_test, y_test)}
         if args.bn and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in pruned.modules()):
             print("re-estimating the pruned model's batch-norm statistics on the training data")
-            pruned = recalibrate_bn(copy.deepcopy(pruned), x)
+            pruned = recalibrate_bn(pruned, x)  # prune returned a copy of its own
             report["recalibrated"] = {"accuracy": accuracy(pruned, x_test, y_test)}
         if args.epochs:
             print(f"fine-tuning the pruned model for {args.epochs} epochs")
