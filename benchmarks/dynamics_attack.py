@@ -10,7 +10,8 @@ trains DemoNet, writing curves.jsonl; the heat map of epochs x layers goes to
 dynamics.png. Attack: FGSM and PGD (L-infinity, --steps steps) at each --eps on the 1000 test
 signals (unit variance, unbounded); the clean and the attacked curve are taken on the same
 samples, those classified correctly whose attack succeeded, with z-scores against --null
-label permutations. Prints the tables, writes attack.json and attack.png under --out.
+label permutations; the attacked curve is read against the true labels and against the
+model's predicted labels on the attacked signals (gpugraph.attacks.Attack.labels). Prints the tables, writes attack.json and attack.png under --out.
 """
 
 from __future__ import annotations
@@ -64,22 +65,27 @@ def main() -> None:
                 gg.attacks.pgd(model, x_test, y_test, eps, steps=args.steps, seed=args.seed)
             keep = hit.mask
             n = min(200, int(keep.sum()) // 5)
-            curves = {}
-            for name, xs in (("clean", x_test[keep]), (attack, hit.x[keep])):
-                acts = gg.capture(model, (xs, y_test[keep]), include_input=True)
-                curves[name] = gg.modularity_curve(acts, k=3, n=n, repeats=5, seed=args.seed, null=args.null)
-            clean, bad = curves["clean"], curves[attack]
+            clean = gg.modularity_curve(gg.capture(model, (x_test[keep], y_test[keep]), include_input=True),
+                                        k=3, n=n, repeats=5, seed=args.seed, null=args.null)
+            acts = gg.capture(model, (hit.x[keep], y_test[keep]), include_input=True)
+            bad = {which: gg.modularity_curve(acts, hit.labels(y_test, which), k=3, n=n, repeats=5, seed=args.seed,
+                                              null=args.null) for which in ("true", "predicted")}
             print(f"\n{attack} eps={eps}: accuracy {hit.clean_accuracy:.1%} clean, {hit.attacked_accuracy:.1%} "
-                  f"attacked; curves on {int(keep.sum())} correct-and-fooled signals (5 subsets of {n}, k = 3)")
-            print(f"{'layer':<{width}}  {'clean':>14}  {'attacked':>14}  {'z clean':>7}  {'z att.':>7}")
+                  f"attacked; curves on {int(keep.sum())} correct-and-fooled signals (5 subsets of {n}, k = 3); "
+                  "attacked against the true and the predicted labels")
+            print(f"{'layer':<{width}}  {'clean':>14}  {'att. true':>14}  {'att. predicted':>14}  {'z clean':>7}  "
+                  f"{'z true':>7}  {'z pred.':>7}")
             for j, name in enumerate(layers):
-                print(f"{name:<{width}}  {clean.mean[j]:6.3f}+-{clean.std[j]:.3f}  {bad.mean[j]:6.3f}+-{bad.std[j]:.3f}"
-                      f"  {clean.z[j]:7.1f}  {bad.z[j]:7.1f}")
+                t, p_ = bad["true"], bad["predicted"]
+                print(f"{name:<{width}}  {clean.mean[j]:6.3f}+-{clean.std[j]:.3f}  {t.mean[j]:6.3f}+-{t.std[j]:.3f}"
+                      f"  {p_.mean[j]:6.3f}+-{p_.std[j]:.3f}  {clean.z[j]:7.1f}  {t.z[j]:7.1f}  {p_.z[j]:7.1f}")
             report["attacks"][f"{attack} {eps}"] = {
                 "clean_accuracy": hit.clean_accuracy, "attacked_accuracy": hit.attacked_accuracy,
-                "samples": int(keep.sum()), "clean": clean.to_dict(), "attacked": bad.to_dict()}
+                "samples": int(keep.sum()), "clean": clean.to_dict(), "attacked": bad["true"].to_dict(),
+                "attacked_predicted_labels": bad["predicted"].to_dict()}
             if attack == "pgd" and eps == max(args.eps):
-                clean.plot(out / "attack.png", label="clean", others={f"PGD eps={eps}": bad})
+                clean.plot(out / "attack.png", label="clean", others={
+                    f"PGD eps={eps}, true labels": bad["true"], f"PGD eps={eps}, predicted labels": bad["predicted"]})
     report["seconds"] = time.perf_counter() - start
     (out / "attack.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     print(f"\nwrote {out / 'dynamics.png'}, {jsonl}, {out / 'attack.json'} and {out / 'attack.png'} "

@@ -4,6 +4,13 @@ Lu et al. (2022) show that the modularity curve of adversarial inputs collapses 
 layers. As there, an attack keeps only the samples the model classified correctly and whose
 attack succeeded (``mask``): the clean and the attacked curve are then taken on the same
 samples. Plain torch; the model's train/eval mode is restored, its gradients untouched.
+
+Which labels the attacked curve is read against decides the question it answers. Against the
+true labels (``y``), the curve on fooled samples must fall where the model decides: every kept
+sample is now classified wrongly, so the collapse says the attack worked, not how. Against
+the model's own labels on the attacked inputs (``predicted``), it asks whether the attacked
+samples still form class clusters, only around the wrong classes: on the demo network they do
+(the curve stays high in the deep layers, benchmarks/dynamics_attack.py).
 """
 
 from __future__ import annotations
@@ -27,11 +34,27 @@ class Attack:
     mask : (N,) bool, correct on the clean input and wrong on the attacked one: the samples
         a clean-versus-attacked comparison uses
     correct, fooled : (N,) bool, right on the clean input; wrong on the attacked one
+    predicted : (N,) int64, the model's class for each attacked input (the labels to read the
+        attacked curve against for "predicted", ``labels(y, "predicted")``)
     """
 
     x: torch.Tensor
     correct: torch.Tensor
     fooled: torch.Tensor
+    predicted: torch.Tensor
+
+    def labels(self, y, which: str = "true") -> torch.Tensor:
+        """The labels of the kept samples (``mask``) to read the attacked curve against:
+        ``"true"``, the given y; ``"predicted"``, the model's classes on the attacked inputs."""
+        if which == "true":
+            y = torch.as_tensor(y)
+            if y.shape != self.correct.shape:
+                raise ValueError(f"y must hold the {len(self.correct)} labels the attack was run with, "
+                                 f"got shape {tuple(y.shape)}")
+            return y[self.mask.to(y.device)]
+        if which == "predicted":
+            return self.predicted[self.mask]
+        raise ValueError(f'which must be "true" or "predicted", got {which!r}')
 
     @property
     def mask(self) -> torch.Tensor:
@@ -82,7 +105,7 @@ def pgd(model: nn.Module, x, y, eps: float, alpha: float | None = None, steps: i
     gen = torch.Generator(device=device).manual_seed(seed)
     was = model.training
     model.eval()
-    out, right, fooled = [], [], []
+    out, right, predicted = [], [], []
     try:
         for i in range(0, len(x), batch_size):
             xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
@@ -97,13 +120,14 @@ def pgd(model: nn.Module, x, y, eps: float, alpha: float | None = None, steps: i
                 adv = _project(adv.detach() + alpha * grad.sign(), xb, eps, bounds)
             with torch.no_grad():
                 right.append((model(xb).argmax(1) == yb).cpu())
-                fooled.append((model(adv).argmax(1) != yb).cpu())
+                predicted.append(model(adv).argmax(1).cpu())
             out.append(adv.detach().to(x.device))
     finally:
         model.train(was)
     if not out:
         raise ValueError("x holds no samples")
-    return Attack(torch.cat(out), torch.cat(right), torch.cat(fooled))
+    predicted = torch.cat(predicted)
+    return Attack(torch.cat(out), torch.cat(right), predicted != y.cpu(), predicted)
 
 
 def _project(adv, x, eps, bounds):

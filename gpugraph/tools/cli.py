@@ -102,6 +102,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--attack", default=None, choices=["fgsm", "pgd"],
                    help="also draw the curve of adversarial inputs (L-infinity), beside the clean curve on the "
                    "same samples: those classified correctly whose attack succeeded")
+    c.add_argument("--attack-labels", default="both", choices=["true", "predicted", "both"],
+                   help="read the attacked curve against the true labels (it falls where the model is fooled), "
+                   "the model's own labels on the attacked inputs (do they still cluster, around the wrong "
+                   "classes?), or draw both (default: %(default)s)")
     c.add_argument("--eps", type=float, default=None, help="the attack's L-infinity budget (needed with --attack)")
     c.add_argument("--steps", type=_positive, default=10, help="PGD steps (default: %(default)s)")
     c.add_argument("--bounds", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
@@ -254,7 +258,7 @@ def _curve(args) -> int:
     curves = {}
     for path, name in zip(args.model, names):
         model = load_model(path, device, args.imports)
-        inputs = {name: (x, y)}
+        inputs = {name: (x, y, {"": None})}
         if args.attack:
             kw = {"bounds": args.bounds, "batch_size": args.batch_size}
             hit = attacks.fgsm(model, x, y, args.eps, **kw) if args.attack == "fgsm" else \
@@ -263,12 +267,17 @@ def _curve(args) -> int:
             print(f"{name}: {args.attack} eps={args.eps}: accuracy {hit.clean_accuracy:.1%} clean, "
                   f"{hit.attacked_accuracy:.1%} attacked; {int(keep.sum())} samples correct and fooled")
             n = _subset_size(n, args.repeats, int(keep.sum()), "the attack (correct and fooled samples)")
-            inputs = {f"{name} clean": (x[keep], y[keep]), f"{name} {args.attack}": (hit.x[keep], y[keep])}
-        for label, data in inputs.items():
-            acts = capture(model, data, layers=args.layers, reduce=args.reduce,
+            which = ["true", "predicted"] if args.attack_labels == "both" else [args.attack_labels]
+            inputs = {f"{name} clean": (x[keep], y[keep], {"": None}),
+                      f"{name} {args.attack}": (hit.x[keep], y[keep],
+                                                {f" ({w} labels)": hit.labels(y, w) for w in which})}
+        for label, (xs, ys, readings) in inputs.items():
+            acts = capture(model, (xs, ys), layers=args.layers, reduce=args.reduce,
                            batch_size=args.batch_size, progress=args.progress, include_input=args.include_input)
-            curves[label] = modularity_curve(acts, k=args.k, n=n, repeats=args.repeats, seed=args.seed,
-                                             mode=args.mode, progress=args.progress, null=args.null)
+            for suffix, labels in readings.items():
+                curves[label + suffix] = modularity_curve(acts, labels, k=args.k, n=n, repeats=args.repeats,
+                                                          seed=args.seed, mode=args.mode, progress=args.progress,
+                                                          null=args.null)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for label, curve in curves.items():
