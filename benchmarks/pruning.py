@@ -12,6 +12,9 @@ signals (5 subsets of 200, k = 3): the selection never sees the test signals. Th
 - random: L blocks drawn at random (with the seed) from all removable blocks;
 - last: the plain rule "the last blocks of each stage" (the last block of stage 1, 2, 3,
   then the second-to-last of each, ..., skipping blocks that cannot go);
+- lsim: GBS's layer similarity on the same held-out signals (``gg.prune_plan(acts,
+  by="lsim", count=L)``): L times, the block whose dense LSim with the last kept layer is
+  highest, i.e. that changes the samples' graph least;
 - oracle: greedily, the block whose removal keeps the highest held-out accuracy (batch
   norms re-estimated), L times: a ceiling that looks at the labels of the held-out signals.
 
@@ -40,7 +43,16 @@ import gpugraph as gg
 from gpugraph.models.training import accuracy, fit, recalibrate_bn
 from gpugraph.tools.demo import ResBlock1d, mnist1d_data
 
-VARIANTS = ("plan", "random", "last", "oracle")
+VARIANTS = ("plan", "lsim", "random", "last", "oracle")
+PAIRS = (
+    ("plan", "random"),
+    ("plan", "last"),
+    ("lsim", "random"),
+    ("lsim", "last"),
+    ("lsim", "plan"),
+    ("oracle", "plan"),
+    ("oracle", "lsim"),
+)
 STAGES = ("cut", "recalibrated", "finetuned")
 
 
@@ -85,7 +97,7 @@ def oracle(model, removable: list[str], count: int, example, train, held) -> lis
     for _ in range(count):
         scores = {}
         for name in (n for n in removable if n not in chosen):
-            pruned = recalibrate_bn(gg.prune(model, chosen + [name], example=example), train[0])
+            pruned = recalibrate_bn(gg.prune(model, [*chosen, name], example=example), train[0])
             scores[name] = accuracy(pruned, *held)
         chosen.append(max(scores, key=lambda n: (scores[n], -removable.index(n))))
     return chosen
@@ -107,23 +119,33 @@ def one_seed(seed: int, args, data) -> dict:
     curve = gg.modularity_curve(acts, k=3, n=min(200, args.held_out // 5), repeats=5, seed=seed)
     plan = gg.prune_plan(curve, model, args.tol, example=example)
     count = len(plan.layers)
-    out = {"seed": seed, "base": accuracy(model, x_test, y_test), "layers": curve.layers,
-           "curve": curve.mean.round(4).tolist(), "removable": plan.removable, "chosen": {"plan": plan.layers}}
+    out = {
+        "seed": seed,
+        "base": accuracy(model, x_test, y_test),
+        "layers": curve.layers,
+        "curve": curve.mean.round(4).tolist(),
+        "removable": plan.removable,
+        "chosen": {"plan": plan.layers},
+    }
     if count:
         rng = np.random.default_rng(seed)
-        out["chosen"]["random"] = sorted(rng.choice(plan.removable, size=count, replace=False).tolist(),
-                                         key=curve.layers.index)
+        out["chosen"]["random"] = sorted(
+            rng.choice(plan.removable, size=count, replace=False).tolist(), key=curve.layers.index
+        )
         out["chosen"]["last"] = last_blocks(plan.removable, args.blocks, count)
+        out["chosen"]["lsim"] = gg.prune_plan(acts, model, by="lsim", count=count, example=example).layers
         out["chosen"]["oracle"] = oracle(model, plan.removable, count, example, (x, y), held)
         cost = gg.model_cost(model, x_test[:1])
         for variant, layers in out["chosen"].items():
             pruned = gg.prune(model, layers, example=example)
             recalibrated = recalibrate_bn(copy.deepcopy(pruned), x)
             tuned = fit(copy.deepcopy(recalibrated), x, y, args.finetune, lr=args.finetune_lr, seed=seed, log=None)
-            out[variant] = {"cut": accuracy(pruned, x_test, y_test),
-                            "recalibrated": accuracy(recalibrated, x_test, y_test),
-                            "finetuned": accuracy(tuned, x_test, y_test),
-                            "params_removed": 1 - gg.model_cost(pruned, x_test[:1])["params"] / cost["params"]}
+            out[variant] = {
+                "cut": accuracy(pruned, x_test, y_test),
+                "recalibrated": accuracy(recalibrated, x_test, y_test),
+                "finetuned": accuracy(tuned, x_test, y_test),
+                "params_removed": 1 - gg.model_cost(pruned, x_test[:1])["params"] / cost["params"],
+            }
     # how the plan moves with the curve's k and n (same held-out signals)
     out["plans_by_k"] = {k: plan_of(model, acts, example, k, 200, seed, args.tol) for k in (3, 5, 7, 9, 11)}
     sizes = [n for n in (100, 200, 500, 1000, 2000) if n <= args.held_out]
@@ -138,24 +160,34 @@ def jaccard(a, b) -> float:
 
 def report(runs: list[dict], args) -> None:
     have = [r for r in runs if "plan" in r]
-    print(f"\nDeepResNet1d, 3 x {args.blocks} blocks; {args.train} training signals, {args.held_out} others held out "
-          f"for the curve (k = 3, 5 x 200) and the oracle, 1000 test signals; {args.epochs} epochs; fine-tuning "
-          f"{args.finetune} epochs (lr {args.finetune_lr}); tol {args.tol}; seeds {args.seeds}")
+    print(
+        f"\nDeepResNet1d, 3 x {args.blocks} blocks; {args.train} training signals, {args.held_out} others held out "
+        f"for the curve (k = 3, 5 x 200) and the oracle, 1000 test signals; {args.epochs} epochs; fine-tuning "
+        f"{args.finetune} epochs (lr {args.finetune_lr}); tol {args.tol}; seeds {args.seeds}"
+    )
     print(f"seeds whose plan removes nothing: {len(runs) - len(have)} of {len(runs)}")
     if not have:
         return
-    print(f"blocks removed: {', '.join(str(len(r['chosen']['plan'])) for r in have)} "
-          f"(original accuracy {100 * np.mean([r['base'] for r in runs]):.1f} +- "
-          f"{100 * np.std([r['base'] for r in runs]):.1f}%)")
+    print(
+        f"blocks removed: {', '.join(str(len(r['chosen']['plan'])) for r in have)} "
+        f"(original accuracy {100 * np.mean([r['base'] for r in runs]):.1f} +- "
+        f"{100 * np.std([r['base'] for r in runs]):.1f}%)"
+    )
     print("\n| removed by | params removed | as cut | BN re-estimated | fine-tuned |")
     print("|---|---|---|---|---|")
-    ms = lambda v: f"{100 * np.mean(v):.1f} +- {100 * np.std(v):.1f}%"  # noqa: E731
+
+    def ms(v) -> str:
+        return f"{100 * np.mean(v):.1f} +- {100 * np.std(v):.1f}%"
+
     for variant in VARIANTS:
-        print(f"| {variant} | {ms([r[variant]['params_removed'] for r in have])} | "
-              + " | ".join(ms([r[variant][s] for r in have]) for s in STAGES) + " |")
+        print(
+            f"| {variant} | {ms([r[variant]['params_removed'] for r in have])} | "
+            + " | ".join(ms([r[variant][s] for r in have]) for s in STAGES)
+            + " |"
+        )
     print("\n| paired, per seed | as cut | BN re-estimated | fine-tuned |")
     print("|---|---|---|---|")
-    for a, b in (("plan", "random"), ("plan", "last"), ("oracle", "plan")):
+    for a, b in PAIRS:
         cells = []
         for stage in STAGES:
             diff = np.array([r[a][stage] - r[b][stage] for r in have])
@@ -166,15 +198,18 @@ def report(runs: list[dict], args) -> None:
     print("\nstability of the plan (Jaccard with the k = 3, n = 200 plan, mean over seeds):")
     for key, label in (("plans_by_k", "k"), ("plans_by_n", "n")):
         values = sorted({v for r in runs for v in map(int, r[key])})
-        cells = [f"{label} = {v}: {np.mean([jaccard(r[key][v], r['chosen']['plan']) for r in runs]):.2f}"
-                 for v in values]
+        cells = [
+            f"{label} = {v}: {np.mean([jaccard(r[key][v], r['chosen']['plan']) for r in runs]):.2f}" for v in values
+        ]
         print("  " + ", ".join(cells))
     counts: dict[str, int] = {}
     for r in runs:
         for name in r["chosen"]["plan"]:
             counts[name] = counts.get(name, 0) + 1
-    print("blocks the plan removed, over the seeds: "
-          + ", ".join(f"{n} x{c}" for n, c in sorted(counts.items(), key=lambda t: int(t[0].split('.')[-1]))))
+    print(
+        "blocks the plan removed, over the seeds: "
+        + ", ".join(f"{n} x{c}" for n, c in sorted(counts.items(), key=lambda t: int(t[0].split(".")[-1])))
+    )
 
 
 def main() -> None:
@@ -200,8 +235,9 @@ def main() -> None:
     for seed in args.seeds:
         r = one_seed(seed, args, data)
         runs.append(r)
-        line = "; ".join(f"{v} {r['chosen'][v]}: " + ", ".join(f"{r[v][s]:.1%}" for s in STAGES)
-                         for v in VARIANTS if v in r)
+        line = "; ".join(
+            f"{v} {r['chosen'][v]}: " + ", ".join(f"{r[v][s]:.1%}" for s in STAGES) for v in VARIANTS if v in r
+        )
         print(f"seed {seed} ({r['base']:.1%}): {line or 'the plan removes nothing'}", flush=True)
     report(runs, args)
     print(f"({time.perf_counter() - start:.0f} s)")

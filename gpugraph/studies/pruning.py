@@ -1,5 +1,6 @@
-"""Layer pruning guided by the modularity curve (Lu et al., 2022): what a model costs, which
-layers the curve says can go, and a copy of the model without them.
+"""Layer pruning guided by the modularity curve (Lu et al., 2022) or by layer similarity (GBS,
+Chen et al., 2024): what a model costs, which layers the measure says can go, and a copy of
+the model without them.
 
 A layer can be removed when its output has its input's shape: a residual block then becomes
 the identity (its shortcut alone), and a layer of a sequential stack is skipped, the next
@@ -11,12 +12,16 @@ from __future__ import annotations
 
 import copy
 import difflib
+import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from gpugraph.models.activations import Activations
 from gpugraph.models.training import evaluating
+from gpugraph.similarity.layers import layer_similarity
 
 
 def model_cost(model: nn.Module, example) -> dict:
@@ -79,14 +84,16 @@ def prune(model: nn.Module, layers, example=None) -> nn.Module:
 
 @dataclass
 class PrunePlan:
-    """Which layers a modularity curve says can go together, and why the others stay.
+    """Which layers a modularity curve (or the layer similarity) says can go together, and
+    why the others stay.
 
-    ``layers``: the layers to remove, in order. ``redundant``: ``curve.redundant(tol)``, each
-    layer against the one before. ``kept``: for each curve layer that stays, why (it raises
-    the modularity by ``tol`` or more over the last kept layer, it changes shapes, it is the
-    output, it is not a module). ``removable``: every curve layer :func:`prune` could remove,
-    whatever the curve says (those not in ``layers`` are the control of Lu et al.: layers off
-    the plateaus).
+    ``layers``: the layers to remove, in order. ``redundant``: each layer whose change over
+    the one before is below ``tol`` (by modularity: ``curve.redundant(tol)``). ``kept``: for
+    each layer that stays, why (it changes the measure by ``tol`` or more over the last kept
+    layer, or more than the ``count`` removed; it changes shapes; it is the output; it is not
+    a module). ``removable``: every layer :func:`prune` could remove, whatever the measure says
+    (those not in ``layers`` are the control of Lu et al.: layers off the plateaus). ``by``:
+    "modularity" or "lsim"; ``count``: the number of layers asked for, or None (by ``tol``).
     """
 
     layers: list[str]
@@ -94,63 +101,164 @@ class PrunePlan:
     kept: dict[str, str] = field(default_factory=dict)
     removable: list[str] = field(default_factory=list)
     tol: float = 0.01
+    by: str = "modularity"
+    count: int | None = None
 
     def __str__(self) -> str:
-        lines = [f"remove {len(self.layers)} layer(s) (cumulative dQ < {self.tol}): {', '.join(self.layers) or 'none'}"]
+        rule = (
+            f"the {self.count} least changing"
+            if self.count is not None
+            else f"cumulative dQ < {self.tol}"
+            if self.by == "modularity"
+            else f"1 - LSim < {self.tol}"
+        )
+        lines = [f"remove {len(self.layers)} layer(s) ({rule}): {', '.join(self.layers) or 'none'}"]
         lines += [f"  keep {name}: {why}" for name, why in self.kept.items()]
         return "\n".join(lines)
 
 
-def prune_plan(curve, model: nn.Module, tol: float = 0.01, example=None) -> PrunePlan:
-    """The layers of ``model`` that the modularity ``curve`` says can be removed together.
+TOL = {"modularity": 0.01, "lsim": 0.002}
+"""Default ``tol`` of :func:`prune_plan` per measure. LSim of dense cosine graphs (GBS's
+definition) saturates near 1 between neighbouring layers: on the residual blocks of
+benchmarks/pruning.py consecutive blocks are 0.0007-0.03 apart (1 - LSim), stage boundaries
+0.02-0.03, and a block that changes little 0.001-0.002."""
 
-    Walking the curve in order, a layer goes when it raises the mean modularity by less than
-    ``tol`` over the last layer that stays, and :func:`prune` can remove it; otherwise it
+
+def prune_plan(
+    curve, model: nn.Module, tol: float | None = None, example=None, *, by: str = "modularity", count: int | None = None
+) -> PrunePlan:
+    """The layers of ``model`` that the modularity ``curve`` (Lu et al., 2022) or the layer
+    similarity of its activations (GBS, Chen et al., 2024) says can be removed together.
+
+    Each layer is scored by how much it changes over the last layer that stays (its
+    reference): by ``"modularity"``, the rise of the curve's mean modularity; by ``"lsim"``,
+    1 - LSim(reference, layer), LSim on dense cosine graphs, so a layer whose sample graph is
+    its reference's graph scores 0 (the ``curve`` argument is then the captured
+    activations, ``gg.capture(model, held_out_data)``, layers in order; the dense graphs are
+    never formed, see :func:`gpugraph.layer_similarity`).
+
+    Walking the layers in order, a layer goes when it changes the measure by less than ``tol``
+    (default: 0.01 by modularity, 0.002 by lsim) over its reference, and :func:`prune` can remove it; otherwise it
     stays and becomes the reference. So a run of plateau or dip layers goes as a whole as
     long as, together, it adds less than ``tol`` (Lu et al. remove such runs of plateau
     blocks), where :meth:`LayerCurve.redundant` compares each layer with its neighbour only
-    and a slow, steady rise would let every layer of it go. The first layer, the model's
-    output (``curve.final``) and names that are not modules of ``model`` (such as "input")
-    always stay. ``example``: as in :func:`prune`.
-    """
-    from gpugraph.studies.curves import LayerCurve
+    and a slow, steady rise would let every layer of it go. With ``count``, ``tol`` is not
+    used: ``count`` times, the removable layer that changes least over its reference (the
+    nearest earlier layer still kept) goes, which lets two measures be compared at the same
+    number of layers removed. The first layer, the model's output (``final``) and names that
+    are not modules of ``model`` (such as "input") always stay. ``example``: as in
+    :func:`prune`.
 
-    if not isinstance(curve, LayerCurve):
-        raise TypeError(f"curve must be a LayerCurve (from gpugraph.modularity_curve), got {type(curve).__name__}")
+    GBS name model pruning as an application of LSim without giving a rule; this is the
+    reading of "a layer whose output is as similar to its input as its neighbours' is can
+    go". benchmarks/pruning.py compares both measures with random, last-blocks and oracle
+    choices in a paired test.
+    """
+    if by not in TOL:
+        raise ValueError(f'by must be "modularity" or "lsim", got {by!r}')
+    tol = TOL[by] if tol is None else tol
     if tol < 0:
         raise ValueError(f"tol must be non-negative, got {tol}")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        raise ValueError(f"count must be a non-negative integer (the number of layers to remove), got {count!r}")
+    layers, final, change, unit = _scores(curve, by)
     _check_module(model)
     modules = dict(model.named_modules())
-    candidates = [name for name in curve.layers[1:] if name in modules and name and name not in curve.final]
+    candidates = [name for name in layers[1:] if name in modules and name and name not in final]
     shapes = _shapes(model, _outermost(candidates), example)[0] if candidates else {}
     why_not = {name: _unremovable(name, modules[name], shape) for name, shape in shapes.items()}
-    mean = curve.mean
-    ref = mean[0]
-    plan = PrunePlan([], curve.redundant(tol), {curve.layers[0]: "the first layer of the curve (its reference)"},
-                     [name for name in curve.layers if name in why_not and why_not[name] is None], tol)
-    for name, q in zip(curve.layers[1:], mean[1:]):
-        gain = q - ref
-        if name in curve.final:
-            reason = "the model's output"
+    structural = {}
+    for name in layers[1:]:
+        if name in final:
+            structural[name] = "the model's output"
         elif name not in modules or not name:
-            reason = "not a module of the model"
+            structural[name] = "not a module of the model"
         elif name not in shapes:
-            reason = "inside another candidate layer"
-        else:
-            reason = why_not[name] or (f"raises the modularity by {gain:.3f} over the last kept layer"
-                                       if gain >= tol else None)
-        if reason:
-            plan.kept[name] = reason
-            ref = q
-        else:
-            plan.layers.append(name)
+            structural[name] = "inside another candidate layer"
+        elif why_not[name]:
+            structural[name] = why_not[name]
+    removable = [name for name in layers if name in why_not and why_not[name] is None]
+    redundant = (
+        curve.redundant(tol)
+        if by == "modularity"
+        else [b for a, b in itertools.pairwise(layers) if b not in final and change(a, b) < tol]
+    )
+    plan = PrunePlan(
+        [], redundant, {layers[0]: "the first layer of the curve (its reference)"}, removable, tol, by, count
+    )
+    if count is None:
+        ref = layers[0]
+        for name in layers[1:]:
+            gain = change(ref, name)
+            reason = structural.get(name) or (f"{unit} by {gain:.3f} over the last kept layer" if gain >= tol else None)
+            if reason:
+                plan.kept[name] = reason
+                ref = name
+            else:
+                plan.layers.append(name)
+        return plan
+    if count > len(removable):
+        raise ValueError(f"count={count} but only {len(removable)} layer(s) can be removed: {', '.join(removable)}")
+
+    def reference(name: str, chosen: list[str]) -> str:
+        i = layers.index(name) - 1
+        while layers[i] in chosen:
+            i -= 1
+        return layers[i]
+
+    chosen: list[str] = []
+    for _ in range(count):
+        left = [name for name in removable if name not in chosen]
+        chosen.append(min(left, key=lambda name: change(reference(name, chosen), name)))
+    plan.layers = [name for name in layers if name in chosen]
+    for name in layers[1:]:
+        if name not in chosen:
+            ref = reference(name, chosen)
+            plan.kept[name] = structural.get(name) or (
+                f"{unit} by {change(ref, name):.3f} over {ref}, more than the {count} removed"
+            )
     return plan
+
+
+def _scores(curve, by: str):
+    """The layers in order, the output layers, and change(ref, layer): how much ``layer``
+    changes the measure over ``ref`` (with a phrase for the reasons)."""
+    from gpugraph.studies.curves import LayerCurve
+
+    if by == "modularity":
+        if not isinstance(curve, LayerCurve):
+            raise TypeError(
+                "curve must be a LayerCurve (from gpugraph.modularity_curve) for by='modularity', "
+                f"got {type(curve).__name__}"
+            )
+        mean = dict(zip(curve.layers, curve.mean, strict=True))
+        return curve.layers, set(curve.final), lambda a, b: mean[b] - mean[a], "raises the modularity"
+    if isinstance(curve, LayerCurve):
+        raise TypeError(
+            "by='lsim' compares the layers' activations, not a modularity curve: pass gg.capture(model, held_out_data)"
+        )
+    if not isinstance(curve, Mapping) or len(curve) < 2:
+        raise TypeError(
+            "by='lsim' needs the captured activations (gg.capture(model, data)), a mapping of at least "
+            f"two layer names to (N, D) tensors in layer order; got {type(curve).__name__}"
+        )
+    cache: dict[tuple[str, str], float] = {}
+
+    def change(a: str, b: str) -> float:
+        if (a, b) not in cache:
+            cache[a, b] = 1.0 - layer_similarity(curve[a], curve[b])
+        return cache[a, b]
+
+    final = set(curve.final) if isinstance(curve, Activations) else set()
+    return list(curve), final, change, "changes the layer similarity (1 - LSim)"
 
 
 def _check_module(model) -> None:
     if isinstance(model, torch.jit.ScriptModule):
-        raise TypeError("pruning needs a Python nn.Module, not a TorchScript archive; load the module "
-                        "saved with torch.save(model, path)")
+        raise TypeError(
+            "pruning needs a Python nn.Module, not a TorchScript archive; load the module "
+            "saved with torch.save(model, path)"
+        )
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
 
@@ -208,6 +316,7 @@ def _shapes(model: nn.Module, names: list[str], example) -> tuple[dict[str, _Sha
             s.inputs = tuple(args[0].shape[1:]) if one else None
             s.output = tuple(out.shape[1:]) if torch.is_tensor(out) else None
             outputs[name] = out
+
         return record
 
     handles = [model.get_submodule(n).register_forward_hook(hook(n), with_kwargs=True) for n in names]
@@ -222,15 +331,23 @@ def _shapes(model: nn.Module, names: list[str], example) -> tuple[dict[str, _Sha
     return shapes, result
 
 
-_PROBES = {nn.Conv1d: (32,), nn.Conv2d: (16, 16), nn.Conv3d: (8, 8, 8), nn.BatchNorm1d: (32,),
-           nn.BatchNorm2d: (16, 16), nn.BatchNorm3d: (8, 8, 8)}
+_PROBES = {
+    nn.Conv1d: (32,),
+    nn.Conv2d: (16, 16),
+    nn.Conv3d: (8, 8, 8),
+    nn.BatchNorm1d: (32,),
+    nn.BatchNorm2d: (16, 16),
+    nn.BatchNorm3d: (8, 8, 8),
+}
 
 
 def _probe_alone(name: str, module: nn.Module) -> _Shape:
     first = next((m for m in module.modules() if isinstance(m, (*_PROBES, nn.Linear))), None)
     if first is None:
-        return _Shape(unknown=f"its input shape is unknown ({type(module).__name__}: no convolution, linear "
-                              "or batch-norm layer inside); pass example=<an input batch>")
+        return _Shape(
+            unknown=f"its input shape is unknown ({type(module).__name__}: no convolution, linear "
+            "or batch-norm layer inside); pass example=<an input batch>"
+        )
     if isinstance(first, nn.Linear):
         shape = (first.in_features,)
     else:
@@ -253,9 +370,11 @@ def _unremovable(name: str, module: nn.Module, shape: _Shape) -> str | None:
     if shape.inputs is None or shape.output is None:
         return f"it ({kind}) does not take and return a single tensor"
     if shape.inputs != shape.output:
-        return (f"its output has shape (N, {', '.join(map(str, shape.output))}) but its input (N, "
-                f"{', '.join(map(str, shape.inputs))}) ({kind}: a downsampling, width-changing or "
-                "classifier layer); only layers that keep their input's shape can be removed")
+        return (
+            f"its output has shape (N, {', '.join(map(str, shape.output))}) but its input (N, "
+            f"{', '.join(map(str, shape.inputs))}) ({kind}: a downsampling, width-changing or "
+            "classifier layer); only layers that keep their input's shape can be removed"
+        )
     return None
 
 
@@ -266,11 +385,15 @@ def _check_runs(pruned: nn.Module, names: list[str], example, before) -> None:
         with evaluating(pruned):
             after = pruned(*_on_device(example, pruned))
     except (RuntimeError, AttributeError, TypeError) as exc:
-        raise ValueError(f"the model no longer runs without {', '.join(names)} ({exc}); "
-                         "its forward uses these layers' outputs in another way") from exc
+        raise ValueError(
+            f"the model no longer runs without {', '.join(names)} ({exc}); "
+            "its forward uses these layers' outputs in another way"
+        ) from exc
     if torch.is_tensor(before) and (not torch.is_tensor(after) or after.shape != before.shape):
-        raise ValueError(f"without {', '.join(names)} the model's output changes shape "
-                         f"({tuple(before.shape)} -> {tuple(getattr(after, 'shape', ()))})")
+        raise ValueError(
+            f"without {', '.join(names)} the model's output changes shape "
+            f"({tuple(before.shape)} -> {tuple(getattr(after, 'shape', ()))})"
+        )
 
 
 def _on_device(example, model: nn.Module) -> tuple:

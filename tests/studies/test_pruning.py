@@ -1,4 +1,5 @@
 import json
+import re
 import warnings
 
 import numpy as np
@@ -69,15 +70,18 @@ def test_a_removed_residual_block_is_its_shortcut():
     assert not torch.allclose(other(SIGNAL), model(SIGNAL))
 
 
-@pytest.mark.parametrize(("cls", "x", "layer", "match"), [
-    (DemoNet, SIGNAL, "blocks.2", r"'blocks.2'.*output has shape \(N, 64, 20\) but its input \(N, 32, 40\)"),
-    (DemoNet, SIGNAL, "stem.0", r"'stem.0'.*\(N, 32, 40\) but its input \(N, 1, 40\)"),
-    (DemoNet, SIGNAL, "fc", r"'fc': it \(Linear\) produces the model's output"),
-    (TinyResNet, IMAGE, "layer2.0", r"'layer2.0'.*downsampling"),
-    (TinyVGG, IMAGE, "features.3", r"\(N, 16, 4, 4\) but its input \(N, 8, 4, 4\)"),
-    (TinyVGG, IMAGE, "features.2", r"\(N, 8, 4, 4\) but its input \(N, 8, 8, 8\)"),  # the max-pool
-    (TinyVGG, IMAGE, "classifier.0", r"'classifier.0'.*\(N, 256\) but its input \(N, 16, 4, 4\)"),  # flatten
-])
+@pytest.mark.parametrize(
+    ("cls", "x", "layer", "match"),
+    [
+        (DemoNet, SIGNAL, "blocks.2", r"'blocks.2'.*output has shape \(N, 64, 20\) but its input \(N, 32, 40\)"),
+        (DemoNet, SIGNAL, "stem.0", r"'stem.0'.*\(N, 32, 40\) but its input \(N, 1, 40\)"),
+        (DemoNet, SIGNAL, "fc", r"'fc': it \(Linear\) produces the model's output"),
+        (TinyResNet, IMAGE, "layer2.0", r"'layer2.0'.*downsampling"),
+        (TinyVGG, IMAGE, "features.3", r"\(N, 16, 4, 4\) but its input \(N, 8, 4, 4\)"),
+        (TinyVGG, IMAGE, "features.2", r"\(N, 8, 4, 4\) but its input \(N, 8, 8, 8\)"),  # the max-pool
+        (TinyVGG, IMAGE, "classifier.0", r"'classifier.0'.*\(N, 256\) but its input \(N, 16, 4, 4\)"),  # flatten
+    ],
+)
 def test_layers_that_change_shapes_are_refused_by_name(cls, x, layer, match):
     with pytest.raises(ValueError, match=match):
         gg.prune(cls(), [layer], example=x)
@@ -91,7 +95,7 @@ def test_prune_errors():
         gg.prune(model, [])
     with pytest.raises(ValueError, match="the empty name is the whole model"):
         gg.prune(model, [""])
-    with pytest.raises(ValueError, match="named more than once: blocks.1"):
+    with pytest.raises(ValueError, match=re.escape("named more than once: blocks.1")):
         gg.prune(model, ["blocks.1", "blocks.1"])
     with pytest.raises(ValueError, match=r"'blocks.1.conv2' is inside 'blocks.1'"):
         gg.prune(model, ["blocks.1", "blocks.1.conv2"])
@@ -106,7 +110,7 @@ def test_prune_errors():
     with pytest.raises(TypeError, match="not a TorchScript archive"), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script is deprecated, still used
         gg.prune(torch.jit.script(nn.Linear(3, 3)), ["weight"])
-    with pytest.raises(TypeError, match="must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match=re.escape("must be a torch.nn.Module")):
         gg.prune("model.pt", ["fc"])
 
 
@@ -159,11 +163,109 @@ def test_prune_plan_takes_runs_that_add_less_than_tol_together():
     assert gg.prune(DemoNet(), plan.layers, example=SIGNAL)(SIGNAL).shape == (6, 10)
 
 
+def test_prune_plan_count_removes_the_least_changing_layers_one_by_one():
+    layers = ["input", "stem.0", "blocks.0", "blocks.1", "blocks.2", "blocks.3", "blocks.4", "blocks.5", "fc"]
+    means = [0.10, 0.15, 0.30, 0.306, 0.306, 0.310, 0.300, 0.308, 0.90]
+    curve = curve_of(layers, means)
+    # gains over the nearest kept layer: blocks.0 0.150, blocks.1 0.006, blocks.3 0.004, blocks.5 0.008
+    # (blocks.2 and blocks.4 downsample); removing one does not change another's reference here
+    for count, expected in [
+        (0, []),
+        (1, ["blocks.3"]),
+        (2, ["blocks.1", "blocks.3"]),
+        (3, ["blocks.1", "blocks.3", "blocks.5"]),
+        (4, ["blocks.0", "blocks.1", "blocks.3", "blocks.5"]),
+    ]:
+        plan = gg.prune_plan(curve, DemoNet(), example=SIGNAL, count=count)
+        assert plan.layers == expected, count
+    assert plan.count == 4 and "the 4 least changing" in str(plan)
+    plan = gg.prune_plan(curve, DemoNet(), example=SIGNAL, count=2)
+    assert plan.kept["blocks.5"] == "raises the modularity by 0.008 over blocks.4, more than the 2 removed"
+    # blocks.0 +0.006 goes first; then blocks.1's reference is stem.0 (+0.013, not +0.007), so
+    # blocks.3 (+0.010) is next
+    slow = [0.10, 0.15, 0.156, 0.163, 0.30, 0.310, 0.30, 0.311, 0.90]
+    assert gg.prune_plan(curve_of(layers, slow), DemoNet(), example=SIGNAL, count=2).layers == ["blocks.0", "blocks.3"]
+    with pytest.raises(ValueError, match="count=5 but only 4 layer"):
+        gg.prune_plan(curve, DemoNet(), example=SIGNAL, count=5)
+    with pytest.raises(ValueError, match="count must be a non-negative integer"):
+        gg.prune_plan(curve, DemoNet(), example=SIGNAL, count=-1)
+
+
+def _lsim_float64(a, b) -> float:
+    """GBS's LSim written out: dense cosine graphs with a zero diagonal, the mean cosine of
+    a node's two adjacency rows."""
+
+    def graph(x):
+        x = np.asarray(x, dtype=np.float64)
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        s = x @ x.T
+        np.fill_diagonal(s, 0.0)
+        return s
+
+    s1, s2 = graph(a), graph(b)
+    return float(np.mean((s1 * s2).sum(1) / (np.linalg.norm(s1, axis=1) * np.linalg.norm(s2, axis=1))))
+
+
+def test_prune_plan_by_layer_similarity():
+    rng = np.random.default_rng(3)
+    a, b, c = (rng.standard_normal((40, 8)) for _ in range(3))
+    rotation = np.linalg.qr(rng.standard_normal((8, 8)))[0]
+
+    def t(x):
+        return torch.tensor(x, dtype=torch.float32)
+
+    layers = {
+        "input": t(a),
+        "stem.0": t(a + 0.3 * b),
+        "blocks.0": t(a + 0.3 * b),  # the same graph: LSim 1
+        "blocks.1": t(b),
+        "blocks.2": t(c),
+        "blocks.3": t(3 * c),  # LSim is blind to scale ...
+        "blocks.4": t(a),
+        "blocks.5": t(a @ rotation),
+        "fc": t(b),
+    }  # ... and to rotations
+    acts = gg.Activations(layers, labels=torch.zeros(40, dtype=torch.long), final=["fc"])
+    plan = gg.prune_plan(acts, DemoNet(), by="lsim", example=SIGNAL)
+    assert plan.by == "lsim" and plan.tol == gg.studies.pruning.TOL["lsim"]
+    assert plan.layers == ["blocks.0", "blocks.3", "blocks.5"]
+    change = 1 - _lsim_float64(a + 0.3 * b, b)
+    assert change > 0.1
+    assert plan.kept["blocks.1"] == f"changes the layer similarity (1 - LSim) by {change:.3f} over the last kept layer"
+    assert plan.kept["fc"] == "the model's output" and "downsampling" in plan.kept["blocks.2"]
+    assert plan.redundant == ["blocks.0", "blocks.3", "blocks.5"]
+    # count: with a little noise on blocks.0 and more on blocks.5, the least changed goes first
+    noisy = dict(layers, **{"blocks.0": t(a + 0.3 * b + 0.01 * c), "blocks.5": t(a @ rotation + 0.2 * b)})
+    acts = gg.Activations(noisy, final=["fc"])
+    gaps = {
+        "blocks.0": 1 - _lsim_float64(a + 0.3 * b, a + 0.3 * b + 0.01 * c),
+        "blocks.3": 1 - _lsim_float64(c, 3 * c),
+        "blocks.5": 1 - _lsim_float64(a, a @ rotation + 0.2 * b),
+    }
+    assert gaps["blocks.3"] < 1e-12 < gaps["blocks.0"] < gaps["blocks.5"]
+    assert gg.prune_plan(acts, DemoNet(), by="lsim", example=SIGNAL, count=1).layers == ["blocks.3"]
+    assert gg.prune_plan(acts, DemoNet(), by="lsim", example=SIGNAL, count=2).layers == ["blocks.0", "blocks.3"]
+    plan = gg.prune_plan(acts, DemoNet(), by="lsim", example=SIGNAL, tol=gaps["blocks.5"] + 1e-6)
+    assert plan.layers == ["blocks.0", "blocks.3", "blocks.5"]
+    plan = gg.prune_plan(acts, DemoNet(), by="lsim", example=SIGNAL, tol=gaps["blocks.5"] - 1e-6)
+    assert plan.layers == ["blocks.0", "blocks.3"]
+    assert (
+        plan.kept["blocks.5"]
+        == f"changes the layer similarity (1 - LSim) by {gaps['blocks.5']:.3f} over the last kept layer"
+    )
+
+
 def test_prune_plan_errors():
     with pytest.raises(ValueError, match="tol must be non-negative"):
         gg.prune_plan(curve_of(["a", "b"], [0.1, 0.2], final=()), DemoNet(), tol=-1)
     with pytest.raises(TypeError, match="curve must be a LayerCurve"):
         gg.prune_plan({"blocks.1": 0.3}, DemoNet())
+    with pytest.raises(ValueError, match='by must be "modularity" or "lsim"'):
+        gg.prune_plan(curve_of(["a", "b"], [0.1, 0.2], final=()), DemoNet(), by="cka")
+    with pytest.raises(TypeError, match=re.escape("not a modularity curve: pass gg.capture")):
+        gg.prune_plan(curve_of(["a", "b"], [0.1, 0.2], final=()), DemoNet(), by="lsim")
+    with pytest.raises(TypeError, match="needs the captured activations"):
+        gg.prune_plan({"blocks.1": torch.zeros(4, 2)}, DemoNet(), by="lsim")
 
 
 def test_training_helpers():
@@ -195,8 +297,23 @@ def test_cli_prune_writes_model_report_and_plot(tmp_path, capsys):
     torch.save(model, tmp_path / "model.pt")
     out = tmp_path / "out"
     # a tolerance of 1 marks every removable block of this barely trained net
-    code = main(["prune", str(tmp_path / "model.pt"), str(tmp_path / "data.pt"), "--tol", "1", "--epochs", "1",
-                 "--n", "20", "--repeats", "3", "--out", str(out)])
+    code = main(
+        [
+            "prune",
+            str(tmp_path / "model.pt"),
+            str(tmp_path / "data.pt"),
+            "--tol",
+            "1",
+            "--epochs",
+            "1",
+            "--n",
+            "20",
+            "--repeats",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "prune.json").read_text())
     assert report["removed"] == ["blocks.0", "blocks.1", "blocks.3", "blocks.5"]
@@ -239,9 +356,26 @@ def test_cli_prune_removes_whole_conv_blocks_and_re_estimates_batch_norm(tmp_pat
     model.eval()
     torch.save(model, tmp_path / "model.pt")
     out = tmp_path / "out"
-    code = main(["prune", str(tmp_path / "model.pt"), str(tmp_path / "train.pt"), "--test", str(tmp_path / "test.pt"),
-                 "--tol", "1", "--epochs", "0", "--n", "30", "--repeats", "3", "--out", str(out),
-                 *([] if bn else ["--no-bn"])])
+    code = main(
+        [
+            "prune",
+            str(tmp_path / "model.pt"),
+            str(tmp_path / "train.pt"),
+            "--test",
+            str(tmp_path / "test.pt"),
+            "--tol",
+            "1",
+            "--epochs",
+            "0",
+            "--n",
+            "30",
+            "--repeats",
+            "3",
+            "--out",
+            str(out),
+            *([] if bn else ["--no-bn"]),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "prune.json").read_text())
     assert report["removed"] == ["mid.0", "mid.1", "mid.2"]
@@ -260,6 +394,47 @@ def test_cli_prune_removes_whole_conv_blocks_and_re_estimates_batch_norm(tmp_pat
     else:
         assert "recalibrated" not in report and "BN re-estimated" not in text
         torch.testing.assert_close(saved.conv1[1].running_var, model.conv1[1].running_var, rtol=0, atol=0)
+
+
+def test_cli_prune_by_layer_similarity_removes_count_blocks(tmp_path, capsys):
+    torch.manual_seed(0)
+    x, y = quadrant_images(240, 0)
+    x_test, y_test = quadrant_images(120, 1)
+    torch.save({"x": x, "y": y}, tmp_path / "train.pt")
+    torch.save({"x": x_test, "y": y_test}, tmp_path / "test.pt")
+    model = ConvBlockNet()
+    fit(model, x, y, epochs=1, log=None)
+    model.eval()
+    torch.save(model, tmp_path / "model.pt")
+    out = tmp_path / "out"
+    code = main(
+        [
+            "prune",
+            str(tmp_path / "model.pt"),
+            str(tmp_path / "train.pt"),
+            "--test",
+            str(tmp_path / "test.pt"),
+            "--by",
+            "lsim",
+            "--count",
+            "2",
+            "--epochs",
+            "0",
+            "--n",
+            "30",
+            "--repeats",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "prune.json").read_text())
+    acts = gg.capture(model, (x_test, y_test))
+    expected = gg.prune_plan(acts, model, by="lsim", count=2, example=x_test[:2])
+    assert report["by"] == "lsim" and report["count"] == 2 and report["tol"] == 0.002
+    assert report["removed"] == expected.layers and len(expected.layers) == 2
+    assert "the 2 least changing" in capsys.readouterr().out
 
 
 def test_cli_prune_errors(tmp_path, capsys):
@@ -287,8 +462,11 @@ def test_recalibrate_bn_averages_the_batches_statistics():
     torch.testing.assert_close(model[1].running_mean.double(), z.mean(1).mean(0), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(model[1].running_var.double(), z.var(1).mean(0), rtol=1e-5, atol=1e-6)
     assert not model.training and model[1].momentum == 0.1
-    assert all(torch.equal(weights[key], value) for key, value in model.state_dict().items()
-               if "running" not in key and "num_batches" not in key)
+    assert all(
+        torch.equal(weights[key], value)
+        for key, value in model.state_dict().items()
+        if "running" not in key and "num_batches" not in key
+    )
 
 
 class TiedHead(nn.Module):
