@@ -6,14 +6,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test sanitize bench bench-quick install clean
+.PHONY: demo test lint docs sanitize bench bench-quick install clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The CPU build of torch lies on local disk; an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q "torch==2.13.0" || $(BIN)/python -m pip install -q torch
-	$(BIN)/python -m pip install -q -e ".[test,bench]"
+	$(BIN)/python -m pip install -q -e ".[test,bench,lint,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,6 +23,23 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# ruff's lint rules and its formatter (pyproject.toml [tool.ruff]) over the package, the tests,
+# the benchmarks, the examples and the docs' Python; `.venv/bin/ruff format $(LINTED)` applies
+# the formatting.
+LINTED := gpugraph tests benchmarks examples docs/conf.py docs/_examples.py
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+# The documentation site, offline, into docs/_build/html: every example runs first (the guide's
+# code blocks as doctests, the docstrings' examples in `make test`), and any warning (a broken
+# cross-reference, a public name without a reference page) fails the build.
+docs: $(STAMP)
+	rm -rf docs/_build docs/generated
+	$(BIN)/sphinx-build -W --keep-going -q -b doctest docs docs/_build/doctest
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	@echo "open docs/_build/html/index.html"
 
 # The CUDA kernels' host build (tests/kernels/cuda_host) at the GPU's 256 threads a block,
 # under AddressSanitizer + UndefinedBehaviorSanitizer, then ThreadSanitizer (numba and torch

@@ -29,7 +29,7 @@ def environment() -> str:
 
 
 def row(*cells, widths=(28, 12, 12, 12, 10)) -> str:
-    return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
+    return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True))
 
 
 def peak_rss_kib() -> int:

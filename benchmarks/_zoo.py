@@ -19,8 +19,16 @@ from gpugraph.tools.demo import ResBlock1d
 CACHE = Path(__file__).resolve().parent / "cache"  # trained weights; created on first use, not in git
 
 # Kornblith et al.'s Tiny-10 in one dimension: (out channels, kernel, stride, padding)
-TINY_PLAN = [(16, 3, 1, 1), (16, 3, 1, 1), (32, 3, 2, 1), (32, 3, 1, 1), (32, 3, 1, 1),
-             (64, 3, 2, 1), (64, 3, 1, 0), (64, 1, 1, 0)]
+TINY_PLAN = [
+    (16, 3, 1, 1),
+    (16, 3, 1, 1),
+    (32, 3, 2, 1),
+    (32, 3, 1, 1),
+    (32, 3, 1, 1),
+    (64, 3, 2, 1),
+    (64, 3, 1, 0),
+    (64, 1, 1, 0),
+]
 
 
 class ConvBlock(nn.Module):
@@ -92,8 +100,9 @@ class Vgg16(_Net):
             if stage < 4:
                 layers.append(nn.MaxPool1d(2))
         self.features = nn.Sequential(*layers)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool1d(1), nn.Flatten(),
-                                  nn.Linear(c, c), nn.ReLU(), nn.Linear(c, c), nn.ReLU())
+        self.pool = nn.Sequential(
+            nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(c, c), nn.ReLU(), nn.Linear(c, c), nn.ReLU()
+        )
         self.fc = nn.Linear(c, classes)
 
 
@@ -111,8 +120,8 @@ def hook_points(model: nn.Module, protocol: str) -> list[str]:
         raise ValueError(f"protocol must be 'authors' or 'ours', got {protocol!r}")
     names = [f"features.{i}" for i, m in enumerate(model.features) if not isinstance(m, nn.MaxPool1d)]
     if isinstance(model, Vgg16):
-        return names + ["pool.3", "pool.5"]  # the two hidden linear layers after their ReLU
-    return names + ["pool"]
+        return [*names, "pool.3", "pool.5"]  # the two hidden linear layers after their ReLU
+    return [*names, "pool"]
 
 
 def mnist1d(n_eval: int, seed: int = 7):
@@ -122,12 +131,14 @@ def mnist1d(n_eval: int, seed: int = 7):
     held = get_dataset_args()
     held.seed, held.num_samples, held.train_split = seed, n_eval, 0.0
     h = make_dataset(held)
-    t = lambda a, dt: torch.tensor(np.asarray(a), dtype=dt)
-    return t(d["x"], torch.float32), t(d["y"], torch.int64), t(h["x_test"], torch.float32), t(h["y_test"], torch.int64)
+    x, x_eval = (torch.tensor(np.asarray(a), dtype=torch.float32) for a in (d["x"], h["x_test"]))
+    y, y_eval = (torch.tensor(np.asarray(a), dtype=torch.int64) for a in (d["y"], h["y_test"]))
+    return x, y, x_eval, y_eval
 
 
-def trained(arch: str, seed: int, x: torch.Tensor, y: torch.Tensor, epochs: int, tag: str = "mnist1d",
-            log=print, **kwargs) -> nn.Module:
+def trained(
+    arch: str, seed: int, x: torch.Tensor, y: torch.Tensor, epochs: int, tag: str = "mnist1d", log=print, **kwargs
+) -> nn.Module:
     """``ARCHS[arch]`` trained on (x, y) from seed ``seed``: loaded from CACHE when a run with
     the same arch, tag, seed and epochs saved it, else trained (gpugraph.models.training.fit) and
     saved (written, then renamed, so a cut run leaves no half file). Returned in eval mode."""
@@ -144,6 +155,8 @@ def trained(arch: str, seed: int, x: torch.Tensor, y: torch.Tensor, epochs: int,
     torch.save(model.state_dict(), tmp)
     tmp.replace(path)
     if log is not None:
-        log(f"  trained {arch} seed {seed} ({tag}) in {time.perf_counter() - t0:.0f} s, "
-            f"training accuracy {accuracy(model, x, y):.1%}")
+        log(
+            f"  trained {arch} seed {seed} ({tag}) in {time.perf_counter() - t0:.0f} s, "
+            f"training accuracy {accuracy(model, x, y):.1%}"
+        )
     return model.eval()

@@ -54,8 +54,10 @@ def main() -> None:
     x_train, y_train, x_test, y_test = mnist1d_data()
     model = fit(DemoNet(), x_train, y_train, args.epochs, seed=args.seed, log=None)
     x, y = held_out(max(args.ns), seed=1000 + args.seed)
-    print(f"DemoNet, {args.epochs} epochs: test accuracy {accuracy(model, x_test, y_test):.1%}, "
-          f"held-out {accuracy(model, x, y):.1%} on {len(x)} fresh signals")
+    print(
+        f"DemoNet, {args.epochs} epochs: test accuracy {accuracy(model, x_test, y_test):.1%}, "
+        f"held-out {accuracy(model, x, y):.1%} on {len(x)} fresh signals"
+    )
     acts = gg.capture(model, (x, y), include_input=True)
     layers = list(acts.keys())
 
@@ -65,9 +67,14 @@ def main() -> None:
 
     by_k = {k: curve(k, 500) for k in args.ks}
     by_n = {n: curve(3, n) for n in args.ns}
-    report = {"environment": environment(), "layers": layers, "null": args.null, "seconds": None,
-              "by_k": {str(k): c.to_dict() for k, c in by_k.items()},
-              "by_n": {str(n): c.to_dict() for n, c in by_n.items()}}
+    report = {
+        "environment": environment(),
+        "layers": layers,
+        "null": args.null,
+        "seconds": None,
+        "by_k": {str(k): c.to_dict() for k, c in by_k.items()},
+        "by_n": {str(n): c.to_dict() for n, c in by_n.items()},
+    }
     for title, curves, key in (("k (n = 500)", by_k, "k"), ("n (k = 3)", by_n, "n")):
         print(f"\nmodularity by {title}: mean +- std over the subsets; z against {args.null} label permutations")
         width = max(len(name) for name in layers)
@@ -77,8 +84,8 @@ def main() -> None:
             print(f"{name:<{width}}  " + "  ".join(f"{cell:<16}" for cell in cells))
         means = np.array([c.mean for c in curves.values()])  # (settings, L)
         moves = means.max(axis=0) - means.min(axis=0)
-        print("largest move per layer: " + ", ".join(f"{n} {m:.3f}" for n, m in zip(layers, moves)))
-        report[f"moves_{key}"] = dict(zip(layers, moves.tolist()))
+        print("largest move per layer: " + ", ".join(f"{n} {m:.3f}" for n, m in zip(layers, moves, strict=True)))
+        report[f"moves_{key}"] = dict(zip(layers, moves.tolist(), strict=True))
     report["seconds"] = time.perf_counter() - start
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -50,39 +50,46 @@ def main() -> None:
     print(environment())
     print(f"n = {args.n}, about {args.n * args.m} edges; medians of {args.repeats}, interleaved with igraph")
     print(f"{'graph':<10} {'measure':<22} {'gpugraph':>10} {'igraph':>10} {'igraph / ours':>14}")
-    graphs = {"erdos": igraph.Graph.Erdos_Renyi(n=args.n, m=args.n * args.m, directed=False, loops=False),
-              "barabasi": igraph.Graph.Barabasi(n=args.n, m=args.m, directed=False)}
+    graphs = {
+        "erdos": igraph.Graph.Erdos_Renyi(n=args.n, m=args.n * args.m, directed=False, loops=False),
+        "barabasi": igraph.Graph.Barabasi(n=args.n, m=args.m, directed=False),
+    }
     for name, ig in graphs.items():
-        ig.simplify()
-        edges = np.array(ig.get_edgelist(), dtype=np.int64)
-        weights = rng.uniform(0.1, 1.0, len(edges))
-        ig.es["weight"] = weights.tolist()
-        membership = rng.integers(0, args.classes, args.n)
-        members = membership.tolist()
-        src, dst, w = torch.from_numpy(edges[:, 0]), torch.from_numpy(edges[:, 1]), torch.from_numpy(weights)
-        degree = np.array(ig.degree())
-        print(f"{name:<10} {'(degrees)':<22} max {degree.max()}, mean {degree.mean():.1f}, "
-              f"sum d^2 / n = {float((degree.astype(float) ** 2).mean()):.0f}")
+        compare(name, ig, args, rng)
 
-        def build():
-            return gg.Graph.from_edges(src, dst, w, n=args.n)
 
-        g = build()
-        cases = [
-            ("build from edges", build,
-             lambda: igraph.Graph(n=args.n, edges=edges, edge_attrs={"weight": weights})),
-            ("modularity", lambda: gg.modularity(g, membership),
-             lambda: ig.modularity(members, weights="weight")),
-            ("triangles", lambda: gg.triangles(g), lambda: ig.list_triangles()),
-            ("transitivity", lambda: gg.transitivity(g), lambda: ig.transitivity_undirected()),
-            ("local clustering", lambda: gg.clustering(g), lambda: ig.transitivity_local_undirected(mode="zero")),
-        ]
-        assert abs(gg.modularity(g, membership) - ig.modularity(members, weights="weight")) < 1e-12
-        assert gg.triangles(g) == len(ig.list_triangles())
-        assert abs(gg.transitivity(g) - ig.transitivity_undirected()) < 1e-12
-        for measure, ours, reference in cases:
-            a, b = interleaved(ours, reference, args.repeats)
-            print(f"{name:<10} {measure:<22} {a * 1e3:8.1f}ms {b * 1e3:8.1f}ms {b / a:13.2f}x")
+def compare(name: str, ig, args, rng) -> None:
+    """Time gpugraph against igraph on one graph, after checking they agree."""
+    ig.simplify()
+    edges = np.array(ig.get_edgelist(), dtype=np.int64)
+    weights = rng.uniform(0.1, 1.0, len(edges))
+    ig.es["weight"] = weights.tolist()
+    membership = rng.integers(0, args.classes, args.n)
+    members = membership.tolist()
+    src, dst, w = torch.from_numpy(edges[:, 0]), torch.from_numpy(edges[:, 1]), torch.from_numpy(weights)
+    degree = np.array(ig.degree())
+    print(
+        f"{name:<10} {'(degrees)':<22} max {degree.max()}, mean {degree.mean():.1f}, "
+        f"sum d^2 / n = {float((degree.astype(float) ** 2).mean()):.0f}"
+    )
+
+    def build():
+        return gg.Graph.from_edges(src, dst, w, n=args.n)
+
+    g = build()
+    cases = [
+        ("build from edges", build, lambda: igraph.Graph(n=args.n, edges=edges, edge_attrs={"weight": weights})),
+        ("modularity", lambda: gg.modularity(g, membership), lambda: ig.modularity(members, weights="weight")),
+        ("triangles", lambda: gg.triangles(g), lambda: ig.list_triangles()),
+        ("transitivity", lambda: gg.transitivity(g), lambda: ig.transitivity_undirected()),
+        ("local clustering", lambda: gg.clustering(g), lambda: ig.transitivity_local_undirected(mode="zero")),
+    ]
+    assert abs(gg.modularity(g, membership) - ig.modularity(members, weights="weight")) < 1e-12
+    assert gg.triangles(g) == len(ig.list_triangles())
+    assert abs(gg.transitivity(g) - ig.transitivity_undirected()) < 1e-12
+    for measure, ours, reference in cases:
+        a, b = interleaved(ours, reference, args.repeats)
+        print(f"{name:<10} {measure:<22} {a * 1e3:8.1f}ms {b * 1e3:8.1f}ms {b / a:13.2f}x")
 
 
 if __name__ == "__main__":

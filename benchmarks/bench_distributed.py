@@ -42,16 +42,39 @@ def main() -> None:
         np.save(tmp / "x.npy", x)
         print(environment())
         print(f"N={args.n}, D={args.dim}, k={args.k}; gloo on one machine, {args.threads} cores shared by the ranks")
-        print(row("processes", "time [s]", "peak [GiB]", "sent/rank [MB]", "formula [MB]", "rows with swaps",
-                  widths=(10, 10, 11, 15, 13, 15)))
+        print(
+            row(
+                "processes",
+                "time [s]",
+                "peak [GiB]",
+                "sent/rank [MB]",
+                "formula [MB]",
+                "rows with swaps",
+                widths=(10, 10, 11, 15, 13, 15),
+            )
+        )
         first = None
         for p in args.procs:
             out = tmp / f"out{p}"
             threads = str(max(1, args.threads // p))
             env = {**os.environ, "OMP_NUM_THREADS": threads, "NUMBA_NUM_THREADS": threads}
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={p}",
-                   "--log-dir", str(tmp / "logs"),
-                   "-m", "gpugraph", "graph", str(tmp / "x.npy"), "--k", str(args.k), "--out", str(out)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc-per-node={p}",
+                "--log-dir",
+                str(tmp / "logs"),
+                "-m",
+                "gpugraph",
+                "graph",
+                str(tmp / "x.npy"),
+                "--k",
+                str(args.k),
+                "--out",
+                str(out),
+            ]
             subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             summary = json.loads((out / "summary.json").read_text())
             indices, weights = np.load(out / "indices.npy"), np.load(out / "weights.npy")
@@ -61,8 +84,17 @@ def main() -> None:
                 raise SystemExit(f"{p} processes gave another graph than {args.procs[0]}")
             sent = max(summary.get("bytes_sent_per_rank", [0]))
             formula = (p // 2) * args.n / p * (args.dim * 4 + args.k * 12)
-            print(row(p, f"{summary['seconds_graph']:.1f}", f"{summary['peak_memory_bytes'] / 2**30:.2f}",
-                      f"{sent / 1e6:.1f}", f"{formula / 1e6:.1f}", swapped, widths=(10, 10, 11, 15, 13, 15)))
+            print(
+                row(
+                    p,
+                    f"{summary['seconds_graph']:.1f}",
+                    f"{summary['peak_memory_bytes'] / 2**30:.2f}",
+                    f"{sent / 1e6:.1f}",
+                    f"{formula / 1e6:.1f}",
+                    swapped,
+                    widths=(10, 10, 11, 15, 13, 15),
+                )
+            )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import torch
 from _common import environment, median_time, row
@@ -54,9 +55,13 @@ def measured_peaks() -> tuple[float, float, float]:
     for dtype, tf32 in ((torch.float32, False), (torch.float32, True), (torch.bfloat16, False)):
         torch.backends.cuda.matmul.allow_tf32 = tf32
         m = a.to(dtype)
-        peaks.append(2 * n**3 / median_time(lambda: m @ m, 5))
+        peaks.append(2 * n**3 / median_time(partial(torch.matmul, m, m), 5))
     torch.backends.cuda.matmul.allow_tf32 = False
     return tuple(peaks)
+
+
+def _indices(x: torch.Tensor, k: int, precision: str) -> torch.Tensor:
+    return gg.knn_graph(x, k=k, precision=precision).indices
 
 
 def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -66,28 +71,56 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def knn_table(shapes, k: int, repeats: int, peaks: dict) -> gg.KnnGraph:
     print(f"\nexact cosine kNN, k={k}; roofline = 2 N^2 D / peak of the precision")
-    print(row("N x D / method", "time [s]", "torch / it", "roofline x", "(meas.) x", "agree",
-              widths=(30, 10, 11, 11, 10, 8)))
+    print(
+        row(
+            "N x D / method",
+            "time [s]",
+            "torch / it",
+            "roofline x",
+            "(meas.) x",
+            "agree",
+            widths=(30, 10, 11, 11, 10, 8),
+        )
+    )
     graph = None
     for n, d in shapes:
         x = torch.randn(n, d, device="cuda", generator=torch.Generator("cuda").manual_seed(n))
         reps = 1 if n >= 500_000 else repeats
         ref = gg.knn_graph(x, k=k)
         block = max(256, (1 << 31) // (4 * n))  # a (block, N) float32 tile of at most 2 GiB
-        t_torch = median_time(lambda: torch_blocks(x, k, block), reps)
-        runs = [("gpugraph exact", lambda: gg.knn_graph(x, k=k).indices, "fp32"),
-                ("gpugraph tf32", lambda: gg.knn_graph(x, k=k, precision="tf32").indices, "tf32"),
-                ("gpugraph bf16", lambda: gg.knn_graph(x, k=k, precision="bf16").indices, "bf16"),
-                ("gpugraph exact, strided T", lambda: _strided(x, k), "fp32")]
+        t_torch = median_time(partial(torch_blocks, x, k, block), reps)
+        runs = [
+            ("gpugraph exact", partial(_indices, x, k, "exact"), "fp32"),
+            ("gpugraph tf32", partial(_indices, x, k, "tf32"), "tf32"),
+            ("gpugraph bf16", partial(_indices, x, k, "bf16"), "bf16"),
+            ("gpugraph exact, strided T", partial(_strided, x, k), "fp32"),
+        ]
         flops = 2 * n * n * d
         for name, fn, prec in runs:
             t = median_time(fn, reps)
             sheet = f"{t / (flops / peaks['sheet'][prec]):.2f}" if peaks["sheet"] else "-"
-            print(row(f"{n}x{d} {name}", f"{t:.3f}", f"{t_torch / t:.2f}", sheet,
-                      f"{t / (flops / peaks['measured'][prec]):.2f}", f"{agreement(fn(), ref.indices):.4f}",
-                      widths=(30, 10, 11, 11, 10, 8)))
-        print(row(f"{n}x{d} torch mm+topk", f"{t_torch:.3f}", "1.00", "-", "-",
-                  f"{agreement(torch_blocks(x, k, block), ref.indices):.4f}", widths=(30, 10, 11, 11, 10, 8)))
+            print(
+                row(
+                    f"{n}x{d} {name}",
+                    f"{t:.3f}",
+                    f"{t_torch / t:.2f}",
+                    sheet,
+                    f"{t / (flops / peaks['measured'][prec]):.2f}",
+                    f"{agreement(fn(), ref.indices):.4f}",
+                    widths=(30, 10, 11, 11, 10, 8),
+                )
+            )
+        print(
+            row(
+                f"{n}x{d} torch mm+topk",
+                f"{t_torch:.3f}",
+                "1.00",
+                "-",
+                "-",
+                f"{agreement(torch_blocks(x, k, block), ref.indices):.4f}",
+                widths=(30, 10, 11, 11, 10, 8),
+            )
+        )
         graph = ref
     return graph
 
@@ -118,10 +151,19 @@ def graph_table(g: gg.KnnGraph, repeats: int) -> None:
     for name, fn in cases:
         gpu_value, cpu_value = fn(g, labels), fn(cpu_g, cpu_labels)
         same = (abs(gpu_value - cpu_value) < 1e-9) if isinstance(gpu_value, float) else gpu_value == cpu_value
-        t_gpu = median_time(lambda: fn(g, labels), repeats)
-        t_cpu = median_time(lambda: fn(cpu_g, cpu_labels), 1, warmup=0)
-        print(row(name, f"{t_gpu:.4f}", f"{edges / t_gpu:.3g}", f"{t_cpu:.3f}", f"{t_cpu / t_gpu:.1f}",
-                  widths=(26, 10, 13, 10, 8)) + ("" if same else f"  MISMATCH {gpu_value} vs {cpu_value}"))
+        t_gpu = median_time(partial(fn, g, labels), repeats)
+        t_cpu = median_time(partial(fn, cpu_g, cpu_labels), 1, warmup=0)
+        print(
+            row(
+                name,
+                f"{t_gpu:.4f}",
+                f"{edges / t_gpu:.3g}",
+                f"{t_cpu:.3f}",
+                f"{t_cpu / t_gpu:.1f}",
+                widths=(26, 10, 13, 10, 8),
+            )
+            + ("" if same else f"  MISMATCH {gpu_value} vs {cpu_value}")
+        )
 
 
 def main() -> None:
@@ -136,11 +178,16 @@ def main() -> None:
     name = torch.cuda.get_device_name()
     sheet = next((v for key, v in DATASHEET.items() if key in name), None)
     measured = measured_peaks()
-    peaks = {"sheet": dict(zip(("fp32", "tf32", "bf16"), sheet)) if sheet else None,
-             "measured": dict(zip(("fp32", "tf32", "bf16"), measured))}
-    print("peak FLOP/s fp32 / tf32 / bf16: data sheet "
-          + (" / ".join(f"{p / 1e12:.0f}T" for p in sheet) if sheet else "unknown for this card")
-          + "; measured cuBLAS 8192^3 " + " / ".join(f"{p / 1e12:.0f}T" for p in measured))
+    peaks = {
+        "sheet": dict(zip(("fp32", "tf32", "bf16"), sheet, strict=True)) if sheet else None,
+        "measured": dict(zip(("fp32", "tf32", "bf16"), measured, strict=True)),
+    }
+    print(
+        "peak FLOP/s fp32 / tf32 / bf16: data sheet "
+        + (" / ".join(f"{p / 1e12:.0f}T" for p in sheet) if sheet else "unknown for this card")
+        + "; measured cuBLAS 8192^3 "
+        + " / ".join(f"{p / 1e12:.0f}T" for p in measured)
+    )
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes]
     g = knn_table(shapes, args.k, args.repeats, peaks)
     graph_table(g, args.repeats)

@@ -42,7 +42,7 @@ def main() -> None:
 
     coo = g.to_scipy("mean").tocoo()
     upper = coo.row < coo.col
-    edges = list(zip(coo.row[upper].tolist(), coo.col[upper].tolist()))
+    edges = list(zip(coo.row[upper].tolist(), coo.col[upper].tolist(), strict=True))
     weights = coo.data[upper].tolist()
     ig = igraph.Graph(n=args.n, edges=edges)
     nxg = g.to_networkx("mean")
@@ -70,7 +70,9 @@ def main() -> None:
 
     union = g.to_scipy("max", weighted=False).tocoo()
     upper = union.row < union.col
-    ig_union = igraph.Graph(n=args.n, edges=list(zip(union.row[upper].tolist(), union.col[upper].tolist())))
+    ig_union = igraph.Graph(
+        n=args.n, edges=list(zip(union.row[upper].tolist(), union.col[upper].tolist(), strict=True))
+    )
     nx_union = g.to_networkx("max", weighted=False)
     tri = gg.triangles(g)
     tri_ig = len(ig_union.list_triangles())
@@ -96,8 +98,14 @@ def main() -> None:
     t_one = median_time(lambda: [gg.modularity(g, s) for s in shuffled], 3) / len(shuffled)
     t_one_ig = median_time(lambda: [ig.modularity(s.tolist(), weights=weights) for s in shuffled], 3) / len(shuffled)
     print(row(f"null, {perms} permutations", "time [s]", "vs calls", "vs igraph calls"))
-    print(row("gpugraph modularity_null", f"{t_null:.4f}", f"{perms * t_one / t_null:.1f}x",
-              f"{perms * t_one_ig / t_null:.1f}x"))
+    print(
+        row(
+            "gpugraph modularity_null",
+            f"{t_null:.4f}",
+            f"{perms * t_one / t_null:.1f}x",
+            f"{perms * t_one_ig / t_null:.1f}x",
+        )
+    )
     print(row(f"{perms} x gg.modularity", f"{perms * t_one:.4f}"))
     print(row(f"{perms} x igraph modularity", f"{perms * t_one_ig:.4f}"))
 

@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -91,32 +92,62 @@ def main() -> None:
     except ImportError:
         faiss = None
     print(environment())
-    cases = [tuple(int(v) for v in c.split("x")) for c in args.cases] if args.cases else [(n, args.dim) for n in args.sizes]
+    cases = (
+        [tuple(int(v) for v in c.split("x")) for c in args.cases] if args.cases else [(n, args.dim) for n in args.sizes]
+    )
     gg.knn_graph(torch.randn(600, 8), k=3)  # load the compiled code once, outside the timings
     print(f"exact cosine kNN, median of {args.repeats}")
     print(row("N x D, k / method", "time [s]", "gpugraph x", "agree", widths=(34, 10, 11, 8)))
     for n, d in cases:
         x = torch.randn(n, d, generator=torch.Generator().manual_seed(n))
         for k in args.ks or [args.k]:
-            t_ours, ours = timed(lambda: gg.knn_graph(x, k=k), args.repeats)
+            t_ours, ours = timed(partial(gg.knn_graph, x, k=k), args.repeats)
             mine = ours.indices.sort(1).values.numpy()
             print(row(f"{n} x {d}, k={k} gpugraph", f"{t_ours:.3f}", "1.00", "-", widths=(34, 10, 11, 8)))
-            t_torch, (ref_i, _) = timed(lambda: torch_blocks(x, k), args.repeats)
+            t_torch, (ref_i, _) = timed(partial(torch_blocks, x, k), args.repeats)
             agree = float((ref_i.sort(1).values.numpy() == mine).all(1).mean())
-            print(row(f"{n} x {d}, k={k} torch mm+topk", f"{t_torch:.3f}", f"{t_torch / t_ours:.2f}", f"{agree:.4f}",
-                      widths=(34, 10, 11, 8)))
+            print(
+                row(
+                    f"{n} x {d}, k={k} torch mm+topk",
+                    f"{t_torch:.3f}",
+                    f"{t_torch / t_ours:.2f}",
+                    f"{agree:.4f}",
+                    widths=(34, 10, 11, 8),
+                )
+            )
             if faiss is not None:
                 xa = x.numpy()
-                t_faiss, (_, fi) = timed(lambda: faiss_flat(xa, k), args.repeats)
+                t_faiss, (_, fi) = timed(partial(faiss_flat, xa, k), args.repeats)
                 agree = float((np.sort(fi[:, 1:], 1) == mine).all(1).mean())
-                print(row(f"{n} x {d}, k={k} faiss IndexFlatIP", f"{t_faiss:.3f}", f"{t_faiss / t_ours:.2f}",
-                          f"{agree:.4f}", widths=(34, 10, 11, 8)), flush=True)
+                print(
+                    row(
+                        f"{n} x {d}, k={k} faiss IndexFlatIP",
+                        f"{t_faiss:.3f}",
+                        f"{t_faiss / t_ours:.2f}",
+                        f"{agree:.4f}",
+                        widths=(34, 10, 11, 8),
+                    ),
+                    flush=True,
+                )
     if not args.memory_n:
         return
     out = subprocess.run(
-        [sys.executable, __file__, "--peak-child", "--threads", str(args.threads), "--k", str(args.k),
-         "--memory-n", str(args.memory_n), "--memory-d", str(args.memory_d)],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            __file__,
+            "--peak-child",
+            "--threads",
+            str(args.threads),
+            "--k",
+            str(args.k),
+            "--memory-n",
+            str(args.memory_n),
+            "--memory-d",
+            str(args.memory_d),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     peak, added = out.stdout.split()
     full = args.memory_n**2 * 4 / 2**30

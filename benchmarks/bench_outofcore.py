@@ -50,7 +50,7 @@ def child(method: str, path: str, k: int, out: str) -> None:
         index.add(x)
         _, found = index.search(x, k + 1)
         own = np.arange(len(x))[:, None]  # drop each row itself (a duplicate may come first)
-        indices = np.stack([r[r != i][:k] for r, i in zip(found, own[:, 0])])
+        indices = np.stack([r[r != i][:k] for r, i in zip(found, own[:, 0], strict=True)])
     seconds = time.perf_counter() - start
     np.save(out, indices)
     print(json.dumps({"seconds": seconds, "peak_bytes": peak_rss_kib() * 1024}))
@@ -74,7 +74,7 @@ def agreement(path: Path, indices: np.ndarray, k: int, rows: np.ndarray) -> floa
         idx = np.concatenate([best_i, top + c0], axis=1)
         order = np.argsort(-vals, axis=1, kind="stable")[:, :k]
         best, best_i = np.take_along_axis(vals, order, 1), np.take_along_axis(idx, order, 1)
-    return float(np.mean([set(a) == set(b) for a, b in zip(indices[rows], best_i)]))
+    return float(np.mean([set(a) == set(b) for a, b in zip(indices[rows], best_i, strict=True)]))
 
 
 def main() -> None:
@@ -107,12 +107,35 @@ def main() -> None:
     rows = np.random.default_rng(1).choice(args.n, 2000, replace=False)
     for method in args.methods:
         out = path.with_suffix(f".{method}.npy")
-        done = subprocess.run([sys.executable, __file__, "--child", method, str(path), str(out), "--k", str(args.k),
-                               "--threads", str(args.threads)], capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                method,
+                str(path),
+                str(out),
+                "--k",
+                str(args.k),
+                "--threads",
+                str(args.threads),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         result = json.loads(done.stdout.strip().splitlines()[-1])
         agree = agreement(path, np.load(out), args.k, rows)
-        print(row(method, f"{result['seconds']:.1f}", f"{result['peak_bytes'] / 2**30:.2f}",
-                  f"{(result['peak_bytes'] - size) / 2**30:.2f}", f"{agree:.4f}", widths=(12, 12, 12, 12, 8)))
+        print(
+            row(
+                method,
+                f"{result['seconds']:.1f}",
+                f"{result['peak_bytes'] / 2**30:.2f}",
+                f"{(result['peak_bytes'] - size) / 2**30:.2f}",
+                f"{agree:.4f}",
+                widths=(12, 12, 12, 12, 8),
+            )
+        )
 
 
 if __name__ == "__main__":

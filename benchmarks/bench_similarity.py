@@ -69,16 +69,39 @@ def main() -> None:
         results = {}
         for method in ("gpugraph", "dense"):
             out = subprocess.run(
-                [sys.executable, __file__, "--child", method, str(n), "--d1", str(args.d1), "--d2", str(args.d2),
-                 "--threads", str(args.threads), "--repeats", str(args.repeats)],
-                capture_output=True, text=True, check=True,
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    method,
+                    str(n),
+                    "--d1",
+                    str(args.d1),
+                    "--d2",
+                    str(args.d2),
+                    "--threads",
+                    str(args.threads),
+                    "--repeats",
+                    str(args.repeats),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
             )
             t, mem, value = out.stdout.split()
             results[method] = (float(t), float(mem), float(value))
         ours = results["gpugraph"]
         for method, (t, mem, value) in results.items():
-            print(row(f"{n} {method}", f"{t:.3f}", f"{t / ours[0]:.1f}x", f"{mem:.2f}",
-                      f"{abs(value - ours[2]):.1e}", widths=(20, 10, 10, 10, 10)))
+            print(
+                row(
+                    f"{n} {method}",
+                    f"{t:.3f}",
+                    f"{t / ours[0]:.1f}x",
+                    f"{mem:.2f}",
+                    f"{abs(value - ours[2]):.1e}",
+                    widths=(20, 10, 10, 10, 10),
+                )
+            )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ dynamics.png. Attack: FGSM and PGD (L-infinity, --steps steps) at each --eps on 
 signals (unit variance, unbounded); the clean and the attacked curve are taken on the same
 samples, those classified correctly whose attack succeeded, with z-scores against --null
 label permutations; the attacked curve is read against the true labels and against the
-model's predicted labels on the attacked signals (gpugraph.attacks.Attack.labels). Prints the tables, writes attack.json and attack.png under --out.
+model's predicted labels on the attacked signals (gpugraph.attacks.Attack.labels). Prints
+the tables, writes attack.json and attack.png under --out.
 """
 
 from __future__ import annotations
@@ -55,41 +56,72 @@ def main() -> None:
     width = max(len(n) for n in layers)
     print(f"{'epoch':>5}  " + "  ".join(f"{n:>{max(6, len(n))}}" for n in layers))
     for epoch, c in history:
-        print(f"{epoch:>5}  " + "  ".join(f"{m:>{max(6, len(n))}.3f}" for n, m in zip(layers, c.mean)))
+        print(f"{epoch:>5}  " + "  ".join(f"{m:>{max(6, len(n))}.3f}" for n, m in zip(layers, c.mean, strict=True)))
     monitor.plot(out / "dynamics.png")
 
     report = {"environment": environment(), "epochs": args.epochs, "layers": layers, "attacks": {}}
     for attack in ("fgsm", "pgd"):
         for eps in args.eps:
-            hit = gg.attacks.fgsm(model, x_test, y_test, eps) if attack == "fgsm" else \
-                gg.attacks.pgd(model, x_test, y_test, eps, steps=args.steps, seed=args.seed)
+            hit = (
+                gg.attacks.fgsm(model, x_test, y_test, eps)
+                if attack == "fgsm"
+                else gg.attacks.pgd(model, x_test, y_test, eps, steps=args.steps, seed=args.seed)
+            )
             keep = hit.mask
             n = min(200, int(keep.sum()) // 5)
-            clean = gg.modularity_curve(gg.capture(model, (x_test[keep], y_test[keep]), include_input=True),
-                                        k=3, n=n, repeats=5, seed=args.seed, null=args.null)
+            clean = gg.modularity_curve(
+                gg.capture(model, (x_test[keep], y_test[keep]), include_input=True),
+                k=3,
+                n=n,
+                repeats=5,
+                seed=args.seed,
+                null=args.null,
+            )
             acts = gg.capture(model, (hit.x[keep], y_test[keep]), include_input=True)
-            bad = {which: gg.modularity_curve(acts, hit.labels(y_test, which), k=3, n=n, repeats=5, seed=args.seed,
-                                              null=args.null) for which in ("true", "predicted")}
-            print(f"\n{attack} eps={eps}: accuracy {hit.clean_accuracy:.1%} clean, {hit.attacked_accuracy:.1%} "
-                  f"attacked; curves on {int(keep.sum())} correct-and-fooled signals (5 subsets of {n}, k = 3); "
-                  "attacked against the true and the predicted labels")
-            print(f"{'layer':<{width}}  {'clean':>14}  {'att. true':>14}  {'att. predicted':>14}  {'z clean':>7}  "
-                  f"{'z true':>7}  {'z pred.':>7}")
+            bad = {
+                which: gg.modularity_curve(
+                    acts, hit.labels(y_test, which), k=3, n=n, repeats=5, seed=args.seed, null=args.null
+                )
+                for which in ("true", "predicted")
+            }
+            print(
+                f"\n{attack} eps={eps}: accuracy {hit.clean_accuracy:.1%} clean, {hit.attacked_accuracy:.1%} "
+                f"attacked; curves on {int(keep.sum())} correct-and-fooled signals (5 subsets of {n}, k = 3); "
+                "attacked against the true and the predicted labels"
+            )
+            print(
+                f"{'layer':<{width}}  {'clean':>14}  {'att. true':>14}  {'att. predicted':>14}  {'z clean':>7}  "
+                f"{'z true':>7}  {'z pred.':>7}"
+            )
             for j, name in enumerate(layers):
                 t, p_ = bad["true"], bad["predicted"]
-                print(f"{name:<{width}}  {clean.mean[j]:6.3f}+-{clean.std[j]:.3f}  {t.mean[j]:6.3f}+-{t.std[j]:.3f}"
-                      f"  {p_.mean[j]:6.3f}+-{p_.std[j]:.3f}  {clean.z[j]:7.1f}  {t.z[j]:7.1f}  {p_.z[j]:7.1f}")
+                print(
+                    f"{name:<{width}}  {clean.mean[j]:6.3f}+-{clean.std[j]:.3f}  {t.mean[j]:6.3f}+-{t.std[j]:.3f}"
+                    f"  {p_.mean[j]:6.3f}+-{p_.std[j]:.3f}  {clean.z[j]:7.1f}  {t.z[j]:7.1f}  {p_.z[j]:7.1f}"
+                )
             report["attacks"][f"{attack} {eps}"] = {
-                "clean_accuracy": hit.clean_accuracy, "attacked_accuracy": hit.attacked_accuracy,
-                "samples": int(keep.sum()), "clean": clean.to_dict(), "attacked": bad["true"].to_dict(),
-                "attacked_predicted_labels": bad["predicted"].to_dict()}
+                "clean_accuracy": hit.clean_accuracy,
+                "attacked_accuracy": hit.attacked_accuracy,
+                "samples": int(keep.sum()),
+                "clean": clean.to_dict(),
+                "attacked": bad["true"].to_dict(),
+                "attacked_predicted_labels": bad["predicted"].to_dict(),
+            }
             if attack == "pgd" and eps == max(args.eps):
-                clean.plot(out / "attack.png", label="clean", others={
-                    f"PGD eps={eps}, true labels": bad["true"], f"PGD eps={eps}, predicted labels": bad["predicted"]})
+                clean.plot(
+                    out / "attack.png",
+                    label="clean",
+                    others={
+                        f"PGD eps={eps}, true labels": bad["true"],
+                        f"PGD eps={eps}, predicted labels": bad["predicted"],
+                    },
+                )
     report["seconds"] = time.perf_counter() - start
     (out / "attack.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
-    print(f"\nwrote {out / 'dynamics.png'}, {jsonl}, {out / 'attack.json'} and {out / 'attack.png'} "
-          f"in {report['seconds']:.0f} s")
+    print(
+        f"\nwrote {out / 'dynamics.png'}, {jsonl}, {out / 'attack.json'} and {out / 'attack.png'} "
+        f"in {report['seconds']:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpugraph.kernels import cuda as _kernels  # noqa: E402
+from gpugraph.kernels import cuda as _kernels
 
 LIMITS = {  # per SM: 32-bit registers, max threads, max blocks, shared memory usable by blocks (bytes)
     "sm_80": {"registers": 65536, "threads": 2048, "blocks": 32, "shared": 164 * 1024, "gpu": "A100"},
@@ -37,14 +37,29 @@ def resources(source: str, arch: str) -> dict[str, dict]:
     """{kernel: {registers, shared, spill_stores, spill_loads, stack}} from nvcc --resource-usage."""
     path = importlib.resources.files("gpugraph.kernels").joinpath(source)
     with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run(["nvcc", f"-arch={arch}", *_kernels._OPTIONS, "--resource-usage", "-c", str(path),
-                              "-o", str(Path(tmp) / "k.o")], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                "nvcc",
+                f"-arch={arch}",
+                *_kernels._OPTIONS,
+                "--resource-usage",
+                "-c",
+                str(path),
+                "-o",
+                str(Path(tmp) / "k.o"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     found, name = {}, None
     for line in out.stderr.splitlines():
         if m := re.search(r"Function properties for (\w+)", line):
             name = m.group(1)
             found[name] = {"registers": 0, "shared": 0}
-        elif name and (m := re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)):
+        elif name and (
+            m := re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        ):
             found[name].update(stack=int(m.group(1)), spill_stores=int(m.group(2)), spill_loads=int(m.group(3)))
         elif name and "Used" in line:
             found[name]["registers"] = int(re.search(r"Used (\d+) registers", line).group(1))
@@ -58,10 +73,12 @@ def occupancy(registers: int, shared: int, threads: int, arch: str) -> tuple[flo
     lim = LIMITS[arch]
     warps = -(-threads // 32)
     per_warp = -(-registers * 32 // 256) * 256
-    by = {"registers": lim["registers"] // (per_warp * warps) if registers else lim["blocks"],
-          "shared memory": lim["shared"] // (shared + _RESERVED_SHARED),
-          "threads": lim["threads"] // threads,
-          "blocks": lim["blocks"]}
+    by = {
+        "registers": lim["registers"] // (per_warp * warps) if registers else lim["blocks"],
+        "shared memory": lim["shared"] // (shared + _RESERVED_SHARED),
+        "threads": lim["threads"] // threads,
+        "blocks": lim["blocks"],
+    }
     limit = min(by, key=by.get)
     blocks = by[limit]
     return blocks * warps / (lim["threads"] // 32), blocks, limit
@@ -75,8 +92,18 @@ def table(archs: list[str]) -> list[dict]:
             for kernel in kernels:
                 r = found[kernel]
                 occ, blocks, limit = occupancy(r["registers"], r["shared"], _kernels.THREADS, arch)
-                rows.append({"kernel": kernel, "source": source, "arch": arch, "threads": _kernels.THREADS, **r,
-                             "blocks_per_sm": blocks, "occupancy": occ, "limited_by": limit})
+                rows.append(
+                    {
+                        "kernel": kernel,
+                        "source": source,
+                        "arch": arch,
+                        "threads": _kernels.THREADS,
+                        **r,
+                        "blocks_per_sm": blocks,
+                        "occupancy": occ,
+                        "limited_by": limit,
+                    }
+                )
     return rows
 
 
@@ -88,12 +115,17 @@ def main() -> None:
     version = subprocess.run(["nvcc", "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1]
     rows = table(args.arch)
     print(f"nvcc: {version}; options {' '.join(_kernels._OPTIONS)}; {_kernels.THREADS} threads a block")
-    print("| kernel | arch | registers | shared memory | spills (stores / loads) | blocks per SM | occupancy | limited by |")
+    print(
+        "| kernel | arch | registers | shared memory | spills (stores / loads) | blocks per SM | occupancy "
+        "| limited by |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['kernel']} | {r['arch']} ({LIMITS[r['arch']]['gpu']}) | {r['registers']} | {r['shared']} B "
-              f"| {r['spill_stores']} / {r['spill_loads']} B | {r['blocks_per_sm']} | {r['occupancy']:.1%} "
-              f"| {r['limited_by']} |")
+        print(
+            f"| {r['kernel']} | {r['arch']} ({LIMITS[r['arch']]['gpu']}) | {r['registers']} | {r['shared']} B "
+            f"| {r['spill_stores']} / {r['spill_loads']} B | {r['blocks_per_sm']} | {r['occupancy']:.1%} "
+            f"| {r['limited_by']} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
 

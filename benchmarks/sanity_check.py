@@ -80,13 +80,17 @@ def measures(ks: list[int], pooled: bool):
         ("dense LSim, centred", lambda f, p: gg.similarity_matrix(f, measure="lsim", centre=True)),
         *((f"kNN LSim, k={k}", lambda f, p, k=k: gg.similarity_matrix(f, measure="lsim", k=k)) for k in ks),
         ("linear CKA" + (", pooled" if pooled else ""), lambda f, p: gg.similarity_matrix(cka_of(f, p), measure="cka")),
-        ("unbiased CKA" + (", pooled" if pooled else ""),
-         lambda f, p: gg.similarity_matrix(cka_of(f, p), measure="cka", unbiased=True)),
+        (
+            "unbiased CKA" + (", pooled" if pooled else ""),
+            lambda f, p: gg.similarity_matrix(cka_of(f, p), measure="cka", unbiased=True),
+        ),
     ]
     if pooled:
         rows.append(("linear CKA, flattened", lambda f, p: gg.similarity_matrix(f, measure="cka")))
-    rows += [("mutual kNN, k=10", lambda f, p: gg.similarity_matrix(f, measure="mutual_knn", k=10)),
-             ("kNN overlap, k=10", lambda f, p: gg.similarity_matrix(f, measure="knn_overlap", k=10))]
+    rows += [
+        ("mutual kNN, k=10", lambda f, p: gg.similarity_matrix(f, measure="mutual_knn", k=10)),
+        ("kNN overlap, k=10", lambda f, p: gg.similarity_matrix(f, measure="knn_overlap", k=10)),
+    ]
     return rows
 
 
@@ -129,8 +133,10 @@ def main() -> None:
             flat, layers = capture_all(models, x, y, protocol, "flatten")
             pooled = capture_all(models, x, y, protocol, "avgpool")[0] if protocol == "authors" else None
             pairs = args.nets * (args.nets - 1) // (1 if ordered else 2)
-            print(f"\n{arch}, protocol {protocol}, N={n}: {layers} layers, {pairs} {'ordered' if ordered else 'unordered'} "
-                  f"pairs, {pairs * layers} picks per measure")
+            print(
+                f"\n{arch}, protocol {protocol}, N={n}: {layers} layers, {pairs} "
+                f"{'ordered' if ordered else 'unordered'} pairs, {pairs * layers} picks per measure"
+            )
             print(f"{'measure':<24} {'accuracy':>8}  {'95% CI':>13}  {'time':>6}  per layer (%)")
             table = {"arch": arch, "protocol": protocol, "n": n, "ordered": ordered, "layers": layers, "rows": []}
             for label, fn in measures(args.ks, pooled is not None):
@@ -142,10 +148,20 @@ def main() -> None:
                 read = pairs_of(args.nets, ordered)
                 nets_pairs = hits.sum(axis=2) * read
                 per_layer = hits[read].mean(axis=0)
-                print(f"{label:<24} {acc:8.1%}  {lo:5.1%}-{hi:5.1%}  {elapsed:5.1f}s  "
-                      + " ".join(f"{100 * v:3.0f}" for v in per_layer))
-                table["rows"].append({"measure": label, "accuracy": acc, "ci95": [lo, hi], "seconds": elapsed,
-                                      "per_layer": per_layer.tolist(), "hits": nets_pairs.tolist()})
+                print(
+                    f"{label:<24} {acc:8.1%}  {lo:5.1%}-{hi:5.1%}  {elapsed:5.1f}s  "
+                    + " ".join(f"{100 * v:3.0f}" for v in per_layer)
+                )
+                table["rows"].append(
+                    {
+                        "measure": label,
+                        "accuracy": acc,
+                        "ci95": [lo, hi],
+                        "seconds": elapsed,
+                        "per_layer": per_layer.tolist(),
+                        "hits": nets_pairs.tolist(),
+                    }
+                )
             report["tables"].append(table)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=1))

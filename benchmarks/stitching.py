@@ -34,7 +34,12 @@ import gpugraph as gg
 from gpugraph.models.training import accuracy
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BOTTOMS = {"trained, seed 0": (0, 15), "trained, seed 2": (2, 15), "1 epoch, seed 10": (10, 1), "untrained, seed 20": (20, 0)}
+BOTTOMS = {
+    "trained, seed 0": (0, 15),
+    "trained, seed 2": (2, 15),
+    "1 epoch, seed 10": (10, 1),
+    "untrained, seed 20": (20, 0),
+}
 
 
 def main() -> None:
@@ -61,8 +66,10 @@ def main() -> None:
     x, y = x_eval[: args.n], y_eval[: args.n]
     top_acts = gg.capture(top, (x, y), layers=layers)
     print(f"top: held-out accuracy {accuracy(top, x_eval, y_eval):.1%}; stitching at {', '.join(layers)}")
-    print(f"\n{'bottom':<20} {'layer':<11} {'bottom acc':>10} {'stitched':>9} {'same-class tri':>14} "
-          f"{'modularity':>10} {'LSim':>6} {'CKA':>6} {'time':>5}")
+    print(
+        f"\n{'bottom':<20} {'layer':<11} {'bottom acc':>10} {'stitched':>9} {'same-class tri':>14} "
+        f"{'modularity':>10} {'LSim':>6} {'CKA':>6} {'time':>5}"
+    )
     points = []
     for name, bottom in bottoms.items():
         acts = gg.capture(bottom, (x, y), layers=layers)
@@ -74,28 +81,45 @@ def main() -> None:
             g = gg.knn_graph(acts[layer], 5)
             tri = gg.motifs(g, y)
             share = tri["same"] / max(1, sum(tri.values()))
-            point = {"bottom": name, "layer": layer, "bottom_accuracy": own, "stitched_accuracy": stitched,
-                     "same_class_triangles": share, "modularity": gg.modularity(g, y),
-                     "lsim": gg.layer_similarity(acts[layer], top_acts[layer]), "cka": gg.cka(acts[layer], top_acts[layer]),
-                     "final_loss": s.losses[-1]}
+            point = {
+                "bottom": name,
+                "layer": layer,
+                "bottom_accuracy": own,
+                "stitched_accuracy": stitched,
+                "same_class_triangles": share,
+                "modularity": gg.modularity(g, y),
+                "lsim": gg.layer_similarity(acts[layer], top_acts[layer]),
+                "cka": gg.cka(acts[layer], top_acts[layer]),
+                "final_loss": s.losses[-1],
+            }
             points.append(point)
-            print(f"{name:<20} {layer:<11} {own:10.1%} {stitched:9.1%} {share:14.3f} {point['modularity']:10.3f} "
-                  f"{point['lsim']:6.3f} {point['cka']:6.3f} {time.perf_counter() - t0:4.0f}s")
+            print(
+                f"{name:<20} {layer:<11} {own:10.1%} {stitched:9.1%} {share:14.3f} {point['modularity']:10.3f} "
+                f"{point['lsim']:6.3f} {point['cka']:6.3f} {time.perf_counter() - t0:4.0f}s"
+            )
 
     predictors = ["same_class_triangles", "modularity", "lsim", "cka"]
     summary = {}
-    for subset, keep in (("all bottoms", lambda p: True), ("trained bottoms", lambda p: p["bottom"].startswith("trained"))):
+    for subset, keep in (
+        ("all bottoms", lambda p: True),
+        ("trained bottoms", lambda p: p["bottom"].startswith("trained")),
+    ):
         chosen = [p for p in points if keep(p)]
         print(f"\nSpearman rho with stitched accuracy, {subset} ({len(chosen)} points), 95% bootstrap CI:")
         summary[subset] = {}
         for key in predictors:
-            result, (lo, hi) = correlation_ci(spearmanr, [p[key] for p in chosen], [p["stitched_accuracy"] for p in chosen])
+            result, (lo, hi) = correlation_ci(
+                spearmanr, [p[key] for p in chosen], [p["stitched_accuracy"] for p in chosen]
+            )
             rho = float(result.statistic)
             summary[subset][key] = {"rho": rho, "ci95": [float(lo), float(hi)]}
             print(f"  {key:<22} {rho:+.2f}  [{lo:+.2f}, {hi:+.2f}]")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"points": points, "spearman": summary, "epochs": args.epochs, "n": args.n,
-                                           "init": args.init}, indent=1))
+    Path(args.json).write_text(
+        json.dumps(
+            {"points": points, "spearman": summary, "epochs": args.epochs, "n": args.n, "init": args.init}, indent=1
+        )
+    )
     print(f"\nwrote {args.json}; total {time.perf_counter() - start:.0f} s")
 
 

@@ -67,8 +67,12 @@ def sources(x, y) -> dict[str, nn.Module]:
     ):
         seed = kwargs.get("seed", 0)
         xs, ys = subset(x, y, classes, kwargs.get("per_class"), kwargs.get("shuffle_seed"))
-        tag = "c" + "".join(map(str, classes)) + (f"-n{len(xs)}" if "per_class" in kwargs else "") \
+        tag = (
+            "c"
+            + "".join(map(str, classes))
+            + (f"-n{len(xs)}" if "per_class" in kwargs else "")
             + ("-shuffled" if "shuffle_seed" in kwargs else "")
+        )
         zoo[label] = trained("cnn", seed, xs, ys, epochs, tag=tag, classes=len(classes))
     torch.manual_seed(20)
     zoo["untrained"] = TinyCnn(classes=5).eval()
@@ -121,26 +125,45 @@ def main() -> None:
     truth = {}
     for name, model in zoo.items():
         fine = [finetuned_accuracy(model, xt, yt, xt_test, yt_test, args.finetune_epochs, s) for s in range(args.seeds)]
-        truth[name] = {"finetuned": float(np.mean(fine)), "finetuned_std": float(np.std(fine, ddof=1)) if len(fine) > 1 else 0.0,
-                       "probe": probe_accuracy(model, xt, yt, xt_test, yt_test)}
+        truth[name] = {
+            "finetuned": float(np.mean(fine)),
+            "finetuned_std": float(np.std(fine, ddof=1)) if len(fine) > 1 else 0.0,
+            "probe": probe_accuracy(model, xt, yt, xt_test, yt_test),
+        }
     width = max(len(n) for n in zoo)
-    print(f"\n{'source':<{width}}  {'fine-tuned':>10}  {'probe':>6}  " + "  ".join(f"{m:>12}" for m in ranking.measures))
+    print(
+        f"\n{'source':<{width}}  {'fine-tuned':>10}  {'probe':>6}  " + "  ".join(f"{m:>12}" for m in ranking.measures)
+    )
     for name in zoo:
-        print(f"{name:<{width}}  {truth[name]['finetuned']:10.1%}  {truth[name]['probe']:6.1%}  "
-              + "  ".join(f"{ranking.scores[name][m]:12.4f}" for m in ranking.measures))
+        print(
+            f"{name:<{width}}  {truth[name]['finetuned']:10.1%}  {truth[name]['probe']:6.1%}  "
+            + "  ".join(f"{ranking.scores[name][m]:12.4f}" for m in ranking.measures)
+        )
     print(f"(rank_sources: {scored:.1f} s for {len(zoo)} sources)")
     summary = {}
     for outcome in ("finetuned", "probe"):
         print(f"\nKendall tau-b with the {outcome} accuracy ({len(zoo)} sources), 95% bootstrap CI, p-value:")
         summary[outcome] = {}
         for m in ranking.measures:
-            result, (lo, hi) = correlation_ci(kendalltau, [ranking.scores[n][m] for n in zoo], [truth[n][outcome] for n in zoo])
+            result, (lo, hi) = correlation_ci(
+                kendalltau, [ranking.scores[n][m] for n in zoo], [truth[n][outcome] for n in zoo]
+            )
             tau, p = float(result.statistic), float(result.pvalue)
             summary[outcome][m] = {"tau": tau, "p": p, "ci95": [float(lo), float(hi)]}
             print(f"  {m:<14} {tau:+.2f}  [{lo:+.2f}, {hi:+.2f}]  p={p:.3f}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"scores": ranking.scores, "truth": truth, "kendall": summary,
-                                           "finetune_epochs": args.finetune_epochs, "seeds": args.seeds}, indent=1))
+    Path(args.json).write_text(
+        json.dumps(
+            {
+                "scores": ranking.scores,
+                "truth": truth,
+                "kendall": summary,
+                "finetune_epochs": args.finetune_epochs,
+                "seeds": args.seeds,
+            },
+            indent=1,
+        )
+    )
     print(f"\nwrote {args.json}; total {time.perf_counter() - start:.0f} s")
 
 

@@ -60,15 +60,30 @@ def key_sequences(n: int, seed: int):
 
 def vit(seed: int):
     torch.manual_seed(seed)
-    config = transformers.ViTConfig(image_size=16, patch_size=4, num_channels=1, hidden_size=64,
-                                    num_hidden_layers=4, num_attention_heads=4, intermediate_size=128, num_labels=10)
+    config = transformers.ViTConfig(
+        image_size=16,
+        patch_size=4,
+        num_channels=1,
+        hidden_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=128,
+        num_labels=10,
+    )
     return transformers.ViTForImageClassification(config)
 
 
 def bert(seed: int):
     torch.manual_seed(seed)
-    config = transformers.BertConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
-                                     intermediate_size=128, max_position_embeddings=LENGTH, num_labels=KEYS)
+    config = transformers.BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=LENGTH,
+        num_labels=KEYS,
+    )
     return transformers.BertForSequenceClassification(config)
 
 
@@ -86,15 +101,19 @@ def train(model, batches, epochs: int, lr: float = 1e-3) -> None:
 
 def accuracy(model, batches) -> float:
     with torch.no_grad():
-        right = sum(int((model(**{k: v for k, v in b.items() if k != "labels"}).logits.argmax(1) == b["labels"]).sum())
-                    for b in batches)
+        right = sum(
+            int((model(**{k: v for k, v in b.items() if k != "labels"}).logits.argmax(1) == b["labels"]).sum())
+            for b in batches
+        )
     return right / sum(len(b["labels"]) for b in batches)
 
 
 def split(inputs: dict, labels, size: int, seed: int) -> list[dict]:
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    return [{**{k: v[order[i : i + size]] for k, v in inputs.items()}, "labels": labels[order[i : i + size]]}
-            for i in range(0, len(labels), size)]
+    return [
+        {**{k: v[order[i : i + size]] for k, v in inputs.items()}, "labels": labels[order[i : i + size]]}
+        for i in range(0, len(labels), size)
+    ]
 
 
 def report(name: str, acts_by_seed: dict, untrained, args) -> None:
@@ -107,14 +126,15 @@ def report(name: str, acts_by_seed: dict, untrained, args) -> None:
         with warnings.catch_warnings():  # an untrained model's curve is flat: the point of it
             warnings.filterwarnings("ignore", "the modularity curve is flat")
             curve = gg.modularity_curve(untrained[reduce], k=5, n=n, repeats=args.repeats)
-        print(f"\n{name}, untrained, reduce={reduce!r}: "
-              + ", ".join(f"{q:.3f}" for q in curve.mean))
+        print(f"\n{name}, untrained, reduce={reduce!r}: " + ", ".join(f"{q:.3f}" for q in curve.mean))
         seeds = list(acts)
         if len(seeds) >= 2:
             sim = gg.similarity_matrix(acts[seeds[0]], acts[seeds[1]], measure="lsim")
-            hits = np.mean([a == b for a, b in zip(sim.layers_a, sim.identify())])
-            print(f"LSim between seeds {seeds[0]} and {seeds[1]}, reduce={reduce!r}: the most similar layer "
-                  f"is the same layer for {hits:.0%} of the layers")
+            hits = np.mean([a == b for a, b in zip(sim.layers_a, sim.identify(), strict=True)])
+            print(
+                f"LSim between seeds {seeds[0]} and {seeds[1]}, reduce={reduce!r}: the most similar layer "
+                f"is the same layer for {hits:.0%} of the layers"
+            )
             print(sim)
 
 

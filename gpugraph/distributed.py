@@ -32,6 +32,8 @@ reduce per-class sums or counts.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -106,12 +108,14 @@ def _same(infos: list[dict], key: str, what: str) -> None:
     values = [info[key] for info in infos if info.get("n", 1)]
     for rank, info in enumerate(infos):
         if info.get("n", 1) and info[key] != values[0]:
-            raise ValueError(f"every rank must hold rows of one {what}: rank {rank} has {info[key]}, "
-                             f"another {values[0]}")
+            raise ValueError(
+                f"every rank must hold rows of one {what}: rank {rank} has {info[key]}, another {values[0]}"
+            )
 
 
-def knn_graph(x_local, k: int = 10, group=None, *, precision: str = "exact", tile: int | None = None,
-              memory=None, progress=None) -> KnnGraph:
+def knn_graph(
+    x_local, k: int = 10, group=None, *, precision: str = "exact", tile: int | None = None, memory=None, progress=None
+) -> KnnGraph:
     """Exact cosine k-NN graph of the rows of all ranks; this rank's rows, global indices.
 
     Equal to ``gpugraph.knn_graph`` on the concatenation of every rank's rows (the same
@@ -149,8 +153,9 @@ def knn_graph(x_local, k: int = 10, group=None, *, precision: str = "exact", til
     size = torch.empty((), dtype=dtype).element_size()
     chunk = max(1, min(tile, (budget or _memory.budget(device)) // (8 * (d * size + k * 16))))
     schedule = list(_schedule(rank, world, sizes, chunk))
-    count = len(tiles(local.n, None, tile, k)) + sum(len(tiles(mine.stop - mine.start, vis.stop - vis.start, tile, k))
-                                                    for _, _, _, mine, vis in schedule)
+    count = len(tiles(local.n, None, tile, k)) + sum(
+        len(tiles(mine.stop - mine.start, vis.stop - vis.start, tile, k)) for _, _, _, mine, vis in schedule
+    )
     bar = _progress.bar(progress, count, "tile", "knn_graph", long=n_total >= 20_000)
     selector, precision_used = _selector(device, dtype, k, precision)
     # every kept pair is re-scored by the canonical cosine (the same bits on whichever rank
@@ -175,18 +180,42 @@ def knn_graph(x_local, k: int = 10, group=None, *, precision: str = "exact", til
         sent += _exchange(outgoing, (rank + 1) % world, incoming, (rank - 1) % world, group)
         visitor = arriving
         if vis_part.stop > vis_part.start and own_part.stop > own_part.start:
-            walk(selector, own, mine_rows.view(own_part.start, own_part.stop), offsets[rank] + own_part.start,
-                 a_at=own_part.start, top_b=visitor, rows_b=RowBlocks(held).view(vis_part.start - c0, vis_part.stop - c0),
-                 b_id=offsets[owner] + vis_part.start, b_at=vis_part.start - c0, **walk_args)
+            walk(
+                selector,
+                own,
+                mine_rows.view(own_part.start, own_part.stop),
+                offsets[rank] + own_part.start,
+                a_at=own_part.start,
+                top_b=visitor,
+                rows_b=RowBlocks(held).view(vis_part.start - c0, vis_part.stop - c0),
+                b_id=offsets[owner] + vis_part.start,
+                b_at=vis_part.start - c0,
+                **walk_args,
+            )
         if step == hops:  # the visitors' lists go home, to rank - S; this chunk's come from rank + S
             back = TopK(j1 - j0, k, dtype, device)
-            sent += _exchange([visitor.values, visitor.indices], (rank - hops) % world,
-                              [back.values, back.indices], (rank + hops) % world, group)
+            sent += _exchange(
+                [visitor.values, visitor.indices],
+                (rank - hops) % world,
+                [back.values, back.indices],
+                (rank + hops) % world,
+                group,
+            )
             own.merge(back, at=j0)
     own.sort()
     bar.close()
-    meta = {"metric": "cosine", "n": n_total, "d": d, "k": k, "dtype": str(local.dtype).replace("torch.", ""),
-            "precision": precision, "world_size": world, "rank": rank, "offset": offsets[rank], "bytes_sent": sent}
+    meta = {
+        "metric": "cosine",
+        "n": n_total,
+        "d": d,
+        "k": k,
+        "dtype": str(local.dtype).replace("torch.", ""),
+        "precision": precision,
+        "world_size": world,
+        "rank": rank,
+        "offset": offsets[rank],
+        "bytes_sent": sent,
+    }
     indices, weights = as_float32_lists(own.values, own.indices)
     return KnnGraph(indices, weights, validate=False, meta=meta)
 
@@ -255,8 +284,14 @@ class _Local:
         self.unit = self.src = None
         self.unit_dtype = None
         error = _local_error(lambda: self._read(x, name, memory))
-        self.info = {"n": self.n, "d": self.d, "dtype": str(self.dtype), "device": self.device.type,
-                     "unit": str(self.unit_dtype) if self.unit_dtype is not None else None, **error}
+        self.info = {
+            "n": self.n,
+            "d": self.d,
+            "dtype": str(self.dtype),
+            "device": self.device.type,
+            "unit": str(self.unit_dtype) if self.unit_dtype is not None else None,
+            **error,
+        }
 
     def adopt(self, infos: list[dict]) -> None:
         """An empty rank takes the width and compute dtype of the ranks that hold rows
@@ -316,8 +351,8 @@ def _global_graph(g: KnnGraph, group) -> tuple[torch.Tensor, torch.Tensor, list[
     all_w = [torch.empty_like(pad_w) for _ in range(world)]
     dist.all_gather(all_i, pad_i, group=group)
     dist.all_gather(all_w, pad_w, group=group)
-    indices = torch.cat([t[:s] for t, s in zip(all_i, sizes)])
-    weights = torch.cat([t[:s] for t, s in zip(all_w, sizes)])
+    indices = torch.cat([t[:s] for t, s in zip(all_i, sizes, strict=True)])
+    weights = torch.cat([t[:s] for t, s in zip(all_w, sizes, strict=True)])
     offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
     return indices, weights, offsets, offsets[rank]
 
@@ -328,7 +363,7 @@ def _global_codes(labels_local, n_local: int, n_total: int, device, group) -> tu
     Each rank maps its labels to local codes; the distinct labels are gathered (small), their
     union ordered once, and the codes of all ranks all-gathered.
     """
-    rank, world = _world(group)
+    _, world = _world(group)
     err = {}
     classes = []
     codes = None
@@ -346,10 +381,8 @@ def _global_codes(labels_local, n_local: int, n_total: int, device, group) -> tu
             if c not in seen:
                 seen.add(c)
                 union.append(c)
-    try:
+    with contextlib.suppress(TypeError):
         union = sorted(union)
-    except TypeError:
-        pass
     position = {c: i for i, c in enumerate(union)}
     remap = torch.tensor([position[c] for c in classes] or [0], dtype=torch.int64, device=device)
     local = remap[codes] if codes is not None and len(codes) else torch.empty(0, dtype=torch.int64, device=device)
@@ -358,7 +391,7 @@ def _global_codes(labels_local, n_local: int, n_total: int, device, group) -> tu
     pad[:n_local] = local
     parts = [torch.empty_like(pad) for _ in range(world)]
     dist.all_gather(parts, pad, group=group)
-    return torch.cat([p[:s] for p, s in zip(parts, sizes)]), len(union)
+    return torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)]), len(union)
 
 
 def _all_sum(t: torch.Tensor, group) -> torch.Tensor:
@@ -366,8 +399,9 @@ def _all_sum(t: torch.Tensor, group) -> torch.Tensor:
     return t
 
 
-def modularity(g_local: KnnGraph, labels_local, group=None, mode: str = "mean", weighted: bool = True,
-               resolution: float = 1.0) -> float:
+def modularity(
+    g_local: KnnGraph, labels_local, group=None, mode: str = "mean", weighted: bool = True, resolution: float = 1.0
+) -> float:
     """Modularity of the whole graph under the labels of all ranks; the same float on
     every rank, equal to ``gpugraph.modularity`` on the whole graph (to rounding, 1e-9).
 
@@ -377,7 +411,7 @@ def modularity(g_local: KnnGraph, labels_local, group=None, mode: str = "mean", 
     """
     _world(group)
     _agree(group, lambda: (check_graph(g_local, "g_local"), check_mode(mode)))
-    indices, weights, offsets, first = _global_graph(g_local, group)
+    indices, weights, _, first = _global_graph(g_local, group)
     n_total = len(indices)
     codes, classes = _global_codes(labels_local, g_local.n, n_total, g_local.device, group)
     local = slice(first, first + g_local.n)
@@ -402,7 +436,7 @@ def _count_local(g_local: KnnGraph, group, labels_local=None, per_node: bool = F
     from gpugraph.graph.edges import edge_rows
     from gpugraph.graph.motifs import oriented_csr
 
-    indices, weights, offsets, first = _global_graph(g_local, group)
+    indices, weights, _, first = _global_graph(g_local, group)
     whole = KnnGraph(indices, weights, validate=False)
     codes = None
     if labels_local is not None:
@@ -410,9 +444,13 @@ def _count_local(g_local: KnnGraph, group, labels_local=None, per_node: bool = F
     indptr, cols = (t.cpu().numpy() for t in oriented_csr(edge_rows(whole, "max")))
     # each triangle is found once, at the oriented edge leaving its lowest-ranked node:
     # this rank counts the edges leaving its own rows
-    total, nodes, motif = _count(indptr, cols, per_node=per_node,
-                                 labels=codes.cpu().numpy() if codes is not None else None,
-                                 rows=(first, first + g_local.n))
+    total, nodes, motif = _count(
+        indptr,
+        cols,
+        per_node=per_node,
+        labels=codes.cpu().numpy() if codes is not None else None,
+        rows=(first, first + g_local.n),
+    )
     counts = torch.tensor([total, *(motif or [])], dtype=torch.int64)
     _all_sum(counts, group)
     if per_node:
@@ -434,7 +472,7 @@ def motifs(g_local: KnnGraph, labels_local, group=None) -> dict[str, int]:
     _world(group)
     _agree(group, lambda: check_graph(g_local, "g_local"))
     counts, _ = _count_local(g_local, group, labels_local=labels_local)
-    return dict(zip(("same", "pair", "distinct"), counts[1:]))
+    return dict(zip(("same", "pair", "distinct"), counts[1:], strict=True))
 
 
 def layer_similarity(x1_local, x2_local, k: int | None = None, group=None) -> float:
@@ -456,8 +494,17 @@ def layer_similarity(x1_local, x2_local, k: int | None = None, group=None) -> fl
     error = next((info for info in (l1.info, l2.info) if info.get("error")), None)
     if error is None and l1.n != l2.n:
         error = {"error": f"x1 and x2 must hold the same samples: {l1.n} and {l2.n} rows"}
-    infos = _gather({"n": l1.n, "d1": l1.d, "d2": l2.d, "u1": l1.info["unit"], "u2": l2.info["unit"],
-                     **{key: error[key] for key in ("error", "kind") if error and key in error}}, group)
+    infos = _gather(
+        {
+            "n": l1.n,
+            "d1": l1.d,
+            "d2": l2.d,
+            "u1": l1.info["unit"],
+            "u2": l2.info["unit"],
+            **{key: error[key] for key in ("error", "kind") if error and key in error},
+        },
+        group,
+    )
     _raise_if_any(infos)
     _same(infos, "d1", "width D1")
     _same(infos, "d2", "width D2")
@@ -483,11 +530,17 @@ def layer_similarity(x1_local, x2_local, k: int | None = None, group=None) -> fl
         sums[flagged] = direct
     denom = torch.sqrt(sums[:, 1] * sums[:, 2])
     bad = int((~(denom > 0)).sum())
-    total = _all_sum(torch.tensor([float((sums[:, 0] / denom).sum()) if not bad else 0.0, float(bad), float(len(a))],
-                                  dtype=torch.float64), group)
+    total = _all_sum(
+        torch.tensor(
+            [float((sums[:, 0] / denom).sum()) if not bad else 0.0, float(bad), float(len(a))], dtype=torch.float64
+        ),
+        group,
+    )
     if total[1] > 0:
-        raise ValueError("a node's adjacency row is zero in one graph (the sample is orthogonal to every other "
-                         "sample), so its cosine with the other graph's row is undefined")
+        raise ValueError(
+            "a node's adjacency row is zero in one graph (the sample is orthogonal to every other "
+            "sample), so its cosine with the other graph's row is undefined"
+        )
     return float(total[0] / total[2])
 
 
@@ -508,7 +561,7 @@ def _off_diagonal_sums(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor, off
     pad[: len(rows), -1] = (rows + offset).double()  # global ids, exact in float64
     parts = [torch.empty_like(pad) for _ in range(world)]
     dist.all_gather(parts, pad, group=group)
-    picked = torch.cat([p[:c] for p, c in zip(parts, counts)])  # (F, D1 + D2 + 1)
+    picked = torch.cat([p[:c] for p, c in zip(parts, counts, strict=True)])  # (F, D1 + D2 + 1)
     pa, pb, ids = picked[:, : a.shape[1]], picked[:, a.shape[1] : -1], picked[:, -1].long()
     ka, kb = pa @ a.T, pb @ b.T  # (F, n_r)
     own = ids[:, None] == torch.arange(offset, offset + len(a), device=a.device)[None, :]
@@ -527,8 +580,16 @@ def shard(n: int, group=None) -> slice:
     return slice(bounds[rank], bounds[rank + 1])
 
 
-def modularity_curve(acts_local, labels_local=None, k: int = 3, n: int | None = 500, repeats: int = 5,
-                     seed: int = 0, mode: str = "mean", group=None):
+def modularity_curve(
+    acts_local,
+    labels_local=None,
+    k: int = 3,
+    n: int | None = 500,
+    repeats: int = 5,
+    seed: int = 0,
+    mode: str = "mean",
+    group=None,
+):
     """``gpugraph.modularity_curve`` over rows split across the ranks: the same subsets are
     drawn on every rank from the global sample ids, each rank contributes the rows of each
     subset it holds, and every rank returns the same LayerCurve, equal to the
@@ -547,8 +608,10 @@ def modularity_curve(acts_local, labels_local=None, k: int = 3, n: int | None = 
     infos = _gather({"n": n_local, "layers": [name for name, _ in items], **error}, group)
     _raise_if_any(infos)
     if any(info["layers"] != infos[0]["layers"] for info in infos):
-        raise ValueError("every rank must capture the same layers: "
-                         + "; ".join(f"rank {r}: {info['layers']}" for r, info in enumerate(infos)))
+        raise ValueError(
+            "every rank must capture the same layers: "
+            + "; ".join(f"rank {r}: {info['layers']}" for r, info in enumerate(infos))
+        )
     sizes = [info["n"] for info in infos]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
     r0, r1 = offsets[rank], offsets[rank + 1]
@@ -561,6 +624,15 @@ def modularity_curve(acts_local, labels_local=None, k: int = 3, n: int | None = 
             x = src.take(mine) if len(mine) else torch.empty((0, src.d), dtype=src.dtype, device=src.device)
             g = knn_graph(x, k, group)
             values[i, j] = modularity(g, labels[mine], group, mode=mode)
-    params = {"measure": "modularity", "k": k, "n": n, "repeats": len(parts), "seed": seed, "mode": mode,
-              "negative": "keep", "final": list(getattr(acts_local, "final", [])), "world_size": world}
+    params = {
+        "measure": "modularity",
+        "k": k,
+        "n": n,
+        "repeats": len(parts),
+        "seed": seed,
+        "mode": mode,
+        "negative": "keep",
+        "final": list(getattr(acts_local, "final", [])),
+        "world_size": world,
+    }
     return LayerCurve([name for name, _ in items], values, params)

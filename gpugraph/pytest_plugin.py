@@ -19,8 +19,12 @@ import pytest
 
 
 def pytest_addoption(parser):
-    parser.addoption("--gg-update-baselines", action="store_true", default=False,
-                     help="gpugraph: (re)write the gg_baseline files instead of comparing with them")
+    parser.addoption(
+        "--gg-update-baselines",
+        action="store_true",
+        default=False,
+        help="gpugraph: (re)write the gg_baseline files instead of comparing with them",
+    )
 
 
 class Baseline:
@@ -66,5 +70,9 @@ class Baseline:
 @pytest.fixture
 def gg_baseline(request) -> Baseline:
     """Baselines of this test, in gg_baselines/ next to its file."""
-    return Baseline(Path(request.path).parent / "gg_baselines", request.node.name,
-                    request.config.getoption("--gg-update-baselines"), request.node.nodeid)
+    return Baseline(
+        Path(request.path).parent / "gg_baselines",
+        request.node.name,
+        request.config.getoption("--gg-update-baselines"),
+        request.node.nodeid,
+    )

@@ -20,6 +20,8 @@ import numpy as np
 from gpugraph.similarity.grid import SimilarityMatrix
 from gpugraph.studies.curves import LayerCurve
 
+__all__ = ["assert_curve_close", "assert_similarity_close"]
+
 _DIRECTIONS = ("both", "lower", "higher")
 
 
@@ -31,10 +33,11 @@ def _matrix(m) -> SimilarityMatrix:
     return m if isinstance(m, SimilarityMatrix) else SimilarityMatrix.from_json(m)
 
 
-def assert_curve_close(curve, baseline, atol: float = 0.02, rtol: float = 0.0, *, direction: str = "both",
-                       layers=None, sigma: float = 0.0) -> None:
+def assert_curve_close(
+    curve, baseline, atol: float = 0.02, rtol: float = 0.0, *, direction: str = "both", layers=None, sigma: float = 0.0
+) -> None:
     """Fail when a layer's mean moved from the baseline's by more than
-    atol + rtol * |baseline| + sigma * (the standard error of the difference of the means).
+    ``atol + rtol * |baseline| + sigma * se``, se the standard error of the difference of the means.
 
     Parameters
     ----------
@@ -64,7 +67,9 @@ def assert_curve_close(curve, baseline, atol: float = 0.02, rtol: float = 0.0, *
     if layers is None and new.layers != old.layers:
         raise AssertionError(f"the curves have different layers: baseline {old.layers}, new {new.layers}")
     if missing:
-        raise AssertionError(f"layers {missing} are missing from {'the new curve' if missing[0] not in new.layers else 'the baseline'}")
+        raise AssertionError(
+            f"layers {missing} are missing from {'the new curve' if missing[0] not in new.layers else 'the baseline'}"
+        )
     if sigma < 0:
         raise ValueError(f"sigma must be non-negative (standard errors), got {sigma}")
     rows = []
@@ -77,8 +82,9 @@ def assert_curve_close(curve, baseline, atol: float = 0.02, rtol: float = 0.0, *
             rows.append(f"  {name:<20} {a:9.4f} {b:9.4f} {b - a:+9.4f}   {tol:.4f}")
     if rows:
         head = f"  {'layer':<20} {'baseline':>9} {'new':>9} {'change':>9}   tolerance"
-        raise AssertionError(f"{len(rows)} of {len(names)} layers moved beyond the tolerance "
-                             f"({direction}):\n" + "\n".join([head, *rows]))
+        raise AssertionError(
+            f"{len(rows)} of {len(names)} layers moved beyond the tolerance ({direction}):\n" + "\n".join([head, *rows])
+        )
 
 
 def _variance_of_mean(curve: LayerCurve, j: int) -> float:
@@ -88,7 +94,7 @@ def _variance_of_mean(curve: LayerCurve, j: int) -> float:
 
 
 def assert_similarity_close(matrix, baseline, atol: float = 0.02, rtol: float = 0.0) -> None:
-    """Fail when an entry of a similarity matrix moved beyond atol + rtol * |baseline|;
+    """Fail when an entry of a similarity matrix moved beyond ``atol + rtol * |baseline|``;
     the message lists the pairs of layers that moved most (at most 10)."""
     new, old = _matrix(matrix), _matrix(baseline)
     if (new.layers_a, new.layers_b, new.measure) != (old.layers_a, old.layers_b, old.measure):
@@ -100,6 +106,8 @@ def assert_similarity_close(matrix, baseline, atol: float = 0.02, rtol: float = 
     bad = np.abs(diff) > atol + rtol * np.abs(old.values)
     if bad.any():
         order = np.argsort(-np.abs(np.where(bad, diff, 0)), axis=None)[: min(10, int(bad.sum()))]
-        rows = [f"  {old.layers_a[i]} x {old.layers_b[j]}: {old.values[i, j]:.4f} -> {new.values[i, j]:.4f}"
-                for i, j in (np.unravel_index(o, diff.shape) for o in order)]
+        rows = [
+            f"  {old.layers_a[i]} x {old.layers_b[j]}: {old.values[i, j]:.4f} -> {new.values[i, j]:.4f}"
+            for i, j in (np.unravel_index(o, diff.shape) for o in order)
+        ]
         raise AssertionError(f"{int(bad.sum())} of {bad.size} entries moved beyond the tolerance:\n" + "\n".join(rows))

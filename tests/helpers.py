@@ -53,7 +53,7 @@ def peak_growth(setup: str, call: str) -> tuple[int, str]:
         def _status(key):
             with open("/proc/self/status") as f:
                 return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
-        {textwrap.indent(textwrap.dedent(setup), '        ').strip()}
+        {textwrap.indent(textwrap.dedent(setup), "        ").strip()}
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM to the current RSS
         before = _status("VmRSS:")
@@ -87,7 +87,9 @@ def paper_adjacency(x, k, mode="mean", weighted=True, weights=None):
     if mode == "mean":
         a = (w + w.T) / 2
     elif mode == "max":
-        a = np.where(present | present.T, np.maximum(np.where(present, w, -np.inf), np.where(present.T, w.T, -np.inf)), 0.0)
+        a = np.where(
+            present | present.T, np.maximum(np.where(present, w, -np.inf), np.where(present.T, w.T, -np.inf)), 0.0
+        )
     else:
         a = np.where(present & present.T, (w + w.T) / 2, 0.0)
     return a if weighted else (a != 0).astype(float)
@@ -136,8 +138,13 @@ class TinyVGG(nn.Module):
     def __init__(self, classes=3):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 16, 3, padding=1),
+            nn.ReLU(),
         )
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(16 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, classes))
 

@@ -1,6 +1,6 @@
 """The package's floors: every import in gpugraph/ (at the top of a module or inside a
 function) goes to the same floor or one below, and no modules import each other in a circle.
-README "How it is built" draws the same floors."""
+docs/contributing.md, "How it is built", draws the same floors."""
 
 from __future__ import annotations
 
@@ -56,11 +56,13 @@ def floor_of(module: str) -> int:
     best = None
     for level, prefixes in enumerate(FLOORS):
         for prefix in prefixes:
-            if module == prefix or (prefix != "gpugraph" and module.startswith(prefix + ".")):
-                if best is None or len(prefix) > best[1]:
-                    best = (level, len(prefix))
+            inside = module == prefix or (prefix != "gpugraph" and module.startswith(prefix + "."))
+            if inside and (best is None or len(prefix) > best[1]):
+                best = (level, len(prefix))
     if best is None:
-        raise AssertionError(f"{module} is on no floor: add its folder to FLOORS and to README 'How it is built'")
+        raise AssertionError(
+            f"{module} is on no floor: add its folder to FLOORS and to docs/contributing.md, 'How it is built'"
+        )
     return best[0]
 
 
@@ -70,8 +72,12 @@ def graph() -> dict[str, set[str]]:
 
 
 def upward(edges: dict[str, set[str]]) -> list[str]:
-    return sorted(f"{a} (floor {floor_of(a)}) imports {b} (floor {floor_of(b)})"
-                  for a, targets in edges.items() for b in targets if floor_of(b) > floor_of(a))
+    return sorted(
+        f"{a} (floor {floor_of(a)}) imports {b} (floor {floor_of(b)})"
+        for a, targets in edges.items()
+        for b in targets
+        if floor_of(b) > floor_of(a)
+    )
 
 
 def circles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -122,10 +128,16 @@ def test_every_subpackage_says_what_lives_there_and_what_it_may_import():
         assert "import" in doc.lower(), f"{init.parent.name}/__init__.py must say what it may import"
 
 
-@pytest.mark.parametrize("source, expected", [
-    ({"gpugraph.kernels.cuda": {"gpugraph.graph.knngraph"}}, ["gpugraph.kernels.cuda (floor 1) imports gpugraph.graph.knngraph (floor 2)"]),
-    ({"gpugraph.graph.motifs": {"gpugraph.kernels.cuda"}}, []),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        (
+            {"gpugraph.kernels.cuda": {"gpugraph.graph.knngraph"}},
+            ["gpugraph.kernels.cuda (floor 1) imports gpugraph.graph.knngraph (floor 2)"],
+        ),
+        ({"gpugraph.graph.motifs": {"gpugraph.kernels.cuda"}}, []),
+    ],
+)
 def test_the_floor_check_sees_an_upward_import(source, expected):
     assert upward(source) == expected
 

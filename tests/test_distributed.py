@@ -6,6 +6,7 @@ exact float64 searches elsewhere).
 """
 
 import datetime
+import itertools
 import pickle
 import traceback
 
@@ -36,8 +37,9 @@ def _model():
 
 
 def _worker(rank, world, init, out, splits, scenario):
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=60))
+    dist.init_process_group(
+        "gloo", init_method=init, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60)
+    )
     try:
         x, y, names = data()
         r0, r1 = splits[rank], splits[rank + 1]
@@ -143,8 +145,9 @@ def _orthogonal_pair():
     """Nearly orthogonal samples, where |A_i|^2 = sum_j S_ij^2 - 1 cancels."""
     g = torch.Generator().manual_seed(5)
     eye = torch.eye(9, dtype=torch.float64)
-    return eye + 1e-8 * torch.randn(9, 9, generator=g, dtype=torch.float64), \
-        eye + 1e-8 * torch.randn(9, 9, generator=g, dtype=torch.float64)
+    return eye + 1e-8 * torch.randn(9, 9, generator=g, dtype=torch.float64), eye + 1e-8 * torch.randn(
+        9, 9, generator=g, dtype=torch.float64
+    )
 
 
 def run(tmp_path, splits, scenario):
@@ -186,11 +189,14 @@ def test_distributed_measures_equal_the_single_process_ones(tmp_path, splits):
     np.testing.assert_array_equal(per_node, gg.triangles(g, per_node=True).numpy())
 
 
-@pytest.mark.parametrize("scenario,message", [
-    ("nan", r"rank 1: 1 rows of x on rank 1 contain NaN or Inf \(first: row 3\)"),
-    ("width", r"every rank must hold rows of one width D: rank 1 has 8, another 7"),
-    ("labels", r"rank 1: labels must have one entry per node: expected 151, got 3"),
-])
+@pytest.mark.parametrize(
+    "scenario,message",
+    [
+        ("nan", r"rank 1: 1 rows of x on rank 1 contain NaN or Inf \(first: row 3\)"),
+        ("width", r"every rank must hold rows of one width D: rank 1 has 8, another 7"),
+        ("labels", r"rank 1: labels must have one entry per node: expected 151, got 3"),
+    ],
+)
 def test_bad_input_on_one_rank_is_the_same_error_on_every_rank(tmp_path, scenario, message):
     results = run(tmp_path, [0, 150, 301], scenario)
     errors = [r.get("error") for r in results]
@@ -225,8 +231,9 @@ def test_an_out_of_core_shard_is_read_a_chunk_at_a_time(tmp_path, monkeypatch):
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")  # freed blocks go back: the peak is live memory
     x = np.random.default_rng(3).normal(size=(9000, 2048)).astype(np.float32)
     for rank in range(3):
-        z = zarr.open_array(str(tmp_path / f"x.{rank}"), mode="w", shape=(3000, 2048), chunks=(250, 2048),
-                            dtype="float32")
+        z = zarr.open_array(
+            str(tmp_path / f"x.{rank}"), mode="w", shape=(3000, 2048), chunks=(250, 2048), dtype="float32"
+        )
         z[:] = x[3000 * rank : 3000 * (rank + 1)]
     results = run(tmp_path, [0, 3000, 6000, 9000], f"zarr:{tmp_path / 'x'}")
     g = gg.knn_graph(torch.from_numpy(x), k=10)
@@ -247,10 +254,13 @@ def test_distributed_dense_lsim_has_no_cancellation(tmp_path):
     assert all(r["lsim"] == pytest.approx(want, abs=1e-9) for r in results)
 
 
-@pytest.mark.parametrize("scenario,message", [
-    ("curve_nan", r"rank 1: 1 rows of layer 'x' contain NaN or Inf"),
-    ("graph_type", r"rank 1: g_local must be a KnnGraph"),
-])
+@pytest.mark.parametrize(
+    "scenario,message",
+    [
+        ("curve_nan", r"rank 1: 1 rows of layer 'x' contain NaN or Inf"),
+        ("graph_type", r"rank 1: g_local must be a KnnGraph"),
+    ],
+)
 def test_a_bad_argument_on_one_rank_of_three_is_the_same_error_on_all(tmp_path, scenario, message):
     # checked collectively before the first exchange: the others used to get gloo's
     # "Connection closed" (or wait for its timeout had the bad rank carried on)
@@ -266,7 +276,7 @@ def test_a_capture_on_each_rank_and_a_distributed_curve(tmp_path, world):
     results = run(tmp_path, [0] * (world + 1), "curve")
     shards = [r["shard"] for r in results]
     assert shards[0][0] == 0 and shards[-1][1] == len(x)
-    assert all(a[1] == b[0] for a, b in zip(shards, shards[1:]))  # contiguous, no sample twice
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(shards))  # contiguous, no sample twice
     ref = gg.modularity_curve(gg.capture(_model(), (x, names), include_input=True), k=3, n=60, repeats=3, seed=1)
     for r in results:
         np.testing.assert_allclose(r["curve"], ref.values, atol=1e-9)
@@ -276,8 +286,12 @@ def test_a_rank_that_dies_makes_the_others_fail_not_hang(tmp_path):
     import time
 
     start = time.monotonic()
-    context = mp.spawn(_worker, args=(2, f"file://{tmp_path / 'store'}", str(tmp_path / "r"), [0, 150, 301], "dies"),
-                       nprocs=2, join=False)
+    context = mp.spawn(
+        _worker,
+        args=(2, f"file://{tmp_path / 'store'}", str(tmp_path / "r"), [0, 150, 301], "dies"),
+        nprocs=2,
+        join=False,
+    )
     for process in context.processes:
         process.join(timeout=120)
     assert [p.exitcode for p in context.processes] == [0, 3]  # the survivor ended by itself
@@ -302,11 +316,35 @@ def test_the_graph_command_under_torchrun(tmp_path):
     x, _, names = data()
     np.save(tmp_path / "x.npy", x.numpy())
     np.save(tmp_path / "y.npy", names)
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=3",
-                          "--log-dir", str(tmp_path / "logs"), "-m", "gpugraph", "graph", str(tmp_path / "x.npy"), "--k", "5", "--labels",
-                          str(tmp_path / "y.npy"), "--out", str(tmp_path / "out"), "--precision", "bf16",
-                          "--memory", "2MB"],
-                         capture_output=True, text=True, check=False, timeout=240)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=3",
+            "--log-dir",
+            str(tmp_path / "logs"),
+            "-m",
+            "gpugraph",
+            "graph",
+            str(tmp_path / "x.npy"),
+            "--k",
+            "5",
+            "--labels",
+            str(tmp_path / "y.npy"),
+            "--out",
+            str(tmp_path / "out"),
+            "--precision",
+            "bf16",
+            "--memory",
+            "2MB",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=240,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     g = gg.knn_graph(x, k=5)
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "indices.npy"), g.indices.numpy())

@@ -27,9 +27,7 @@ def as_tensor(x, name: str = "x") -> torch.Tensor:
         return torch.from_dlpack(x)
     if isinstance(x, (Sequence, np.generic)) and not isinstance(x, (str, bytes)):
         return torch.as_tensor(np.asarray(x))
-    raise TypeError(
-        f"{name} must be a torch tensor, a NumPy array or a CuPy array, got {type(x).__name__}"
-    )
+    raise TypeError(f"{name} must be a torch tensor, a NumPy array or a CuPy array, got {type(x).__name__}")
 
 
 def label_codes(labels, n: int, device: torch.device) -> tuple[torch.Tensor, list]:
@@ -41,9 +39,7 @@ def label_codes(labels, n: int, device: torch.device) -> tuple[torch.Tensor, lis
     """
     if isinstance(labels, (str, bytes)):
         raise TypeError("labels must be a sequence of N labels, got a single string")
-    if isinstance(labels, torch.Tensor) or (
-        hasattr(labels, "__dlpack__") and not isinstance(labels, np.ndarray)
-    ):
+    if isinstance(labels, torch.Tensor) or (hasattr(labels, "__dlpack__") and not isinstance(labels, np.ndarray)):
         t = as_tensor(labels, "labels")
         _check_label_shape(tuple(t.shape), n)
         if t.dtype.is_complex:
@@ -118,8 +114,7 @@ def _check_label_shape(shape: tuple, n: int) -> None:
         raise ValueError(f"labels must be 1-D, one entry per node: expected shape ({n},), got {shape}{hint}")
     if shape[0] != n:
         raise ValueError(
-            f"labels must have one entry per node: expected {n}, got {shape[0]} "
-            f"(expected shape ({n},), got {shape})"
+            f"labels must have one entry per node: expected {n}, got {shape[0]} (expected shape ({n},), got {shape})"
         )
 
 

@@ -61,8 +61,18 @@ def reset_peak() -> int | None:
     return _status("VmRSS:")
 
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 
 
 def parse_memory(memory) -> int | None:
@@ -71,8 +81,11 @@ def parse_memory(memory) -> int | None:
         return None
     if isinstance(memory, (int, np.integer)) and not isinstance(memory, bool):
         value = int(memory)
-    elif isinstance(memory, str) and (m := re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", memory)) \
-            and m.group(2).lower() in _UNITS:
+    elif (
+        isinstance(memory, str)
+        and (m := re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", memory))
+        and m.group(2).lower() in _UNITS
+    ):
         value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
     else:
         raise ValueError(f"memory must be a number of bytes or a string like '2GB' or '512MiB', got {memory!r}")

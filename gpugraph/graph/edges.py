@@ -20,6 +20,7 @@ from gpugraph.graph.knngraph import KnnGraph, check_mode, symmetric_from
 
 # ---- the view every measure reads --------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class EdgeRows:
     """A graph's directed edges as CSR rows, what every measure reads.
@@ -71,8 +72,10 @@ def edge_rows(g, mode: str | None = None) -> EdgeRows:
     Graph (as it is; ``mode`` must then be None)."""
     if isinstance(g, Graph):
         if mode is not None:
-            raise ValueError(f"mode={mode!r} symmetrises the lists of a KnnGraph; a Graph is used as it is "
-                             "(build it undirected, or from a KnnGraph with g.to_graph(mode))")
+            raise ValueError(
+                f"mode={mode!r} symmetrises the lists of a KnnGraph; a Graph is used as it is "
+                "(build it undirected, or from a KnnGraph with g.to_graph(mode))"
+            )
         # an undirected Graph lists every edge in both rows; the orientation reads this (a
         # directed Graph's is never read: the counts refuse directed graphs)
         recip = torch.ones(len(g.indices), dtype=torch.bool, device=g.device)
@@ -81,24 +84,26 @@ def edge_rows(g, mode: str | None = None) -> EdgeRows:
     check_mode(mode)
     recip, partner = g.reciprocity()
     rows = torch.arange(0, g.n * g.k + 1, g.k, device=g.device)
-    return EdgeRows(rows, g.indices.reshape(-1), g.weights.reshape(-1), recip.reshape(-1), partner.reshape(-1),
-                    mode, False)
+    return EdgeRows(
+        rows, g.indices.reshape(-1), g.weights.reshape(-1), recip.reshape(-1), partner.reshape(-1), mode, False
+    )
 
 
 def check_any_graph(g, name: str = "g"):
     if not isinstance(g, (KnnGraph, Graph)):
-        raise TypeError(f"{name} must be a KnnGraph (from gpugraph.knn_graph) or a gpugraph.Graph, "
-                        f"got {type(g).__name__}")
+        raise TypeError(
+            f"{name} must be a KnnGraph (from gpugraph.knn_graph) or a gpugraph.Graph, got {type(g).__name__}"
+        )
     return g
 
 
 def check_undirected(g, what: str) -> None:
     if isinstance(g, Graph) and g.directed:
-        raise ValueError(f"{what} counts an undirected graph; this Graph is directed: pass g.to_undirected() "
-                         "(A + A^T)")
+        raise ValueError(f"{what} counts an undirected graph; this Graph is directed: pass g.to_undirected() (A + A^T)")
 
 
 # ---- labels: values per node, or a partition ---------------------------------------------
+
 
 def node_codes(g, labels) -> tuple[torch.Tensor, int]:
     """int64 class codes (N,) on g's device and the number of classes, from per-node
@@ -117,14 +122,18 @@ def node_codes(g, labels) -> tuple[torch.Tensor, int]:
         for node in block:
             i = _node_index(node, index, g.n)
             if codes[i] >= 0:
-                raise ValueError(f"node {node!r} is in two blocks of the partition ({codes[i]} and {c}); "
-                                 "a partition puts every node in exactly one")
+                raise ValueError(
+                    f"node {node!r} is in two blocks of the partition ({codes[i]} and {c}); "
+                    "a partition puts every node in exactly one"
+                )
             codes[i] = c
     missing = np.flatnonzero(codes < 0)
     if len(missing):
         shown = [names[i] if names is not None else int(i) for i in missing[:5]]
-        raise ValueError(f"{len(missing)} node(s) are in no block of the partition (e.g. "
-                         f"{', '.join(map(repr, shown))}); a partition covers every node")
+        raise ValueError(
+            f"{len(missing)} node(s) are in no block of the partition (e.g. "
+            f"{', '.join(map(repr, shown))}); a partition covers every node"
+        )
     return torch.from_numpy(codes).to(g.device), len(blocks)
 
 
@@ -149,8 +158,6 @@ def _node_index(node, index: dict | None, n: int) -> int:
     if isinstance(node, (bool, np.bool_)) or not isinstance(node, (int, np.integer)) or not 0 <= node < n:
         raise ValueError(f"the partition names node {node!r}; this graph's nodes are 0..{n - 1}")
     return int(node)
-
-
 
 
 __all__ = ["EdgeRows", "check_any_graph", "check_undirected", "edge_rows", "node_codes"]

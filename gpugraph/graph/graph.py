@@ -40,10 +40,9 @@ class Graph:
     (1, -0.03125)
     """
 
-    __slots__ = ("_indptr", "_indices", "_weights", "_directed", "_names")
+    __slots__ = ("_directed", "_indices", "_indptr", "_names", "_weights")
 
-    def __init__(self, indptr, indices, weights=None, *, directed: bool = False, names=None,
-                 validate: bool = True):
+    def __init__(self, indptr, indices, weights=None, *, directed: bool = False, names=None, validate: bool = True):
         indptr, indices = as_tensor(indptr, "indptr"), as_tensor(indices, "indices")
         weights = None if weights is None else as_tensor(weights, "weights")
         if validate:
@@ -51,7 +50,14 @@ class Graph:
         names = None if names is None else list(names)
         if names is not None and len(names) != len(indptr) - 1:
             raise ValueError(f"names has {len(names)} entries for a graph of {len(indptr) - 1} nodes")
-        for slot, value in zip(self.__slots__, (indptr, indices, weights, bool(directed), names)):
+        values = {
+            "_indptr": indptr,
+            "_indices": indices,
+            "_weights": weights,
+            "_directed": bool(directed),
+            "_names": names,
+        }
+        for slot, value in values.items():
             object.__setattr__(self, slot, value)
 
     def __setattr__(self, name, value):
@@ -60,8 +66,7 @@ class Graph:
     # ---- constructors --------------------------------------------------------------------
 
     @classmethod
-    def from_edges(cls, src, dst, weights=None, n: int | None = None, *, directed: bool = False,
-                   device=None) -> Graph:
+    def from_edges(cls, src, dst, weights=None, n: int | None = None, *, directed: bool = False, device=None) -> Graph:
         """The graph of the edges src[e] -- dst[e] (weight ``weights[e]``, default 1).
 
         Undirected (the default): each pair given adds its weight to A_ij and A_ji, so a pair
@@ -73,13 +78,16 @@ class Graph:
         device = torch.device(device) if device is not None else src.device
         src, dst = _node_ids(src, "src").to(device), _node_ids(dst, "dst").to(device)
         if src.shape != dst.shape:
-            raise ValueError(f"src and dst must have one entry an edge, got shapes {tuple(src.shape)} and "
-                             f"{tuple(dst.shape)}")
+            raise ValueError(
+                f"src and dst must have one entry an edge, got shapes {tuple(src.shape)} and {tuple(dst.shape)}"
+            )
         w = _edge_weights(weights, len(src), device)
         size = (int(max(src.max(), dst.max())) + 1 if len(src) else 0) if n is None else _count_nodes(n)
         if len(src) and (int(min(src.min(), dst.min())) < 0 or int(max(src.max(), dst.max())) >= size):
-            raise ValueError(f"edge ends must lie in [0, n) = [0, {size}); got {int(min(src.min(), dst.min()))} .. "
-                             f"{int(max(src.max(), dst.max()))}")
+            raise ValueError(
+                f"edge ends must lie in [0, n) = [0, {size}); got {int(min(src.min(), dst.min()))} .. "
+                f"{int(max(src.max(), dst.max()))}"
+            )
         _refuse_loops(src, dst)
         if not directed:
             src, dst, w = torch.cat([src, dst]), torch.cat([dst, src]), torch.cat([w, w])
@@ -109,8 +117,12 @@ class Graph:
         indptr, indices, weights = coalesce(rows, cols, w, a.shape[0])
         device = torch.device(device) if device is not None else torch.device("cpu")
         if not directed:
-            _check_symmetric(indptr, indices, weights,
-                             "pass directed=True, or symmetrise it first ((a + a.T) / 2, or a.maximum(a.T))")
+            _check_symmetric(
+                indptr,
+                indices,
+                weights,
+                "pass directed=True, or symmetrise it first ((a + a.T) / 2, or a.maximum(a.T))",
+            )
         return cls(indptr.to(device), indices.to(device), weights.to(device), directed=directed, validate=False)
 
     @classmethod
@@ -123,12 +135,15 @@ class Graph:
         edges = list(graph.edges(data=True))
         src = torch.tensor([index[u] for u, _, _ in edges], dtype=torch.int64)
         dst = torch.tensor([index[v] for _, v, _ in edges], dtype=torch.int64)
-        w = torch.tensor([float(d.get(weight, 1.0)) if weight is not None else 1.0 for _, _, d in edges],
-                         dtype=torch.float64)
+        w = torch.tensor(
+            [float(d.get(weight, 1.0)) if weight is not None else 1.0 for _, _, d in edges], dtype=torch.float64
+        )
         loops = [names[int(i)] for i in src[src == dst][:5]]
         if loops:
-            raise ValueError(f"the graph has self-loops (at nodes {', '.join(map(repr, loops))}); no measure here "
-                             "defines them: G.remove_edges_from(nx.selfloop_edges(G)) first")
+            raise ValueError(
+                f"the graph has self-loops (at nodes {', '.join(map(repr, loops))}); no measure here "
+                "defines them: G.remove_edges_from(nx.selfloop_edges(G)) first"
+            )
         g = cls.from_edges(src, dst, w, n=len(names), directed=graph.is_directed(), device=device)
         return cls(g.indptr, g.indices, g.weights, directed=g.directed, names=names, validate=False)
 
@@ -194,8 +209,14 @@ class Graph:
 
     def to(self, device) -> Graph:
         """A copy of this graph on ``device``."""
-        return Graph(self._indptr.to(device), self._indices.to(device), self._weights.to(device),
-                     directed=self._directed, names=self._names, validate=False)
+        return Graph(
+            self._indptr.to(device),
+            self._indices.to(device),
+            self._weights.to(device),
+            directed=self._directed,
+            names=self._names,
+            validate=False,
+        )
 
     def to_undirected(self) -> Graph:
         """The undirected graph A + A^T of a directed one (a pair linked both ways gets the
@@ -212,7 +233,8 @@ class Graph:
 
         return scipy.sparse.csr_array(
             (self._weights.cpu().numpy(), self._indices.cpu().numpy(), self._indptr.cpu().numpy()),
-            shape=(self.n, self.n))
+            shape=(self.n, self.n),
+        )
 
     def to_networkx(self, weight: str = "weight"):
         """A networkx Graph (DiGraph when directed) with the edge attribute ``weight``, its
@@ -225,8 +247,10 @@ class Graph:
         coo = self.to_scipy().tocoo()
         keep = np.ones(len(coo.row), bool) if self._directed else coo.row < coo.col
         label = list(names)
-        g.add_edges_from((label[i], label[j], {weight: float(w)})
-                         for i, j, w in zip(coo.row[keep], coo.col[keep], coo.data[keep]))
+        g.add_edges_from(
+            (label[i], label[j], {weight: float(w)})
+            for i, j, w in zip(coo.row[keep], coo.col[keep], coo.data[keep], strict=True)
+        )
         return g
 
     def to_cugraph(self):
@@ -234,18 +258,24 @@ class Graph:
         weights in column "weight"); the graph must be on a CUDA device."""
         cudf, cugraph = rapids()
         if not self._indices.is_cuda:
-            raise ValueError(f"to_cugraph needs a graph on a CUDA device, this one is on {self.device}; "
-                             "call .to('cuda') first")
+            raise ValueError(
+                f"to_cugraph needs a graph on a CUDA device, this one is on {self.device}; call .to('cuda') first"
+            )
         rows = rows_of(self._indptr)
         keep = torch.ones_like(rows, dtype=torch.bool) if self._directed else rows < self._indices
-        frame = cudf.DataFrame({name: _kernels._arg(t[keep].contiguous()) for name, t in
-                                (("src", rows), ("dst", self._indices), ("weight", self._weights))})
+        frame = cudf.DataFrame(
+            {
+                name: _kernels._arg(t[keep].contiguous())
+                for name, t in (("src", rows), ("dst", self._indices), ("weight", self._weights))
+            }
+        )
         g = cugraph.Graph(directed=self._directed)
         g.from_cudf_edgelist(frame, source="src", destination="dst", edge_attr="weight", renumber=False)
         return g
 
 
 # ---- CSR helpers -------------------------------------------------------------------------
+
 
 def rapids():
     """(cudf, cugraph), or a GpuGraphError that says how to install them."""
@@ -288,24 +318,31 @@ def _check_symmetric(indptr, indices, weights, hint: str) -> None:
     if same:
         bad = int(torch.nonzero(weights[order] != weights)[0])
         i, j = int(rows[bad]), int(indices[bad])
-        raise ValueError(f"the matrix is not symmetric: A[{i}, {j}] = {float(weights[bad]):.6g} but A[{j}, {i}] = "
-                         f"{float(weights[order][bad]):.6g}; an undirected graph has one weight an edge: {hint}")
-    transposed = set(zip(indices.tolist(), rows.tolist()))
-    i, j = next((i, j) for i, j in zip(rows.tolist(), indices.tolist()) if (i, j) not in transposed)
-    raise ValueError(f"the matrix is not symmetric: it has an entry at [{i}, {j}] but none at [{j}, {i}]; "
-                     f"an undirected graph holds every edge both ways: {hint}")
+        raise ValueError(
+            f"the matrix is not symmetric: A[{i}, {j}] = {float(weights[bad]):.6g} but A[{j}, {i}] = "
+            f"{float(weights[order][bad]):.6g}; an undirected graph has one weight an edge: {hint}"
+        )
+    transposed = set(zip(indices.tolist(), rows.tolist(), strict=True))
+    i, j = next((i, j) for i, j in zip(rows.tolist(), indices.tolist(), strict=True) if (i, j) not in transposed)
+    raise ValueError(
+        f"the matrix is not symmetric: it has an entry at [{i}, {j}] but none at [{j}, {i}]; "
+        f"an undirected graph holds every edge both ways: {hint}"
+    )
 
 
 def _checked_csr(indptr, indices, weights, directed: bool):
     if indptr.dim() != 1 or len(indptr) < 1 or indptr.dtype.is_floating_point or indptr.dtype == torch.bool:
-        raise ValueError(f"indptr must be a 1-D integer array of N + 1 offsets, got {indptr.dtype} of shape "
-                         f"{tuple(indptr.shape)}")
+        raise ValueError(
+            f"indptr must be a 1-D integer array of N + 1 offsets, got {indptr.dtype} of shape {tuple(indptr.shape)}"
+        )
     indices = _node_ids(indices, "indices")
     indptr = indptr.to(device=indices.device, dtype=torch.int64)
     n, e = len(indptr) - 1, len(indices)
     if int(indptr[0]) != 0 or int(indptr[-1]) != e or bool((torch.diff(indptr) < 0).any()):
-        raise ValueError(f"indptr must rise from 0 to len(indices) = {e}; got {int(indptr[0])} .. "
-                         f"{int(indptr[-1])}{' and a decrease' if bool((torch.diff(indptr) < 0).any()) else ''}")
+        raise ValueError(
+            f"indptr must rise from 0 to len(indices) = {e}; got {int(indptr[0])} .. "
+            f"{int(indptr[-1])}{' and a decrease' if bool((torch.diff(indptr) < 0).any()) else ''}"
+        )
     if e and (int(indices.min()) < 0 or int(indices.max()) >= n):
         raise ValueError(f"indices must lie in [0, N) = [0, {n}); got {int(indices.min())} .. {int(indices.max())}")
     w = _edge_weights(weights, e, indices.device)
@@ -313,8 +350,12 @@ def _checked_csr(indptr, indices, weights, directed: bool):
     _refuse_loops(rows, indices)
     indptr, indices, w = coalesce(rows, indices, w, n)
     if not directed:
-        _check_symmetric(indptr, indices, w, "build it with Graph.from_edges(src, dst, weights), each edge once, "
-                                             "or pass directed=True")
+        _check_symmetric(
+            indptr,
+            indices,
+            w,
+            "build it with Graph.from_edges(src, dst, weights), each edge once, or pass directed=True",
+        )
     return indptr, indices, w
 
 
@@ -343,8 +384,10 @@ def _refuse_loops(src, dst) -> None:
     loops = torch.nonzero(src == dst).flatten()
     if len(loops):
         nodes = sorted({int(src[i]) for i in loops[:5]})
-        raise ValueError(f"the graph has {len(loops)} self-loop(s) (at nodes {', '.join(map(str, nodes))}); no measure "
-                         "here defines them: remove them first (SciPy: a.setdiag(0); a.eliminate_zeros())")
+        raise ValueError(
+            f"the graph has {len(loops)} self-loop(s) (at nodes {', '.join(map(str, nodes))}); no measure "
+            "here defines them: remove them first (SciPy: a.setdiag(0); a.eliminate_zeros())"
+        )
 
 
 def _count_nodes(n) -> int:

@@ -49,7 +49,7 @@ class KnnGraph:
     graph instead), and derived data is recomputed if either array is edited in place.
     """
 
-    __slots__ = ("_indices", "_weights", "_cache", "_meta")
+    __slots__ = ("_cache", "_indices", "_meta", "_weights")
 
     def __init__(self, indices, weights, *, validate: bool = True, meta: dict | None = None):
         indices = as_tensor(indices, "indices")
@@ -64,8 +64,7 @@ class KnnGraph:
 
     def __setattr__(self, name, value):
         raise AttributeError(
-            f"KnnGraph is immutable: cannot set {name!r}; build a new graph with "
-            "KnnGraph(indices, weights) instead"
+            f"KnnGraph is immutable: cannot set {name!r}; build a new graph with KnnGraph(indices, weights) instead"
         )
 
     @property
@@ -183,9 +182,7 @@ class KnnGraph:
         crow, col, val = self._csr_parts(mode, weighted)
         with warnings.catch_warnings():  # torch flags sparse CSR as beta on every construction
             warnings.simplefilter("ignore", UserWarning)
-            return torch.sparse_csr_tensor(
-                crow, col, val, size=(self.n, self.n), check_invariants=False
-            )
+            return torch.sparse_csr_tensor(crow, col, val, size=(self.n, self.n), check_invariants=False)
 
     def to_scipy(self, mode: str = "mean", weighted: bool = True):
         """The adjacency as a float64 ``scipy.sparse.csr_array`` (on the host)."""
@@ -203,7 +200,7 @@ class KnnGraph:
         coo = self.to_scipy(mode, weighted).tocoo()
         upper = coo.row < coo.col
         g.add_weighted_edges_from(
-            zip(coo.row[upper].tolist(), coo.col[upper].tolist(), coo.data[upper].tolist())
+            zip(coo.row[upper].tolist(), coo.col[upper].tolist(), coo.data[upper].tolist(), strict=True)
         )
         return g
 
@@ -215,11 +212,14 @@ class KnnGraph:
         """
         cudf, cugraph = rapids()
         if not self._indices.is_cuda:
-            raise ValueError(f"to_cugraph needs a graph on a CUDA device, this one is on {self.device}; "
-                             "call .to('cuda') first")
+            raise ValueError(
+                f"to_cugraph needs a graph on a CUDA device, this one is on {self.device}; call .to('cuda') first"
+            )
         rows, cols, vals = self.edges(mode, weighted, dtype=self._weights.dtype)
         upper = rows < cols
-        frame = cudf.DataFrame({name: _kernels._arg(t[upper]) for name, t in (("src", rows), ("dst", cols), ("weight", vals))})
+        frame = cudf.DataFrame(
+            {name: _kernels._arg(t[upper]) for name, t in (("src", rows), ("dst", cols), ("weight", vals))}
+        )
         g = cugraph.Graph(directed=False)
         g.from_cudf_edgelist(frame, source="src", destination="dst", edge_attr="weight", renumber=False)
         return g
@@ -250,8 +250,12 @@ class KnnGraph:
         if path.suffix != ".npz":
             path = path.with_name(path.name + ".npz")
         meta = {**self._meta, "gpugraph": __version__, "format": _FORMAT}
-        np.savez(path, indices=self._indices.cpu().numpy(), weights=self._weights.cpu().numpy(),
-                 meta=np.array(json.dumps(meta)))
+        np.savez(
+            path,
+            indices=self._indices.cpu().numpy(),
+            weights=self._weights.cpu().numpy(),
+            meta=np.array(json.dumps(meta)),
+        )
         return path
 
     @classmethod
@@ -290,8 +294,9 @@ def _fingerprint_torch(*tensors: torch.Tensor) -> int:
     return int(total)
 
 
-def reciprocity_of(indices: torch.Tensor, weights: torch.Tensor, rows: slice | None = None,
-                   compiled: bool | None = None):
+def reciprocity_of(
+    indices: torch.Tensor, weights: torch.Tensor, rows: slice | None = None, compiled: bool | None = None
+):
     """For the directed edges of ``rows`` (default: all) of the lists ``indices`` (N, k):
     whether each is reciprocated, and the reverse edge's weight (0 where absent, and at an
     empty slot). Two (rows, k) tensors, bool and ``weights.dtype``; O(rows k^2), compiled on
@@ -302,8 +307,9 @@ def reciprocity_of(indices: torch.Tensor, weights: torch.Tensor, rows: slice | N
         from gpugraph.kernels.threads import use_threads
 
         use_threads((rows.stop - rows.start) * indices.shape[1] ** 2)
-        recip, partner_w = _graph_cpu.partners(indices.contiguous().numpy(), weights.contiguous().numpy(),
-                                               rows.start, rows.stop)
+        recip, partner_w = _graph_cpu.partners(
+            indices.contiguous().numpy(), weights.contiguous().numpy(), rows.start, rows.stop
+        )
         return torch.from_numpy(recip), torch.from_numpy(partner_w)
     mine = indices[rows]
     n, k = mine.shape
@@ -357,10 +363,7 @@ def _check_lists(indices: torch.Tensor, weights: torch.Tensor):
             f"shape {tuple(indices.shape)}"
         )
     if weights.shape != indices.shape:
-        raise ValueError(
-            f"weights must have the shape of indices {tuple(indices.shape)}, "
-            f"got {tuple(weights.shape)}"
-        )
+        raise ValueError(f"weights must have the shape of indices {tuple(indices.shape)}, got {tuple(weights.shape)}")
     if not weights.dtype.is_floating_point:
         raise TypeError(f"weights must be floating point, got dtype {weights.dtype}")
     if weights.device != indices.device:
@@ -368,8 +371,9 @@ def _check_lists(indices: torch.Tensor, weights: torch.Tensor):
     indices = indices.to(torch.int64)
     outside, self_loop, repeat = _list_faults(indices)
     if outside >= 0:
-        raise ValueError(f"indices must lie in [0, N) = [0, {n}) or be -1 (an empty slot), got values outside "
-                         f"(node {outside})")
+        raise ValueError(
+            f"indices must lie in [0, N) = [0, {n}) or be -1 (an empty slot), got values outside (node {outside})"
+        )
     if self_loop >= 0:
         raise ValueError(f"node {self_loop} lists itself as a neighbour; self loops are not allowed")
     if repeat >= 0:
@@ -398,6 +402,8 @@ def _list_faults(indices: torch.Tensor, compiled: bool | None = None) -> tuple[i
         return int(bad_rows.nonzero()[0]) if bool(bad_rows.any()) else -1
 
     srt = indices.sort(dim=1).values
-    return (first(((indices < -1) | (indices >= n)).any(dim=1)),
-            first((indices == torch.arange(n, device=indices.device)[:, None]).any(dim=1)),
-            first(((srt[:, 1:] == srt[:, :-1]) & (srt[:, 1:] >= 0)).any(dim=1)))
+    return (
+        first(((indices < -1) | (indices >= n)).any(dim=1)),
+        first((indices == torch.arange(n, device=indices.device)[:, None]).any(dim=1)),
+        first(((srt[:, 1:] == srt[:, :-1]) & (srt[:, 1:] >= 0)).any(dim=1)),
+    )

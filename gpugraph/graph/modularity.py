@@ -120,8 +120,15 @@ def check_options(mode: str | None, negative: str, g=None) -> None:
         check_mode(mode)
 
 
-def modularity_of(g, codes: torch.Tensor, classes: int, mode: str | None = None, weighted: bool = True,
-                  resolution: float = 1.0, negative: str = "keep") -> float:
+def modularity_of(
+    g,
+    codes: torch.Tensor,
+    classes: int,
+    mode: str | None = None,
+    weighted: bool = True,
+    resolution: float = 1.0,
+    negative: str = "keep",
+) -> float:
     """:func:`modularity` below its door: a checked graph, int64 ``codes`` in 0..classes-1
     on its device, valid options (the studies that check their inputs once call this)."""
     edges = edge_rows(g, mode)
@@ -129,9 +136,18 @@ def modularity_of(g, codes: torch.Tensor, classes: int, mode: str | None = None,
     if edges.device.type == "cpu":  # one compiled pass over the edges
         use_threads(len(edges.cols))
         total, within, s_out, s_in, lowest = _graph_cpu.modularity_sums(
-            edges.rows.numpy(), edges.cols.contiguous().numpy(), edges.weights.contiguous().numpy(),
-            edges.recip.contiguous().numpy(), edges.partner.contiguous().numpy(), codes.numpy(), classes,
-            _graph_cpu.MODES[edges.mode], weighted, clip, edges.directed)
+            edges.rows.numpy(),
+            edges.cols.contiguous().numpy(),
+            edges.weights.contiguous().numpy(),
+            edges.recip.contiguous().numpy(),
+            edges.partner.contiguous().numpy(),
+            codes.numpy(),
+            classes,
+            _graph_cpu.MODES[edges.mode],
+            weighted,
+            clip,
+            edges.directed,
+        )
         s_out, s_in = torch.from_numpy(s_out), torch.from_numpy(s_in)
     else:
         total, within, s_out, s_in, lowest = _sums_torch(edges, codes, classes, weighted, clip)
@@ -184,9 +200,11 @@ def _mass(edges, weighted: bool, clip: bool):
 def _negative_message(edges) -> str:
     present = edges.cols >= 0
     w = edges.weights[present]
-    return (f"the graph has {int((w < 0).sum())} directed edges with negative weight (min "
-            f"{float(w.min()):.3g}); pass negative='keep' (the formula as is, like networkx) "
-            "or 'clip', or weighted=False")
+    return (
+        f"the graph has {int((w < 0).sum())} directed edges with negative weight (min "
+        f"{float(w.min()):.3g}); pass negative='keep' (the formula as is, like networkx) "
+        "or 'clip', or weighted=False"
+    )
 
 
 def _check_mass(total: float, edges) -> None:
@@ -228,13 +246,26 @@ class NullModularity:
     samples: np.ndarray = field(repr=False)
 
     def to_dict(self) -> dict:
-        return {"q": self.q, "mean": self.mean, "std": self.std, "z": self.z, "p": self.p,
-                "permutations": self.permutations}
+        return {
+            "q": self.q,
+            "mean": self.mean,
+            "std": self.std,
+            "z": self.z,
+            "p": self.p,
+            "permutations": self.permutations,
+        }
 
 
 def modularity_null(
-    g, labels, permutations: int = 1000, seed: int = 0, *, mode: str | None = None,
-    weighted: bool = True, resolution: float = 1.0, negative: str = "keep",
+    g,
+    labels,
+    permutations: int = 1000,
+    seed: int = 0,
+    *,
+    mode: str | None = None,
+    weighted: bool = True,
+    resolution: float = 1.0,
+    negative: str = "keep",
 ) -> NullModularity:
     """Is a modularity more than chance? Compare it with random permutations of the labels.
 
@@ -275,8 +306,17 @@ def modularity_null(
     return null_of(g, codes, classes, permutations, seed, mode, weighted, resolution, negative)
 
 
-def null_of(g, codes: torch.Tensor, classes: int, permutations: int, seed: int = 0, mode: str | None = None,
-            weighted: bool = True, resolution: float = 1.0, negative: str = "keep") -> NullModularity:
+def null_of(
+    g,
+    codes: torch.Tensor,
+    classes: int,
+    permutations: int,
+    seed: int = 0,
+    mode: str | None = None,
+    weighted: bool = True,
+    resolution: float = 1.0,
+    negative: str = "keep",
+) -> NullModularity:
     """:func:`modularity_null` below its door, as :func:`modularity_of` is :func:`modularity`'s."""
     q = modularity_of(g, codes, classes, mode, weighted, resolution, negative)
     edges = edge_rows(g, mode)
@@ -305,10 +345,18 @@ def _permuted_sums(edges, both, s_out, s_in, codes: np.ndarray, classes: int):
     the columns of ``codes`` (N, P): compiled on the CPU, torch elsewhere."""
     if edges.device.type == "cpu":
         use_threads(len(edges.cols) * codes.shape[1])
-        return _graph_cpu.permuted_sums(edges.rows.numpy(), edges.cols.contiguous().numpy(),
-                                        both.contiguous().numpy(), s_out.numpy(), s_in.numpy(), codes, classes)
-    return _permuted_sums_torch(edges, both, s_out, s_in, torch.from_numpy(codes.astype(np.int64)).to(edges.device),
-                                classes)
+        return _graph_cpu.permuted_sums(
+            edges.rows.numpy(),
+            edges.cols.contiguous().numpy(),
+            both.contiguous().numpy(),
+            s_out.numpy(),
+            s_in.numpy(),
+            codes,
+            classes,
+        )
+    return _permuted_sums_torch(
+        edges, both, s_out, s_in, torch.from_numpy(codes.astype(np.int64)).to(edges.device), classes
+    )
 
 
 def _permuted_sums_torch(edges, both, s_out, s_in, codes, classes: int, batch: int = 32):

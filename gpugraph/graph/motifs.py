@@ -64,10 +64,12 @@ def _counts(indptr: torch.Tensor, cols: torch.Tensor, *, per_node: bool = False,
     """(total, per-node counts as an (N,) int64 tensor or None, [same, pair, distinct] or
     None) of an oriented CSR graph: the CUDA kernel for CUDA tensors, the compiled pass else."""
     if indptr.is_cuda:
-        return _kernels.triangle_count(indptr, cols, labels=None if codes is None else codes.contiguous(),
-                                       per_node=per_node)
-    total, nodes, kinds = _count(indptr.numpy(), cols.numpy(), per_node=per_node,
-                                 labels=None if codes is None else codes.numpy())
+        return _kernels.triangle_count(
+            indptr, cols, labels=None if codes is None else codes.contiguous(), per_node=per_node
+        )
+    total, nodes, kinds = _count(
+        indptr.numpy(), cols.numpy(), per_node=per_node, labels=None if codes is None else codes.numpy()
+    )
     return total, torch.from_numpy(nodes) if per_node else None, kinds
 
 
@@ -103,7 +105,7 @@ def motifs(g, labels) -> dict[str, int]:
 def motifs_of(g, codes: torch.Tensor) -> dict[str, int]:
     """:func:`motifs` below its door: a checked graph and int64 class ``codes`` on its device."""
     _, _, counts = _counts(*oriented_csr(_union(g)), codes=codes)
-    return dict(zip(("same", "pair", "distinct"), counts))
+    return dict(zip(("same", "pair", "distinct"), counts, strict=True))
 
 
 def clustering(g) -> torch.Tensor:
@@ -161,8 +163,9 @@ def oriented_csr(edges: EdgeRows) -> tuple[torch.Tensor, torch.Tensor]:
             use_threads(len(edges.cols))
             indptr, cols = _graph_cpu.oriented_symmetric_csr(edges.rows.numpy(), edges.cols.numpy())
         else:
-            indptr, cols = _graph_cpu.oriented_csr(edges.rows.numpy(), edges.cols.contiguous().numpy(),
-                                                   edges.recip.contiguous().numpy())
+            indptr, cols = _graph_cpu.oriented_csr(
+                edges.rows.numpy(), edges.cols.contiguous().numpy(), edges.recip.contiguous().numpy()
+            )
         return torch.from_numpy(indptr), torch.from_numpy(cols)
     return _oriented_csr_torch(edges)
 
@@ -196,6 +199,5 @@ def _count(indptr: np.ndarray, cols: np.ndarray, *, per_node: bool = False, labe
     codes = np.ascontiguousarray(labels, dtype=np.int64) if labels is not None else np.zeros(0, np.int64)
     # work: each oriented edge merges two rows of about m / n entries
     work = len(cols) * max(1, 2 * len(cols) // max(1, len(indptr) - 1))
-    total, nodes, kinds = _graph_cpu.count(indptr, cols, codes, per_node, labels is not None, r0, r1,
-                                           use_threads(work))
+    total, nodes, kinds = _graph_cpu.count(indptr, cols, codes, per_node, labels is not None, r0, r1, use_threads(work))
     return int(total), nodes if per_node else None, kinds.tolist() if labels is not None else None

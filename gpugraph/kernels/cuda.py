@@ -31,7 +31,7 @@ def _cupy():
         import cupy
     except ImportError as exc:
         raise GpuGraphError(
-            'CUDA tensors use gpugraph\'s CuPy kernels, but CuPy is not installed; '
+            "CUDA tensors use gpugraph's CuPy kernels, but CuPy is not installed; "
             'pip install "gpugraph[gpu]" (CUDA 13) or "gpugraph[gpu-cuda12]" (CUDA 12)'
         ) from exc
     return cupy
@@ -83,10 +83,21 @@ def _check(name: str, t: torch.Tensor, dtype: torch.dtype, device: torch.device)
         raise ValueError(f"{name} must be contiguous; call .contiguous() first")
 
 
-def topk_merge(tile: torch.Tensor, row0: int, col0: int, best_v: torch.Tensor, best_i: torch.Tensor,
-               *, transpose: bool = False, margin: float = 0.0, row_id0: int | None = None,
-               xr: torch.Tensor | None = None, xc: torch.Tensor | None = None, nr: torch.Tensor | None = None,
-               nc: torch.Tensor | None = None) -> None:
+def topk_merge(
+    tile: torch.Tensor,
+    row0: int,
+    col0: int,
+    best_v: torch.Tensor,
+    best_i: torch.Tensor,
+    *,
+    transpose: bool = False,
+    margin: float = 0.0,
+    row_id0: int | None = None,
+    xr: torch.Tensor | None = None,
+    xc: torch.Tensor | None = None,
+    nr: torch.Tensor | None = None,
+    nc: torch.Tensor | None = None,
+) -> None:
     """Merge a similarity tile into the running top-k of its rows, in place (topk.cu).
 
     Without ``transpose``, tile entry (p, q) is the similarity of the row whose running
@@ -111,12 +122,15 @@ def topk_merge(tile: torch.Tensor, row0: int, col0: int, best_v: torch.Tensor, b
     if row0 < 0 or row0 + rows > n:
         raise ValueError(f"tile rows {row0}..{row0 + rows} fall outside the {n} rows of best_v")
     if min(col0, row_id0) < 0 or max(col0 + cols, row_id0 + rows) >= 2**31 - 1:
-        raise ValueError(f"the selection kernel indexes rows with int32: ids {row_id0}..{row_id0 + rows} and "
-                         f"{col0}..{col0 + cols} must lie in 0..2^31 - 2")
+        raise ValueError(
+            f"the selection kernel indexes rows with int32: ids {row_id0}..{row_id0 + rows} and "
+            f"{col0}..{col0 + cols} must lie in 0..2^31 - 2"
+        )
     if margin > 0:
         if xr is None or xc is None or nr is None or nc is None:
-            raise ValueError("a tile with margin > 0 needs the unit rows xr and xc and their norms nr and nc "
-                             "to re-score candidates")
+            raise ValueError(
+                "a tile with margin > 0 needs the unit rows xr and xc and their norms nr and nc to re-score candidates"
+            )
         if xr.shape[0] != rows or xc.shape[0] != cols or xr.shape[1] != xc.shape[1]:
             raise ValueError(f"xr must be ({rows}, D) and xc ({cols}, D), got {tuple(xr.shape)} and {tuple(xc.shape)}")
         if nr.shape != (rows,) or nc.shape != (cols,):
@@ -134,11 +148,31 @@ def topk_merge(tile: torch.Tensor, row0: int, col0: int, best_v: torch.Tensor, b
         xr = xc = tile  # never read
         nr = nc = best_i
         d = 0
-    _launch(device, "topk.cu", "topk_merge", rows, (
-        _arg(tile), np.int64(row_stride), np.int64(col_stride), np.int32(rows), np.int32(cols),
-        np.int64(row0), np.int64(row_id0), np.int64(col0), _arg(best_v), _arg(best_i), np.int32(k),
-        np.float32(margin), _arg(xr), _arg(xc), _arg(nr), _arg(nc), np.int32(d),
-    ))
+    _launch(
+        device,
+        "topk.cu",
+        "topk_merge",
+        rows,
+        (
+            _arg(tile),
+            np.int64(row_stride),
+            np.int64(col_stride),
+            np.int32(rows),
+            np.int32(cols),
+            np.int64(row0),
+            np.int64(row_id0),
+            np.int64(col0),
+            _arg(best_v),
+            _arg(best_i),
+            np.int32(k),
+            np.float32(margin),
+            _arg(xr),
+            _arg(xc),
+            _arg(nr),
+            _arg(nc),
+            np.int32(d),
+        ),
+    )
 
 
 def edge_partners(indices: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,14 +187,26 @@ def edge_partners(indices: torch.Tensor, weights: torch.Tensor) -> tuple[torch.T
     recip = torch.empty((n, k), dtype=torch.uint8, device=device)
     partner_w = torch.empty_like(weights)
     kernel = "edge_partners_f32" if weights.dtype == torch.float32 else "edge_partners_f64"
-    _launch(device, "graph.cu", kernel, -(-n * k // THREADS), (
-        _arg(indices), _arg(weights), np.int64(n), np.int32(k), _arg(recip), _arg(partner_w),
-    ))
+    _launch(
+        device,
+        "graph.cu",
+        kernel,
+        -(-n * k // THREADS),
+        (
+            _arg(indices),
+            _arg(weights),
+            np.int64(n),
+            np.int32(k),
+            _arg(recip),
+            _arg(partner_w),
+        ),
+    )
     return recip.bool(), partner_w
 
 
-def triangle_count(indptr: torch.Tensor, cols: torch.Tensor, labels: torch.Tensor | None = None,
-                   per_node: bool = False) -> tuple[int, torch.Tensor | None, list[int] | None]:
+def triangle_count(
+    indptr: torch.Tensor, cols: torch.Tensor, labels: torch.Tensor | None = None, per_node: bool = False
+) -> tuple[int, torch.Tensor | None, list[int] | None]:
     """Triangles of a degree-oriented DAG in CSR form with sorted rows (graph.cu).
 
     Returns (total, per-node counts as an (N,) int64 tensor or None, [same, pair, distinct]
@@ -177,11 +223,23 @@ def triangle_count(indptr: torch.Tensor, cols: torch.Tensor, labels: torch.Tenso
     if labels is not None:
         _check("labels", labels, torch.int64, device)
     placeholder = counters  # a valid pointer for the arrays a launch does not read
-    _launch(device, "graph.cu", "triangle_count", -(-m // THREADS), (
-        _arg(indptr), _arg(cols), _arg(src), np.int64(m),
-        _arg(labels if labels is not None else placeholder), _arg(counters[:1]),
-        _arg(nodes if per_node else placeholder), _arg(counters[1:]),
-        np.int32(per_node), np.int32(labels is not None),
-    ))
+    _launch(
+        device,
+        "graph.cu",
+        "triangle_count",
+        -(-m // THREADS),
+        (
+            _arg(indptr),
+            _arg(cols),
+            _arg(src),
+            np.int64(m),
+            _arg(labels if labels is not None else placeholder),
+            _arg(counters[:1]),
+            _arg(nodes if per_node else placeholder),
+            _arg(counters[1:]),
+            np.int32(per_node),
+            np.int32(labels is not None),
+        ),
+    )
     total, *motif = counters.tolist()
     return total, nodes, motif if labels is not None else None

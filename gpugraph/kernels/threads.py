@@ -20,4 +20,3 @@ def use_threads(work: int | None = None) -> int:
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(1 if work is not None and work < SERIAL_WORK else threads)
     return numba.get_num_threads()
-

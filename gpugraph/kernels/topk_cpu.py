@@ -155,8 +155,11 @@ def _select(s, row_v, row_i, row_id0, col_v, col_i, col_id0, margin, columns, xa
                     if to_row and _better(e, gj, rv[k - 1], ri[k - 1]):
                         _insert(rv, ri, e, gj)
                         tr = rv[k - 1] - margin
-                    if to_col and _better(e, gi, col_v[q, k - 1], col_i[q, k - 1]) \
-                            and _better(e, gi, lv[q, k - 1], li[q, k - 1]):
+                    if (
+                        to_col
+                        and _better(e, gi, col_v[q, k - 1], col_i[q, k - 1])
+                        and _better(e, gi, lv[q, k - 1], li[q, k - 1])
+                    ):
                         _insert(lv[q], li[q], e, gi)
                         cut[q] = max(col_v[q, k - 1], lv[q, k - 1]) - margin
     if columns:
@@ -196,7 +199,6 @@ def sort_rows(values, indices) -> None:
     _sort_rows(values, indices)
 
 
-
 class Workspace:
     """The column candidates' lists of each chunk, kept across the tiles of one search."""
 
@@ -205,8 +207,19 @@ class Workspace:
         self.values = np.empty((self.chunks, 0, k), dtype=self.dtype)
         self.indices = np.empty((self.chunks, 0, k), dtype=np.int64)
 
-    def select(self, s, row_v, row_i, row_id0: int, col_v=None, col_i=None, col_id0: int = 0,
-               margin: float = 0.0, xa=None, xb=None) -> None:
+    def select(
+        self,
+        s,
+        row_v,
+        row_i,
+        row_id0: int,
+        col_v=None,
+        col_i=None,
+        col_id0: int = 0,
+        margin: float = 0.0,
+        xa=None,
+        xb=None,
+    ) -> None:
         """Offer tile ``s`` (a C-contiguous NumPy array) to its rows and, when ``col_v`` is
         given, to its columns; all arrays are NumPy views of the running lists. A margin
         > 0 re-scores every kept entry from the unit rows ``xa`` and ``xb``."""
@@ -221,5 +234,20 @@ class Workspace:
             xa = xb = s[:0]
         use_threads(s.size)
         na, nb = fixed_norms(xa), fixed_norms(xb)
-        _select(s, row_v, row_i, row_id0, col_v, col_i, col_id0, s.dtype.type(margin), columns, xa, xb, na, nb,
-                self.values[:, :tb], self.indices[:, :tb])
+        _select(
+            s,
+            row_v,
+            row_i,
+            row_id0,
+            col_v,
+            col_i,
+            col_id0,
+            s.dtype.type(margin),
+            columns,
+            xa,
+            xb,
+            na,
+            nb,
+            self.values[:, :tb],
+            self.indices[:, :tb],
+        )

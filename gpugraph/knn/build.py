@@ -40,13 +40,20 @@ _PRECISIONS = ("exact", "bf16", "tf32")
 
 
 def knn_graph(
-    x, k: int = 10, *, precision: str = "exact", tile: int | None = None, device=None, progress=None,
-    memory=None, checkpoint=None,
+    x,
+    k: int = 10,
+    *,
+    precision: str = "exact",
+    tile: int | None = None,
+    device=None,
+    progress=None,
+    memory=None,
+    checkpoint=None,
 ) -> KnnGraph:
     """Exact cosine k-nearest-neighbour graph over the rows of ``x``.
 
     Row i of the result lists the k rows most similar to row i by cosine similarity
-    cos(x_i, x_j) = x_i . x_j / (|x_i| |x_j|), in decreasing order of similarity, never i
+    ``cos(x_i, x_j) = x_i . x_j / (|x_i| |x_j|)``, in decreasing order of similarity, never i
     itself. Exact duplicates of row i are other nodes and are listed with weight exactly 1.
     Ties are broken towards the lower index, so the result is deterministic.
 
@@ -126,9 +133,9 @@ def knn_graph(
     gpugraph/kernels/topk_cpu.py), on CUDA (float32, k <= 256) a CuPy kernel
     (gpugraph/kernels/topk.cu), elsewhere torch code.
 
-    Screening bounds, for unit vectors of dimension D, on |s_low - s|: bf16 rounds both
-    inputs (unit roundoff u = 2^-8, moving each product by at most (2u + u^2)|a_i b_i|,
-    and sum |a_i b_i| <= 1), accumulates in float32 (at most D 2^-24) and rounds the
+    Screening bounds, for unit vectors of dimension D, on ``|s_low - s|``: bf16 rounds both
+    inputs (unit roundoff u = 2^-8, moving each product by at most ``(2u + u^2) |a_i b_i|``,
+    and ``sum |a_i b_i| <= 1``), accumulates in float32 (at most D 2^-24) and rounds the
     result (u): e = 3.01 u + D 2^-23. TF32 keeps 10 mantissa bits (u = 2^-10 even if the
     hardware truncates) with float32 accumulation and output: e = 2.01 u + D 2^-23. An
     entry is kept if s_low >= (row's current k-th exact similarity) - e, which holds for
@@ -153,13 +160,29 @@ def knn_graph(
     _check_precision(precision, target)
     _check_tile(tile)
     saved = Checkpoint(checkpoint, src, k) if checkpoint is not None else None
-    return build(src, k, precision=precision, tile=tile, device=target, budget=parse_memory(memory),
-                 progress=progress, checkpoint=saved)
+    return build(
+        src,
+        k,
+        precision=precision,
+        tile=tile,
+        device=target,
+        budget=parse_memory(memory),
+        progress=progress,
+        checkpoint=saved,
+    )
 
 
-def build(src: Source, k: int, *, precision: str = "exact", tile: int | None = None,
-          device: torch.device | None = None, budget: int | None = None, progress=None,
-          checkpoint: Checkpoint | None = None) -> KnnGraph:
+def build(
+    src: Source,
+    k: int,
+    *,
+    precision: str = "exact",
+    tile: int | None = None,
+    device: torch.device | None = None,
+    budget: int | None = None,
+    progress=None,
+    checkpoint: Checkpoint | None = None,
+) -> KnnGraph:
     """:func:`knn_graph` below its door: ``src`` is a Source (its rows checked now, as they
     are normalised, unless ``src.checked``), and k, precision, tile, device and budget are
     valid; the studies that check their layers themselves call this."""
@@ -172,13 +195,26 @@ def build(src: Source, k: int, *, precision: str = "exact", tile: int | None = N
     bar = _progress.bar(progress, len(tiles(n, None, tile, k)), "tile", "knn_graph", long=n >= 20_000)
     indices, weights = search(rows, k, tile, precision_used, selector, bar, checkpoint)
     bar.close()
-    meta = {"metric": "cosine", "n": n, "d": d, "k": k, "dtype": str(src.dtype).replace("torch.", ""),
-            "precision": precision}
+    meta = {
+        "metric": "cosine",
+        "n": n,
+        "d": d,
+        "k": k,
+        "dtype": str(src.dtype).replace("torch.", ""),
+        "precision": precision,
+    }
     return KnnGraph(indices, weights, validate=False, meta=meta)
 
 
-def search(rows: RowBlocks, k: int, tile: int, precision: str, selector, bar=_progress.SILENT,
-           checkpoint: Checkpoint | None = None):
+def search(
+    rows: RowBlocks,
+    k: int,
+    tile: int,
+    precision: str,
+    selector,
+    bar=_progress.SILENT,
+    checkpoint: Checkpoint | None = None,
+):
     """(indices, float32 weights) of the k-NN of the unit rows: the upper tiles of X X^T,
     walked once (the tiles a checkpoint holds skipped, its lists taken instead)."""
     top = TopK(rows.n, k, rows.dtype, rows.device)
@@ -186,7 +222,10 @@ def search(rows: RowBlocks, k: int, tile: int, precision: str, selector, bar=_pr
     if checkpoint is not None:
         checkpoint.tile, checkpoint.total = tile, len(tiles(rows.n, None, tile, k))
         start, guard = checkpoint.restore(top), checkpoint.guard(top)
-        after = lambda done: checkpoint.after(top, done)  # noqa: E731
+
+        def after(done: int) -> None:
+            checkpoint.after(top, done)
+
     with guard:
         walk(selector, top, rows, 0, tile=tile, precision=precision, bar=bar, start=start, after=after)
     if checkpoint is not None:
@@ -236,9 +275,7 @@ def check_k(k, n: int) -> None:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"k must be an integer, got {type(k).__name__}")
     if not 1 <= k < n:
-        raise ValueError(
-            f"k must satisfy 1 <= k < N (a node has N - 1 others), got k={k} with N={n}"
-        )
+        raise ValueError(f"k must satisfy 1 <= k < N (a node has N - 1 others), got k={k} with N={n}")
 
 
 def _check_precision(precision, device: torch.device) -> None:
@@ -246,13 +283,13 @@ def _check_precision(precision, device: torch.device) -> None:
         raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
     if precision == "tf32" and device.type != "cuda":
         raise ValueError(
-            "precision='tf32' needs a CUDA device (TF32 is a GPU tensor-core format); "
-            "on the CPU use 'bf16' or 'exact'"
+            "precision='tf32' needs a CUDA device (TF32 is a GPU tensor-core format); on the CPU use 'bf16' or 'exact'"
         )
 
 
-def _default_tile(device: torch.device, dtype: torch.dtype, k: int, budget: int | None = None,
-                  n: int | None = None, d: int = 0) -> int:
+def _default_tile(
+    device: torch.device, dtype: torch.dtype, k: int, budget: int | None = None, n: int | None = None, d: int = 0
+) -> int:
     """Rows per tile so that the live temporaries of one tile fit the memory budget (default:
     the shared one): the tile and its transposed copy or a second mask (2 x size bytes an
     entry) and two boolean masks, and the rows of the tile's two blocks with the temporaries

@@ -38,8 +38,14 @@ class Checkpoint:
 
     def __init__(self, path, src: Source, k: int):
         self.path = Path(path)
-        self.key = {"format": _FORMAT, "n": src.n, "d": src.d, "k": k, "dtype": str(src.dtype).replace("torch.", ""),
-                    "fingerprint": fingerprint(src)}
+        self.key = {
+            "format": _FORMAT,
+            "n": src.n,
+            "d": src.d,
+            "k": k,
+            "dtype": str(src.dtype).replace("torch.", ""),
+            "fingerprint": fingerprint(src),
+        }
         self.saved, self.tile, self.total, self._state = 0, None, None, None
         self.done, self._last, self._stop, self._torn = 0, time.monotonic(), False, False
         if self.path.exists():
@@ -51,14 +57,17 @@ class Checkpoint:
                 stored = {key: f[key].item() for key in (*self.key, "tile", "done")}
                 state = (f["values"], f["indices"])
         except (OSError, ValueError, KeyError) as e:
-            raise ValueError(f"checkpoint {self.path} cannot be read ({e}); delete it to start the search afresh") \
-                from e
+            raise ValueError(
+                f"checkpoint {self.path} cannot be read ({e}); delete it to start the search afresh"
+            ) from e
         differs = [f"{key} {stored[key]!r} (now {value!r})" for key, value in self.key.items() if stored[key] != value]
         if differs:
             what = "another matrix" if [d for d in differs if d.startswith("fingerprint")] else "another search"
-            raise ValueError(f"checkpoint {self.path} was saved by the search of {what}: "
-                             f"{'; '.join(d for d in differs if not d.startswith('fingerprint')) or 'other rows'}; "
-                             "delete it, or give this search another checkpoint path")
+            raise ValueError(
+                f"checkpoint {self.path} was saved by the search of {what}: "
+                f"{'; '.join(d for d in differs if not d.startswith('fingerprint')) or 'other rows'}; "
+                "delete it, or give this search another checkpoint path"
+            )
         self.saved, self.tile, self._state = int(stored["done"]), int(stored["tile"]), state
         self.done = self.saved
 
@@ -68,8 +77,10 @@ class Checkpoint:
         if self.tile is None:
             return asked or default
         if asked is not None and asked != self.tile:
-            raise ValueError(f"checkpoint {self.path} was saved by a search with tile={self.tile}; pass "
-                             f"tile={self.tile} (or none) to resume it, or delete it to start afresh with tile={asked}")
+            raise ValueError(
+                f"checkpoint {self.path} was saved by a search with tile={self.tile}; pass "
+                f"tile={self.tile} (or none) to resume it, or delete it to start afresh with tile={asked}"
+            )
         return self.tile
 
     def restore(self, top) -> int:
@@ -97,8 +108,15 @@ class Checkpoint:
         partial = self.path.with_name(self.path.name + ".partial")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(partial, "wb") as f:
-            np.savez(f, values=top.values.cpu().numpy(), indices=top.indices.cpu().numpy(), done=self.done,
-                     tiles=self.total, tile=self.tile, **self.key)
+            np.savez(
+                f,
+                values=top.values.cpu().numpy(),
+                indices=top.indices.cpu().numpy(),
+                done=self.done,
+                tiles=self.total,
+                tile=self.tile,
+                **self.key,
+            )
         os.replace(partial, self.path)
         self.saved, self._last = self.done, time.monotonic()
 

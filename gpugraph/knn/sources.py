@@ -99,8 +99,9 @@ class Source:
         if self.in_memory:
             top = check_rows(self.tensor, self.name, nonzero=nonzero)
         else:
-            top = torch.cat([check_rows(block, self.name, nonzero=nonzero, offset=r0)
-                             for r0, _, block in self.blocks(step)])
+            top = torch.cat(
+                [check_rows(block, self.name, nonzero=nonzero, offset=r0) for r0, _, block in self.blocks(step)]
+            )
         self.checked = self.checked or nonzero
         return top
 
@@ -143,9 +144,7 @@ def _matrix(t: torch.Tensor, name: str) -> torch.Tensor:
             f"flatten each sample first, e.g. {name}.reshape(len({name}), -1)"
         )
     if t.dtype not in _FLOAT_DTYPES:
-        raise TypeError(
-            f"{name} must be floating point, got dtype {t.dtype}; convert it with {name}.float()"
-        )
+        raise TypeError(f"{name} must be floating point, got dtype {t.dtype}; convert it with {name}.float()")
     if t.shape[0] == 0 or t.shape[1] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); it needs samples and features")
     return t
@@ -173,5 +172,3 @@ def _out_of_core(x) -> bool:
     if isinstance(x, (np.ndarray, torch.Tensor)) or hasattr(x, "__dlpack__"):
         return False
     return hasattr(x, "shape") and hasattr(x, "dtype") and hasattr(x, "__getitem__")
-
-

@@ -32,6 +32,7 @@ Selectors (all keep each row's k best by value descending, then global index asc
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -69,8 +70,10 @@ class TopK:
         at .. at + len(other), best first."""
         rows = slice(at, at + other.values.shape[0])
         self.values[rows], self.indices[rows] = _best_first(
-            torch.cat([self.values[rows], other.values], dim=1), torch.cat([self.indices[rows], other.indices], dim=1),
-            self.values.shape[1])
+            torch.cat([self.values[rows], other.values], dim=1),
+            torch.cat([self.indices[rows], other.indices], dim=1),
+            self.values.shape[1],
+        )
 
 
 def _best_first(v: torch.Tensor, i: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,7 +158,7 @@ def blocks(n: int, tile: int, k: int) -> list[tuple[int, int]]:
     tile = max(tile, 2 * (k + 1))
     count = max(1, math.ceil(n / tile))
     bounds = [round(i * n / count) for i in range(count + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
+    return list(itertools.pairwise(bounds))
 
 
 def screen_error(precision: str, d: int) -> float:
@@ -198,9 +201,23 @@ def tiles(n_a: int, n_b: int | None, tile: int, k: int) -> list[tuple[tuple, tup
     return [(a, b) for a in ta for b in tb]
 
 
-def walk(selector, top_a: TopK, rows_a: RowBlocks, a_id: int, *, top_b: TopK | None = None,
-         rows_b: RowBlocks | None = None, b_id: int = 0, a_at: int = 0, b_at: int = 0, tile: int,
-         precision: str = "exact", bar=_progress.SILENT, start: int = 0, after=None) -> None:
+def walk(
+    selector,
+    top_a: TopK,
+    rows_a: RowBlocks,
+    a_id: int,
+    *,
+    top_b: TopK | None = None,
+    rows_b: RowBlocks | None = None,
+    b_id: int = 0,
+    a_at: int = 0,
+    b_at: int = 0,
+    tile: int,
+    precision: str = "exact",
+    bar=_progress.SILENT,
+    start: int = 0,
+    after=None,
+) -> None:
     """Offer every pair (row of A, row of B) once to both rows' running top-k.
 
     ``rows_b`` None: B is A (the upper tiles of A against itself; a row never meets itself).
@@ -223,8 +240,10 @@ def walk(selector, top_a: TopK, rows_a: RowBlocks, a_id: int, *, top_b: TopK | N
         diagonal = same and a0 == b0
         screened = err > 0 and not diagonal
         s = gemm(xa, xb, precision if screened else "exact")  # (ta, tb)
-        if screened and (_too_many(s >= (top_a.values[a_at + a0 : a_at + a1, -1] - err)[:, None])
-                         or _too_many(s >= (top_b.values[b_at + b0 : b_at + b1, -1] - err)[None, :])):
+        if screened and (
+            _too_many(s >= (top_a.values[a_at + a0 : a_at + a1, -1] - err)[:, None])
+            or _too_many(s >= (top_b.values[b_at + b0 : b_at + b1, -1] - err)[None, :])
+        ):
             s, screened = gemm(xa, xb, "exact"), False
         margin = exact + (err if screened else 0.0)
         selector(s, xa, xb, margin, top_a, a_at + a0, a_id + a0, top_b, b_at + b0, b_id + b0, not diagonal)
@@ -303,8 +322,9 @@ def _offer(best_v, best_i, xa, xb, r0, c0, s, mask, *, transpose: bool, norms=No
     best_i[touched] = all_c[keep]
 
 
-def _rescore(xa: torch.Tensor, xb: torch.Tensor, na: torch.Tensor, nb: torch.Tensor, p: torch.Tensor,
-             q: torch.Tensor) -> torch.Tensor:
+def _rescore(
+    xa: torch.Tensor, xb: torch.Tensor, na: torch.Tensor, nb: torch.Tensor, p: torch.Tensor, q: torch.Tensor
+) -> torch.Tensor:
     """:func:`cosine` of the pairs (xa[p[m]], xb[q[m]]), in chunks of bounded memory."""
     out = torch.empty(len(p), dtype=xa.dtype, device=xa.device)
     step = max(1, (1 << 22) // xa.shape[1])
@@ -329,8 +349,9 @@ def fixed_norms(x: torch.Tensor) -> torch.Tensor:
     return fixed_dot(x, x)
 
 
-def cosine(a: torch.Tensor, b: torch.Tensor, na: torch.Tensor | None = None,
-           nb: torch.Tensor | None = None) -> torch.Tensor:
+def cosine(
+    a: torch.Tensor, b: torch.Tensor, na: torch.Tensor | None = None, nb: torch.Tensor | None = None
+) -> torch.Tensor:
     """The canonical similarity of the unit rows a[m] and b[m] ((M, D) each), as
     gpugraph/kernels/topk_cpu.py defines it: ab / sqrt(aa bb) in float64 from the
     :func:`fixed_dot` integers (``na``, ``nb``: the rows' :func:`fixed_norms` when known),
@@ -338,10 +359,9 @@ def cosine(a: torch.Tensor, b: torch.Tensor, na: torch.Tensor | None = None,
     na = fixed_norms(a) if na is None else na
     nb = fixed_norms(b) if nb is None else nb
     product = na.to(torch.float64) * nb.to(torch.float64)
-    if product.device.type == "cpu":  # torch's vectorised CPU sqrt (SLEEF, 0.5001 ulp) is not
-        root = torch.from_numpy(np.sqrt(product.numpy()))  # correctly rounded; NumPy's is
-    else:
-        root = torch.sqrt(product)  # IEEE on CUDA
+    # torch's vectorised CPU sqrt (SLEEF, 0.5001 ulp) is not correctly rounded; NumPy's is, and
+    # so is CUDA's (IEEE)
+    root = torch.from_numpy(np.sqrt(product.numpy())) if product.device.type == "cpu" else torch.sqrt(product)
     c = fixed_dot(a, b).to(torch.float64) / root
     return c.clamp(-1.0, 1.0).to(a.dtype)
 
@@ -356,11 +376,21 @@ class CompiledSelector:
 
     def __call__(self, s, xa, xb, margin, top_a, ra, a_id, top_b, rb, b_id, columns: bool) -> None:
         ta, tb = s.shape
-        col_v, col_i = (top_b.values[rb : rb + tb].numpy(), top_b.indices[rb : rb + tb].numpy()) if columns \
-            else (None, None)
-        self.workspace.select(s.numpy(), top_a.values[ra : ra + ta].numpy(), top_a.indices[ra : ra + ta].numpy(),
-                              a_id, col_v, col_i, b_id, margin,
-                              xa.numpy() if margin > 0 else None, xb.numpy() if margin > 0 else None)
+        col_v, col_i = (
+            (top_b.values[rb : rb + tb].numpy(), top_b.indices[rb : rb + tb].numpy()) if columns else (None, None)
+        )
+        self.workspace.select(
+            s.numpy(),
+            top_a.values[ra : ra + ta].numpy(),
+            top_a.indices[ra : ra + ta].numpy(),
+            a_id,
+            col_v,
+            col_i,
+            b_id,
+            margin,
+            xa.numpy() if margin > 0 else None,
+            xb.numpy() if margin > 0 else None,
+        )
 
 
 class CudaSelector:
@@ -374,13 +404,37 @@ class CudaSelector:
 
     def __call__(self, s, xa, xb, margin, top_a, ra, a_id, top_b, rb, b_id, columns: bool) -> None:
         na, nb = (fixed_norms(xa), fixed_norms(xb)) if margin > 0 else (None, None)
-        _kernels.topk_merge(s, ra, b_id, top_a.values, top_a.indices, row_id0=a_id, margin=margin, xr=xa, xc=xb,
-                            nr=na, nc=nb)
+        _kernels.topk_merge(
+            s, ra, b_id, top_a.values, top_a.indices, row_id0=a_id, margin=margin, xr=xa, xc=xb, nr=na, nc=nb
+        )
         if not columns:
             return
         if self.transpose_copy:
-            _kernels.topk_merge(s.T.contiguous(), rb, a_id, top_b.values, top_b.indices, row_id0=b_id,
-                                margin=margin, xr=xb, xc=xa, nr=nb, nc=na)
+            _kernels.topk_merge(
+                s.T.contiguous(),
+                rb,
+                a_id,
+                top_b.values,
+                top_b.indices,
+                row_id0=b_id,
+                margin=margin,
+                xr=xb,
+                xc=xa,
+                nr=nb,
+                nc=na,
+            )
         else:
-            _kernels.topk_merge(s, rb, a_id, top_b.values, top_b.indices, transpose=True, row_id0=b_id,
-                                margin=margin, xr=xb, xc=xa, nr=nb, nc=na)
+            _kernels.topk_merge(
+                s,
+                rb,
+                a_id,
+                top_b.values,
+                top_b.indices,
+                transpose=True,
+                row_id0=b_id,
+                margin=margin,
+                xr=xb,
+                xc=xa,
+                nr=nb,
+                nc=na,
+            )

@@ -49,8 +49,9 @@ class Attack:
         if which == "true":
             y = torch.as_tensor(y)
             if y.shape != self.correct.shape:
-                raise ValueError(f"y must hold the {len(self.correct)} labels the attack was run with, "
-                                 f"got shape {tuple(y.shape)}")
+                raise ValueError(
+                    f"y must hold the {len(self.correct)} labels the attack was run with, got shape {tuple(y.shape)}"
+                )
             return y[self.mask.to(y.device)]
         if which == "predicted":
             return self.predicted[self.mask]
@@ -89,8 +90,19 @@ def fgsm(model: nn.Module, x, y, eps: float, *, bounds=None, batch_size: int = 2
     return pgd(model, x, y, eps, alpha=eps, steps=1, random_start=False, bounds=bounds, batch_size=batch_size)
 
 
-def pgd(model: nn.Module, x, y, eps: float, alpha: float | None = None, steps: int = 10, *,
-        random_start: bool = True, bounds=None, seed: int = 0, batch_size: int = 256) -> Attack:
+def pgd(
+    model: nn.Module,
+    x,
+    y,
+    eps: float,
+    alpha: float | None = None,
+    steps: int = 10,
+    *,
+    random_start: bool = True,
+    bounds=None,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> Attack:
     """Projected gradient descent (Madry et al., 2018), L-infinity: ``steps`` signed-gradient
     steps of size ``alpha`` (default 2.5 eps / steps), each projected back into the eps-ball
     around x (and into ``bounds``), from a uniform random start in the ball (seeded).

@@ -65,10 +65,7 @@ def default_layers(model: nn.Module) -> list[str]:
     if blocks:
         first = next(i for i, (n, _) in enumerate(named) if n == blocks[0])
         stem = [n for n, m in named[:first] if isinstance(m, nn.modules.conv._ConvNd)][-1:]
-        linear = [
-            n for n, m in named
-            if isinstance(m, nn.Linear) and not any(n.startswith(b + ".") for b in blocks)
-        ]
+        linear = [n for n, m in named if isinstance(m, nn.Linear) and not any(n.startswith(b + ".") for b in blocks)]
         return stem + blocks + linear
     convs = [n for n, m in named if isinstance(m, nn.modules.conv._ConvNd)]
     if convs:
@@ -145,8 +142,9 @@ def resolve_layers(model: nn.Module, layers) -> list[str]:
     names = [name for name, _ in model.named_modules() if name]
     chosen: list[str] = []
     for pattern in layers:
-        base, suffix = (pattern[: -len(_INPUT_SUFFIX)], _INPUT_SUFFIX) if pattern.endswith(_INPUT_SUFFIX) \
-            else (pattern, "")
+        base, suffix = (
+            (pattern[: -len(_INPUT_SUFFIX)], _INPUT_SUFFIX) if pattern.endswith(_INPUT_SUFFIX) else (pattern, "")
+        )
         hits = [n + suffix for n in names if fnmatch.fnmatchcase(n, base)]
         if not hits:
             sample = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
@@ -198,14 +196,14 @@ def capture(
     layers : list of str, str, "hidden_states", or None
         Module names or glob patterns (``"layer*.?"``); a name ending in ``":input"``
         captures what that module receives (``"encoder.layer.0:input"``: the embeddings'
-        output as the first block sees it); None follows :func:`default_layers`.
+        output as the first block sees it); None follows :func:`gpugraph.models.capture.default_layers`.
         ``"hidden_states"``: the model's own ``output_hidden_states=True`` (Hugging Face),
         as layers ``hidden_states.0`` (the embeddings) to ``hidden_states.L``.
     reduce : "flatten", "avgpool", "mean", "cls", "last" or callable
         How a layer's (B, ...) output becomes (B, D). "flatten" keeps every value, the
         choice of Lu et al. (2022): the cosine between two samples then compares their
         feature maps position by position, so spatial layout counts as much as what the
-        channels detect. "avgpool" averages over spatial dimensions, (B, C, *S) -> (B, C):
+        channels detect. "avgpool" averages over spatial dimensions, ``(B, C, *S) -> (B, C)``:
         the channel statistics, blind to position (the usual choice for CKA). Use
         "flatten" to reproduce the paper; if its curve is flat and high on a small CNN
         (every layer already separates the classes by position-wise agreement, or none
@@ -298,8 +296,10 @@ def capture(
     keywords = _keywords(model)
     hidden = isinstance(layers, str) and layers == HIDDEN_STATES
     if hidden and keywords is not None and "output_hidden_states" not in keywords:
-        raise ValueError(f"layers='{HIDDEN_STATES}' asks the model for output_hidden_states=True, but "
-                         f"{type(model).__name__}.forward takes no such argument; name the layers instead")
+        raise ValueError(
+            f"layers='{HIDDEN_STATES}' asks the model for output_hidden_states=True, but "
+            f"{type(model).__name__}.forward takes no such argument; name the layers instead"
+        )
     names = [] if hidden else resolve_layers(model, layers)
     if include_input and "input" in names:
         raise ValueError("the model has a module named 'input'; capture it without include_input")
@@ -312,9 +312,13 @@ def capture(
 
     writer = None
     if out is not None:
-        described = {"model": type(model).__name__, "parameters": sum(p.numel() for p in params),
-                     "data": type(data).__name__, "reduce": reduce if isinstance(reduce, str) else "callable",
-                     "layers_asked": names if not hidden else HIDDEN_STATES}
+        described = {
+            "model": type(model).__name__,
+            "parameters": sum(p.numel() for p in params),
+            "data": type(data).__name__,
+            "reduce": reduce if isinstance(reduce, str) else "callable",
+            "layers_asked": names if not hidden else HIDDEN_STATES,
+        }
         writer = spill.Writer(out, description=described, resume=resume, overwrite=overwrite)
     elif resume or overwrite:
         raise ValueError("resume and overwrite apply to a capture written to disk: pass out=DIR too")
@@ -328,8 +332,7 @@ def capture(
         flat = reducer(name, out.detach(), current["mask"])
         if flat.dim() != 2 or flat.shape[0] != out.shape[0]:
             raise ValueError(
-                f"reduce must map layer {name!r}'s output {tuple(out.shape)} to (B, D), "
-                f"got {tuple(flat.shape)}"
+                f"reduce must map layer {name!r}'s output {tuple(out.shape)} to (B, D), got {tuple(flat.shape)}"
             )
         if writer is not None:
             writer.write(name, flat.to(dtype=dtype or flat.dtype))
@@ -357,7 +360,8 @@ def capture(
 
     handles = [
         modules[name[: -len(_INPUT_SUFFIX)]].register_forward_pre_hook(hook_for(name), with_kwargs=True)
-        if name.endswith(_INPUT_SUFFIX) else modules[name].register_forward_hook(hook_for(name))
+        if name.endswith(_INPUT_SUFFIX)
+        else modules[name].register_forward_hook(hook_for(name))
         for name in names
     ]
     labels: list = []
@@ -381,8 +385,11 @@ def capture(
                     batch_in = batch.rows(drop, n)
                     batch_in, cast_from = batch_in.prepared(model_device, model_dtype)
                     if cast_from is not None and not checked:  # once a capture: on its first batch
-                        warnings.warn(f"capture: inputs are {cast_from} but the model's parameters are "
-                                      f"{model_dtype}; casting the inputs to {model_dtype}", stacklevel=2)
+                        warnings.warn(
+                            f"capture: inputs are {cast_from} but the model's parameters are "
+                            f"{model_dtype}; casting the inputs to {model_dtype}",
+                            stacklevel=2,
+                        )
                     current["mask"] = batch_in.mask
                     if include_input:
                         keep("input", batch_in.tensor("include_input"))
@@ -423,8 +430,10 @@ def capture(
         if seen == 0:
             raise ValueError("data yielded no samples")
         if writer is not None and seen <= writer.skip:
-            raise ValueError(f"the data yielded {seen} samples, no more than the {writer.skip} the "
-                             "interrupted capture already holds: is it the same data?")
+            raise ValueError(
+                f"the data yielded {seen} samples, no more than the {writer.skip} the "
+                "interrupted capture already holds: is it the same data?"
+            )
         missing = [n for n in names if not outputs[n]]
         if missing:
             raise ValueError(f"layers {missing} never ran in the forward pass; choose others")
@@ -513,7 +522,9 @@ def _reducer(reduce, sequences: bool):
                     f"layer {name!r} has one channel {tuple(out.shape)}: reduce='avgpool' leaves one number "
                     "a sample, and the cosine of one-number rows is only +1 or -1 (its kNN graph says "
                     "nothing about the samples); use reduce='flatten' for it, e.g. include_input with "
-                    "one-channel images", stacklevel=5)
+                    "one-channel images",
+                    stacklevel=5,
+                )
             return out.flatten(2).mean(dim=2)
         if out.dim() != 3:
             raise ValueError(
@@ -572,8 +583,10 @@ def _received(args: tuple, kwargs: dict):
 def _hidden_states(result) -> tuple:
     states = result.get("hidden_states") if isinstance(result, Mapping) else getattr(result, "hidden_states", None)
     if not states:
-        raise ValueError(f"the model was asked for output_hidden_states=True but returned "
-                         f"{type(result).__name__} without hidden_states; name the layers instead")
+        raise ValueError(
+            f"the model was asked for output_hidden_states=True but returned "
+            f"{type(result).__name__} without hidden_states; name the layers instead"
+        )
     return tuple(states)
 
 
@@ -698,8 +711,10 @@ class _Batch:
         if isinstance(self.inputs, torch.Tensor):
             inputs = self.inputs[a:b]
         else:  # per-sample tensors sliced; anything else (a flag, a scalar) as it is
-            inputs = {k: v[a:b] if isinstance(v, torch.Tensor) and v.dim() > 0 and len(v) == n else v
-                      for k, v in self.inputs.items()}
+            inputs = {
+                k: v[a:b] if isinstance(v, torch.Tensor) and v.dim() > 0 and len(v) == n else v
+                for k, v in self.inputs.items()
+            }
         return _Batch(inputs, self.labels[a:b] if self.labels is not None else None)
 
     def prepared(self, device: torch.device, model_dtype: torch.dtype | None) -> tuple[_Batch, torch.dtype | None]:
@@ -715,8 +730,9 @@ class _Batch:
                 return v.to(device=device, dtype=model_dtype)
             return v.to(device)
 
-        inputs = move(self.inputs) if isinstance(self.inputs, torch.Tensor) else \
-            {k: move(v) for k, v in self.inputs.items()}
+        inputs = (
+            move(self.inputs) if isinstance(self.inputs, torch.Tensor) else {k: move(v) for k, v in self.inputs.items()}
+        )
         return _Batch(inputs, self.labels), (cast_from[0] if cast_from else None)
 
     @property

@@ -74,8 +74,10 @@ class Writer:
                 path = self.dir / (entry["file"] + ".partial")
                 size = _HEADER + self.rows * int(np.prod(entry["shape"][1:])) * np.dtype(entry["dtype"]).itemsize
                 if not path.is_file() or path.stat().st_size < size:
-                    raise ValueError(f"{path} is shorter than its manifest says; re-run the capture with overwrite=True")
-                f = open(path, "r+b")
+                    raise ValueError(
+                        f"{path} is shorter than its manifest says; re-run the capture with overwrite=True"
+                    )
+                f = open(path, "r+b")  # noqa: SIM115 (held open across batches; close() closes it)
                 f.truncate(size)
                 f.seek(size)
                 self.files[name] = f
@@ -87,13 +89,15 @@ class Writer:
             if entry["file"] in {e["file"] for e in self.layers.values()}:
                 raise ValueError(f"layers {name!r} and another map to the same file {entry['file']}")
             self.layers[name] = entry
-            f = open(self.dir / (entry["file"] + ".partial"), "wb")
+            f = open(self.dir / (entry["file"] + ".partial"), "wb")  # noqa: SIM115 (held open; close() closes it)
             f.write(b"\0" * _HEADER)
             self.files[name] = f
         entry = self.layers[name]
         if list(array.shape[1:]) != entry["shape"][1:] or array.dtype.str != entry["dtype"]:
-            raise ValueError(f"layer {name!r} gave rows of shape {array.shape[1:]} and dtype {array.dtype}, "
-                             f"earlier batches {tuple(entry['shape'][1:])} and {entry['dtype']}")
+            raise ValueError(
+                f"layer {name!r} gave rows of shape {array.shape[1:]} and dtype {array.dtype}, "
+                f"earlier batches {tuple(entry['shape'][1:])} and {entry['dtype']}"
+            )
         self.files[name].write(np.ascontiguousarray(array).tobytes())
 
     def commit(self, rows: int, force: bool = False) -> None:
@@ -127,8 +131,14 @@ class Writer:
                 f.close()
 
     def _manifest(self, status: str, labels: bool = False) -> None:
-        data = {"format": FORMAT, "status": status, "rows": self.rows, "layers": self.layers,
-                "labels": "labels.npy" if labels else None, **self.description}
+        data = {
+            "format": FORMAT,
+            "status": status,
+            "rows": self.rows,
+            "layers": self.layers,
+            "labels": "labels.npy" if labels else None,
+            **self.description,
+        }
         tmp = self.dir / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         os.replace(tmp, self.dir / MANIFEST)
@@ -165,8 +175,10 @@ def read(directory) -> tuple[dict[str, torch.Tensor], object, list[str]]:
             f"capture(model, data, out={str(directory)!r}, resume=True) on the same data in the same "
             "order, or start again with overwrite=True"
         )
-    layers = {name: torch.from_numpy(np.load(directory / entry["file"], mmap_mode="c"))
-              for name, entry in data["layers"].items()}
+    layers = {
+        name: torch.from_numpy(np.load(directory / entry["file"], mmap_mode="c"))
+        for name, entry in data["layers"].items()
+    }
     labels = None
     if data.get("labels"):
         labels = np.load(directory / data["labels"], allow_pickle=False)

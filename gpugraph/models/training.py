@@ -12,8 +12,19 @@ import torch
 from torch import nn
 
 
-def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 12, *, lr: float = 3e-3,
-        batch_size: int = 128, weight_decay: float = 1e-4, seed: int = 0, log=print, callback=None) -> nn.Module:
+def fit(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epochs: int = 12,
+    *,
+    lr: float = 3e-3,
+    batch_size: int = 128,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+    log=print,
+    callback=None,
+) -> nn.Module:
     """Train ``model`` in place on (x, y) with cross-entropy: AdamW and a one-cycle learning
     rate over ``epochs`` passes of shuffled mini-batches (seeded). Batches move to the model's
     device. Returns the model, left in train mode. ``log`` gets a line every 4 epochs and at
@@ -105,7 +116,7 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> 
             for i in range(0, len(x), batch_size):
                 model(x[i : i + batch_size].to(device))
     finally:
-        for m, momentum in zip(norms, momenta):
+        for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
         model.train(was)
     return model

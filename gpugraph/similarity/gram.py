@@ -89,8 +89,10 @@ class Rows:
             norms[r0:r1] = torch.linalg.vector_norm(rows.block(r0, r1), dim=1)
         zero = torch.nonzero(norms <= 1e3 * 2.0**-52 * float(norms.max())).ravel()
         if len(zero):
-            raise ValueError(f"row {int(zero[0])} of {name} equals the mean of its rows, so it has no direction "
-                             "once centred; centre=True needs every sample to differ from the mean")
+            raise ValueError(
+                f"row {int(zero[0])} of {name} equals the mean of its rows, so it has no direction "
+                "once centred; centre=True needs every sample to differ from the mean"
+            )
         return cls(rows.src, rows.divisors, rows.shift, norms)
 
     @property
@@ -123,8 +125,10 @@ class Rows:
 def _constant_message(name: str, n: int) -> str:
     if n < 2:
         return f"CKA compares how samples vary, so it needs at least 2 samples; {name} has N={n}"
-    return (f"{name} is the same for every sample (constant features), so its centred Gram matrix "
-            "is zero and CKA is 0 / 0; drop this layer or check how it was captured")
+    return (
+        f"{name} is the same for every sample (constant features), so its centred Gram matrix "
+        "is zero and CKA is 0 / 0; drop this layer or check how it was captured"
+    )
 
 
 def _row_step(width: int, device: torch.device, copies: int = 2) -> int:
@@ -318,8 +322,9 @@ def grid(a: list[Rows], b: list[Rows] | None = None, *, kind: str = "gram", name
                 norm = torch.linalg.vector_norm(s, dim=1)
                 if bool((norm == 0).any()):
                     layer = f" of layer {names[m]!r}" if names is not None else ""
-                    raise ValueError(f"a node's adjacency row is zero in the dense graph{layer} "
-                                     "(all other samples orthogonal to it)")
+                    raise ValueError(
+                        f"a node's adjacency row is zero in the dense graph{layer} (all other samples orthogonal to it)"
+                    )
                 s /= norm[:, None]
             elif kind == "ucentred":
                 r = row_sums[m]  # (N,) row sums of K~

@@ -50,8 +50,13 @@ class SimilarityMatrix:
         return [self.layers_b[j] for j in self.values.argmax(axis=1)]
 
     def to_dict(self) -> dict:
-        return {"measure": self.measure, "layers_a": self.layers_a, "layers_b": self.layers_b,
-                "values": self.values.tolist(), "params": self.params}
+        return {
+            "measure": self.measure,
+            "layers_a": self.layers_a,
+            "layers_b": self.layers_b,
+            "values": self.values.tolist(),
+            "params": self.params,
+        }
 
     def to_json(self, path=None) -> str:
         """The matrix as JSON text; also written to ``path`` when given."""
@@ -67,8 +72,9 @@ class SimilarityMatrix:
         """A DataFrame: index the layers of model A, columns those of model B."""
         import pandas as pd
 
-        return pd.DataFrame(self.values, index=pd.Index(self.layers_a, name="model A"),
-                            columns=pd.Index(self.layers_b, name="model B"))
+        return pd.DataFrame(
+            self.values, index=pd.Index(self.layers_a, name="model A"), columns=pd.Index(self.layers_b, name="model B")
+        )
 
     @property
     def label(self) -> str:
@@ -82,14 +88,16 @@ class SimilarityMatrix:
         value, then the whole matrix when it is small enough to read."""
         width_a = max(len("model A"), *(len(n) for n in self.layers_a))
         width_b = max(len("best in B"), *(len(n) for n in self.layers_b))
-        lines = [f"{self.label}: rows model A, columns model B",
-                 f"{'model A':<{width_a}}  {'best in B':<{width_b}}  {'value':>7}"]
-        for name, best, row in zip(self.layers_a, self.identify(), self.values):
+        lines = [
+            f"{self.label}: rows model A, columns model B",
+            f"{'model A':<{width_a}}  {'best in B':<{width_b}}  {'value':>7}",
+        ]
+        for name, best, row in zip(self.layers_a, self.identify(), self.values, strict=True):
             lines.append(f"{name:<{width_a}}  {best:<{width_b}}  {row.max():7.3f}")
         if len(self.layers_b) <= 12:
             cols = [n[:8] for n in self.layers_b]
             lines += ["", " " * width_a + "".join(f"  {c:>8}" for c in cols)]
-            for name, row in zip(self.layers_a, self.values):
+            for name, row in zip(self.layers_a, self.values, strict=True):
                 lines.append(f"{name:<{width_a}}" + "".join(f"  {v:8.3f}" for v in row))
         return "\n".join(lines)
 
@@ -119,8 +127,15 @@ class SimilarityMatrix:
             mid = (np.nanmax(self.values) + np.nanmin(self.values)) / 2
             for i in range(la):
                 for j in range(lb):
-                    ax.text(j, i, f"{self.values[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                            color="black" if self.values[i, j] > mid else "white")
+                    ax.text(
+                        j,
+                        i,
+                        f"{self.values[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="black" if self.values[i, j] > mid else "white",
+                    )
         ax.figure.colorbar(im, ax=ax)
         if path is None:
             return ax
@@ -133,8 +148,14 @@ class SimilarityMatrix:
         return f"SimilarityMatrix({self.label}, {self.values.shape[0]} x {self.values.shape[1]} layers)"
 
 
-def similarity_matrix(acts_a: Mapping, acts_b: Mapping | None = None, measure: str = "lsim",
-                      k: int | None = None, unbiased: bool = False, centre: bool = False) -> SimilarityMatrix:
+def similarity_matrix(
+    acts_a: Mapping,
+    acts_b: Mapping | None = None,
+    measure: str = "lsim",
+    k: int | None = None,
+    unbiased: bool = False,
+    centre: bool = False,
+) -> SimilarityMatrix:
     """Similarity of every layer of ``acts_a`` with every layer of ``acts_b`` (default: itself).
 
     ``measure``: "lsim" (GBS layer similarity; ``k`` None for dense graphs or an int for
@@ -177,8 +198,9 @@ def similarity_matrix(acts_a: Mapping, acts_b: Mapping | None = None, measure: s
     return SimilarityMatrix(values, list(fa), list(fb), measure, params)
 
 
-def _grid_values(layers_a: dict, layers_b: dict | None, measure: str, unbiased: bool,
-                 centre: bool) -> np.ndarray | None:
+def _grid_values(
+    layers_a: dict, layers_b: dict | None, measure: str, unbiased: bool, centre: bool
+) -> np.ndarray | None:
     """Dense LSim or CKA of every pair through gpugraph.similarity.gram.grid, or None where the pairs
     one at a time cost fewer FLOPs."""
     if unbiased and next(iter(layers_a.values())).n < 4:
@@ -195,8 +217,10 @@ def _grid_values(layers_a: dict, layers_b: dict | None, measure: str, unbiased: 
     if measure == "lsim":
         return (sums / ra[0].n).cpu().numpy()
     if not (bool((sq_a > 0).all()) and bool((sq_b > 0).all())):
-        raise ValueError("the HSIC of a representation with itself is not positive: the unbiased "
-                         "estimator needs more samples (or the representation is constant)")
+        raise ValueError(
+            "the HSIC of a representation with itself is not positive: the unbiased "
+            "estimator needs more samples (or the representation is constant)"
+        )
     return (sums / torch.sqrt(sq_a[:, None] * sq_b[None, :])).cpu().numpy()
 
 
@@ -211,8 +235,7 @@ def _checked_layers(acts, label: str, n: int | None = None) -> dict[str, Source]
         n = t.n if n is None else n
         if t.n != n:
             raise ValueError(
-                f"every layer must hold the same samples: layer {name!r} of {label} has N={t.n}, "
-                f"expected N={n}"
+                f"every layer must hold the same samples: layer {name!r} of {label} has N={t.n}, expected N={n}"
             )
         layers[name] = t
     if n < 3:

@@ -32,8 +32,10 @@ def layer_similarity(x1, x2, k: int | None = None, centre: bool = False) -> floa
     close to all-ones, and centring exposes how the samples differ (see "Layer
     identification" in benchmarks/RESULTS.md for when that matters).
 
-    Dense graphs are never formed. With unit rows U1 (N, D1), U2 (N, D2) and S = U U^T,
+    Dense graphs are never formed. With unit rows U1 (N, D1), U2 (N, D2) and S = U U^T::
+
         <A1[i], A2[i]> = sum_j S1[i, j] S2[i, j] - 1,   |A[i]|^2 = sum_j S[i, j]^2 - 1,
+
     summed either through the D1 x D2 matrix U1^T U2 (O(N D1 D2)) or through row tiles of
     S1 and S2 (O(N^2 (D1 + D2))), whichever costs fewer FLOPs, in float64 and in blocks
     sized by the memory budget (see gpugraph.similarity.gram). The diagonal term is subtracted, and
@@ -81,9 +83,11 @@ def layer_similarity(x1, x2, k: int | None = None, centre: bool = False) -> floa
 
 def _check_centre(centre: bool, measure: str, k: int | None) -> None:
     if centre and (measure != "lsim" or k is not None):
-        raise ValueError("centre=True applies to dense LSim (measure='lsim', k=None): CKA centres by "
-                         "definition, and a kNN graph of centred features needs the centred features "
-                         "themselves (centre them yourself for that)")
+        raise ValueError(
+            "centre=True applies to dense LSim (measure='lsim', k=None): CKA centres by "
+            "definition, and a kNN graph of centred features needs the centred features "
+            "themselves (centre them yourself for that)"
+        )
 
 
 class _Factor:
@@ -104,8 +108,10 @@ def _dense_lsim(f1: _Factor, f2: _Factor) -> float:
     return float((cross / denom).mean())
 
 
-_ZERO_ROW = ("a node's adjacency row is zero in one graph (the sample is orthogonal to every other "
-             "sample), so its cosine with the other graph's row is undefined")
+_ZERO_ROW = (
+    "a node's adjacency row is zero in one graph (the sample is orthogonal to every other "
+    "sample), so its cosine with the other graph's row is undefined"
+)
 
 
 class _SparseFactor:
@@ -122,18 +128,18 @@ def _sparse_lsim(f1: _SparseFactor, f2: _SparseFactor) -> float:
     denom = f1.norm * f2.norm
     if not (denom > 0).all():
         row = int(np.argmin(denom > 0))
-        raise ValueError(f"node {row}'s row of the kNN adjacency is zero in one graph (its neighbours are "
-                         "all at similarity 0), so its cosine with the other graph's row is undefined; "
-                         "use a larger k or the dense graphs (k=None)")
+        raise ValueError(
+            f"node {row}'s row of the kNN adjacency is zero in one graph (its neighbours are "
+            "all at similarity 0), so its cosine with the other graph's row is undefined; "
+            "use a larger k or the dense graphs (k=None)"
+        )
     return float(np.mean(dot / denom))
 
 
 def _pair(x1, x2, least: int = 3) -> tuple[Source, Source]:
     t1, t2 = as_source(x1, "x1"), as_source(x2, "x2")
     if t1.n != t2.n:
-        raise ValueError(
-            f"x1 and x2 must hold the same samples: x1 has N={t1.n}, x2 has N={t2.n}"
-        )
+        raise ValueError(f"x1 and x2 must hold the same samples: x1 has N={t1.n}, x2 has N={t2.n}")
     if t1.n < least:
         raise ValueError(f"need at least {least} samples to compare representations, got N={t1.n}")
     return t1, t2
@@ -144,7 +150,7 @@ def cka(x1, x2, unbiased: bool = False) -> float:
 
     CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) with K = X1 X1^T and L = X2 X2^T
     (Kornblith et al., 2019). The default is the plug-in estimator on centred columns,
-    |X2c^T X1c|_F^2 / (|X1c^T X1c|_F |X2c^T X2c|_F); ``unbiased=True`` uses the unbiased
+    ``|X2c^T X1c|_F^2 / (|X1c^T X1c|_F |X2c^T X2c|_F)``; ``unbiased=True`` uses the unbiased
     HSIC estimator of Song et al. (2012), the form Nguyen et al. (2021) average over
     minibatches (see :class:`MinibatchCKA`).
 
@@ -263,7 +269,7 @@ class MinibatchCKA:
 def knn_overlap(a, b, k: int | None = None) -> float:
     """Mean Jaccard overlap of the neighbour sets of two kNN graphs on the same N nodes.
 
-    overlap = (1/N) sum_i |N1(i) & N2(i)| / |N1(i) | N2(i)|, in [0, 1]; 1 when every node
+    ``overlap = (1/N) sum_i |N1(i) & N2(i)| / |N1(i) | N2(i)|``, in [0, 1]; 1 when every node
     has the same neighbours in both. ``a`` and ``b`` are KnnGraphs (their k may differ) or
     (N, D) representations, whose exact cosine k-NN graphs are built with ``k``
     (default 10, or the k of the other argument when it is a graph).
@@ -282,7 +288,7 @@ def knn_overlap(a, b, k: int | None = None) -> float:
 
 
 def mutual_knn(a, b, k: int | None = None) -> float:
-    """Mutual k-NN alignment (Huh et al., 2024): mean over nodes of |N1(i) & N2(i)| / k.
+    """Mutual k-NN alignment (Huh et al., 2024): mean over nodes of ``|N1(i) & N2(i)| / k``.
 
     ``a`` and ``b`` are (N, D) representations, whose exact cosine k-NN graphs are built
     with ``k`` (default 10), or KnnGraphs of one k.
@@ -302,19 +308,22 @@ def _graphs(a, b, k: int | None, who: str) -> tuple[KnnGraph, KnnGraph]:
     """Two kNN graphs from graphs or (N, D) representations, the latter built with k."""
     if isinstance(a, KnnGraph) and isinstance(b, KnnGraph):
         if k is not None and (a.k != k or b.k != k):
-            raise ValueError(f"{who}: k={k} was passed, but both arguments are graphs already "
-                             f"(k={a.k} and k={b.k}); leave k out")
+            raise ValueError(
+                f"{who}: k={k} was passed, but both arguments are graphs already (k={a.k} and k={b.k}); leave k out"
+            )
         return a, b
     for x, name in ((a, "a"), (b, "b")):
         if isinstance(x, (str, bytes)) and not str(x).endswith(".npy"):
-            raise TypeError(f"{who}: {name} must be a KnnGraph, an (N, D) tensor or array, or an .npy path, "
-                            f"got {type(x).__name__} {x!r}")
+            raise TypeError(
+                f"{who}: {name} must be a KnnGraph, an (N, D) tensor or array, or an .npy path, "
+                f"got {type(x).__name__} {x!r}"
+            )
     k = k if k is not None else next((x.k for x in (a, b) if isinstance(x, KnnGraph)), 10)
     items = [x if isinstance(x, KnnGraph) else as_source(x, name) for x, name in ((a, "a"), (b, "b"))]
     n = [x.n for x in items]
     if n[0] != n[1]:
         raise ValueError(f"{who} compares the same samples: a has N={n[0]}, b has N={n[1]}")
-    return tuple(x if isinstance(x, KnnGraph) else _graph_of(x, k, name) for x, name in zip(items, "ab"))
+    return tuple(x if isinstance(x, KnnGraph) else _graph_of(x, k, name) for x, name in zip(items, "ab", strict=True))
 
 
 def _graph_of(x, k: int, name: str) -> KnnGraph:
@@ -327,9 +336,7 @@ def _shared_neighbours(g1: KnnGraph, g2: KnnGraph) -> torch.Tensor:
     check_graph(g1, "g1")
     check_graph(g2, "g2")
     if g1.n != g2.n:
-        raise ValueError(
-            f"the graphs must be over the same nodes: g1 has N={g1.n}, g2 has N={g2.n}"
-        )
+        raise ValueError(f"the graphs must be over the same nodes: g1 has N={g1.n}, g2 has N={g2.n}")
     b = g2.indices.to(g1.device)
     shared = torch.zeros(g1.n, dtype=torch.int64, device=g1.device)
     step = max(1, (1 << 22) // (g1.k * g2.k))

@@ -40,14 +40,14 @@ class LayerCurve:
         self.values = np.atleast_2d(np.asarray(values, dtype=np.float64))
         if self.values.shape[1] != len(self.layers):
             raise ValueError(
-                f"values must have one column per layer: {len(self.layers)} layers, "
-                f"got shape {self.values.shape}"
+                f"values must have one column per layer: {len(self.layers)} layers, got shape {self.values.shape}"
             )
         self.params = dict(params or {})
         self.null = None
         if null is not None:
-            self.null = {key: np.asarray(null[key], dtype=np.float64).reshape(self.values.shape)
-                         for key in self._NULL_KEYS}
+            self.null = {
+                key: np.asarray(null[key], dtype=np.float64).reshape(self.values.shape) for key in self._NULL_KEYS
+            }
             self.null["permutations"] = int(null["permutations"])
 
     @property
@@ -94,7 +94,7 @@ class LayerCurve:
         """Layers on a plateau or a dip of the curve, by name, in order.
 
         Layer i (not the first) is redundant when the mean modularity changes by less than
-        ``tol`` from layer i - 1: a plateau (|delta Q| < tol) or a dip (delta Q < 0), since
+        ``tol`` from layer i - 1: a plateau (``|delta Q| < tol``) or a dip (delta Q < 0), since
         the layer does not improve the separation of the classes. The model's output layer
         (:attr:`final`) is never listed: it cannot be pruned. Lu et al. (2022) prune such
         layers and retrain; they mark plateaus by eye, so ``tol`` is the user's choice.
@@ -102,8 +102,11 @@ class LayerCurve:
         if tol < 0:
             raise ValueError(f"tol must be non-negative, got {tol}")
         final = set(self.final)
-        return [name for name, dq in zip(self.layers, self.delta)
-                if not np.isnan(dq) and dq < tol and name not in final]
+        return [
+            name
+            for name, dq in zip(self.layers, self.delta, strict=True)
+            if not np.isnan(dq) and dq < tol and name not in final
+        ]
 
     @property
     def final(self) -> list[str]:
@@ -154,20 +157,28 @@ class LayerCurve:
         red = set(self.redundant(tol))
         width = max(8, *(len(n) for n in self.layers))
         z = self.z
-        lines = [f"{'layer':<{width}}  {'mean':>7}  {'std':>6}  {'delta':>7}" + ("  {:>7}".format("z") if z is not None else "")]
+        lines = [
+            f"{'layer':<{width}}  {'mean':>7}  {'std':>6}  {'delta':>7}"
+            + ("  {:>7}".format("z") if z is not None else "")
+        ]
         if "k" in self.params and "n" in self.params:  # the numbers move with k and n: say which
             n = self.params.get("n")
-            lines.insert(0, f"k = {self.params['k']}, " + (f"{self.params.get('repeats')} subsets of n = {n}" if n
-                                                          else "all samples once"))
+            lines.insert(
+                0,
+                f"k = {self.params['k']}, "
+                + (f"{self.params.get('repeats')} subsets of n = {n}" if n else "all samples once"),
+            )
         final = set(self.final)
-        for j, (name, m, s, d) in enumerate(zip(self.layers, self.mean, self.std, self.delta)):
+        for j, (name, m, s, d) in enumerate(zip(self.layers, self.mean, self.std, self.delta, strict=True)):
             delta = "" if np.isnan(d) else f"{d:+.3f}"
             mark = "  redundant" if name in red else "  (model output)" if name in final else ""
             score = f"  {z[j]:7.1f}" if z is not None else ""
             lines.append(f"{name:<{width}}  {m:7.3f}  {s:6.3f}  {delta:>7}{score}{mark}")
         if z is not None:
-            lines.append(f"z: (Q - null mean) / null std over {self.null['permutations']} label permutations, "
-                         "mean over the subsets")
+            lines.append(
+                f"z: (Q - null mean) / null std over {self.null['permutations']} label permutations, "
+                "mean over the subsets"
+            )
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -176,8 +187,9 @@ class LayerCurve:
     def __repr__(self) -> str:
         return f"LayerCurve({len(self.layers)} layers, params={self.params})"
 
-    def plot(self, path=None, *, label: str | None = None, others: Mapping | None = None, tol=0.01,
-             ax=None, removed=()):
+    def plot(
+        self, path=None, *, label: str | None = None, others: Mapping | None = None, tol=0.01, ax=None, removed=()
+    ):
         """Draw the mean with a band of one std, redundant layers circled, ``removed`` layers
         (e.g. a :func:`gpugraph.prune_plan`'s) crossed.
 
@@ -197,20 +209,35 @@ class LayerCurve:
         curves = {label or self.params.get("measure", "modularity"): self, **(others or {})}
         for name, curve in curves.items():
             if curve.layers != self.layers:
-                raise ValueError(f"curve {name!r} has layers {curve.layers}, this curve {self.layers}: "
-                                 "only curves over the same layers are drawn together")
+                raise ValueError(
+                    f"curve {name!r} has layers {curve.layers}, this curve {self.layers}: "
+                    "only curves over the same layers are drawn together"
+                )
         xs = np.arange(len(self.layers))
         for name, curve in curves.items():
             ax.plot(xs, curve.mean, marker="o", label=name)
             ax.fill_between(xs, curve.mean - curve.std, curve.mean + curve.std, alpha=0.25)
         if self.null is not None:  # where chance puts Q: the permutation null's mean +- 2 std
             mid, spread = self.null["mean"].mean(axis=0), self.null["std"].mean(axis=0)
-            ax.fill_between(xs, mid - 2 * spread, mid + 2 * spread, color="grey", alpha=0.3,
-                            label=f"null, mean +- 2 std ({self.null['permutations']} label permutations)")
+            ax.fill_between(
+                xs,
+                mid - 2 * spread,
+                mid + 2 * spread,
+                color="grey",
+                alpha=0.3,
+                label=f"null, mean +- 2 std ({self.null['permutations']} label permutations)",
+            )
         red = [self.layers.index(n) for n in self.redundant(tol)]
         if red:
-            ax.scatter(xs[red], self.mean[red], s=120, facecolors="none", edgecolors="red",
-                       label=f"redundant (dQ < {tol})", zorder=3)
+            ax.scatter(
+                xs[red],
+                self.mean[red],
+                s=120,
+                facecolors="none",
+                edgecolors="red",
+                label=f"redundant (dQ < {tol})",
+                zorder=3,
+            )
         gone = [self.layers.index(n) for n in removed]
         if gone:
             ax.scatter(xs[gone], self.mean[gone], s=80, marker="x", color="black", label="removed", zorder=4)
@@ -269,8 +296,16 @@ def _layer_items(acts, allow_empty: bool = False):
 
 
 def modularity_curve(
-    acts, labels=None, k: int = 3, n: int | None = 500, repeats: int = 5, seed: int = 0,
-    mode: str = "mean", negative: str = "keep", progress=None, null: int = 0,
+    acts,
+    labels=None,
+    k: int = 3,
+    n: int | None = 500,
+    repeats: int = 5,
+    seed: int = 0,
+    mode: str = "mean",
+    negative: str = "keep",
+    progress=None,
+    null: int = 0,
 ) -> LayerCurve:
     """Layer-wise modularity: per layer, the mean and std over disjoint random subsets.
 
@@ -292,7 +327,7 @@ def modularity_curve(
     null : int
         With P > 0, each point is also read against P permutations of its subset's labels
         (:func:`gpugraph.modularity_null`, seeded by ``seed`` and the subset): the curve's
-        :attr:`~LayerCurve.null` and :attr:`~LayerCurve.z`, a column of the table, a band of
+        ``null`` and :attr:`~LayerCurve.z`, a column of the table, a band of
         the plot.
 
     Returns
@@ -335,10 +370,17 @@ def modularity_curve(
                 values[i, j] = modularity_of(g, part, len(classes), mode, negative=negative)
         bar.update(1)
     bar.close()
-    params = {"measure": "modularity", "k": k, "n": n, "repeats": len(parts), "seed": seed,
-              "mode": mode, "negative": negative, "final": list(getattr(acts, "final", []))}
-    curve = LayerCurve([name for name, _ in items], values, params,
-                       {**nulls, "permutations": null} if null else None)
+    params = {
+        "measure": "modularity",
+        "k": k,
+        "n": n,
+        "repeats": len(parts),
+        "seed": seed,
+        "mode": mode,
+        "negative": negative,
+        "final": list(getattr(acts, "final", [])),
+    }
+    curve = LayerCurve([name for name, _ in items], values, params, {**nulls, "permutations": null} if null else None)
     _warn_if_flat(curve)
     return curve
 
@@ -360,7 +402,12 @@ def _warn_if_flat(curve: LayerCurve) -> None:
 
 
 def motif_curve(
-    acts, labels=None, k: int = 5, n: int | None = 500, repeats: int = 5, seed: int = 0,
+    acts,
+    labels=None,
+    k: int = 5,
+    n: int | None = 500,
+    repeats: int = 5,
+    seed: int = 0,
     progress=None,
 ) -> LayerCurve:
     """Per layer, the share of same-class triangles in the union kNN graph (Chen et al., 2024).
@@ -388,6 +435,12 @@ def motif_curve(
         counts[name] = {key: float(np.mean([c[key] for c in per])) for key in ("same", "pair", "distinct")}
         bar.update(1)
     bar.close()
-    params = {"measure": "same-class triangle share", "k": k, "n": n, "repeats": len(parts),
-              "seed": seed, "counts": counts}
+    params = {
+        "measure": "same-class triangle share",
+        "k": k,
+        "n": n,
+        "repeats": len(parts),
+        "seed": seed,
+        "counts": counts,
+    }
     return LayerCurve([name for name, _ in items], values, params)

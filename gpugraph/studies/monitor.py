@@ -21,7 +21,7 @@ class CurveMonitor:
 
     Call it with the model at the end of an epoch, ``monitor(model, epoch)``; every
     ``every``-th epoch (epoch % every == 0) it captures the layers on ``data``, computes
-    the curve, keeps it in :attr:`history` and, with ``out``, appends one line
+    the curve, keeps it in ``history`` and, with ``out``, appends one line
     ``{"epoch": ..., "seconds": ..., "curve": {...}}`` to ``out/curves.jsonl`` at once (an
     interrupted run keeps every finished epoch; a new monitor on the same folder appends).
     The model's train/eval mode and hooks are as before the call, also when its forward
@@ -50,8 +50,9 @@ class CurveMonitor:
     >>> monitor.plot("runs/curves/epochs.png")                              # doctest: +SKIP
     """
 
-    def __init__(self, data, layers=None, every: int = 1, out=None, *, capture_kwargs: dict | None = None,
-                 **curve_kwargs):
+    def __init__(
+        self, data, layers=None, every: int = 1, out=None, *, capture_kwargs: dict | None = None, **curve_kwargs
+    ):
         self.data, self.layers, self.every = data, layers, check_count(every, "every")
         self.capture_kwargs = dict(capture_kwargs or {})
         self.curve_kwargs = curve_kwargs
@@ -94,8 +95,10 @@ class CurveMonitor:
                 try:
                     entry = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}, line {number}: not a JSON line ({exc.msg}); a run cut off "
-                                     "while writing leaves a partial last line: delete it") from None
+                    raise ValueError(
+                        f"{path}, line {number}: not a JSON line ({exc.msg}); a run cut off "
+                        "while writing leaves a partial last line: delete it"
+                    ) from None
                 c = entry["curve"]
                 out.append((entry["epoch"], LayerCurve(c["layers"], c["values"], c.get("params"), c.get("null"))))
         return out
@@ -117,8 +120,10 @@ class CurveMonitor:
             try:
                 from pytorch_lightning import Callback
             except ImportError:
-                raise ImportError("CurveMonitor.lightning_callback needs PyTorch Lightning: pip install lightning "
-                                  "(or call the monitor yourself: monitor(model, epoch))") from None
+                raise ImportError(
+                    "CurveMonitor.lightning_callback needs PyTorch Lightning: pip install lightning "
+                    "(or call the monitor yourself: monitor(model, epoch))"
+                ) from None
         monitor = self
 
         class _CurveCallback(Callback):

@@ -62,13 +62,25 @@ class Stitched(nn.Module):
             handle.remove()
 
 
-def stitch(bottom: nn.Module, top: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor, *,
-           top_layer: str | None = None, epochs: int = 5, lr: float = 1e-3, batch_size: int = 128,
-           init: str = "lstsq", seed: int = 0, log=None) -> Stitched:
+def stitch(
+    bottom: nn.Module,
+    top: nn.Module,
+    layer: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    top_layer: str | None = None,
+    epochs: int = 5,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    init: str = "lstsq",
+    seed: int = 0,
+    log=None,
+) -> Stitched:
     """Train a stitch from ``bottom``'s module ``layer`` into ``top``'s module ``top_layer``
     (default: the same name) on samples ``x`` with integer labels ``y``.
 
-    The stitch is a 1x1 convolution for (B, C, *S) activations (the spatial sizes of the two
+    The stitch is a 1x1 convolution for ``(B, C, *S)`` activations (the spatial sizes of the two
     layers must agree) and a linear map for (B, D) ones. ``init="lstsq"`` starts it at the
     least-squares map from the bottom's activations on ``x`` to the top's own (the "direct
     matching" of Csiszarik et al., 2021; at most 100 000 rows of positions x channels are
@@ -88,7 +100,9 @@ def stitch(bottom: nn.Module, top: nn.Module, layer: str, x: torch.Tensor, y: to
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
     if y.dtype.is_floating_point or y.dim() != 1:
-        raise ValueError(f"y must hold one integer class label per sample, got dtype {y.dtype} and shape {tuple(y.shape)}")
+        raise ValueError(
+            f"y must hold one integer class label per sample, got dtype {y.dtype} and shape {tuple(y.shape)}"
+        )
     _module(bottom, layer, "bottom")
     _module(top, top_layer, "top")
     device = _device_of(bottom)
@@ -104,7 +118,9 @@ def stitch(bottom: nn.Module, top: nn.Module, layer: str, x: torch.Tensor, y: to
         )
     conv = {3: nn.Conv1d, 4: nn.Conv2d, 5: nn.Conv3d}
     if got.dim() != 2 and got.dim() not in conv:
-        raise ValueError(f"bottom {layer!r} gives {got.dim()}-D outputs; a stitch takes (B, D) or (B, C, *S) with 1-3 spatial axes")
+        raise ValueError(
+            f"bottom {layer!r} gives {got.dim()}-D outputs; a stitch takes (B, D) or (B, C, *S) with 1-3 spatial axes"
+        )
     with torch.random.fork_rng(devices=[]):  # the CPU generator seeded, then restored; no other touched
         torch.default_generator.manual_seed(seed)
         if got.dim() == 2:
@@ -166,6 +182,7 @@ class _Stop(Exception):
 
 def _run_until(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
     """The output of ``model``'s module ``layer`` for input ``x``; the forward stops there."""
+
     def stop(module, args, out):
         raise _Stop(out)
 
@@ -174,7 +191,9 @@ def _run_until(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
         model(x)
     except _Stop as s:
         if not isinstance(s.output, torch.Tensor):
-            raise TypeError(f"module {layer!r} returns a {type(s.output).__name__}, not a tensor; stitch at another layer") from None
+            raise TypeError(
+                f"module {layer!r} returns a {type(s.output).__name__}, not a tensor; stitch at another layer"
+            ) from None
         return s.output
     finally:
         handle.remove()

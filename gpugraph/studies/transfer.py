@@ -51,7 +51,9 @@ class SourceRanking:
 
         names = [n for n in self.scores if n in outcome]
         if len(names) < 2:
-            raise ValueError(f"outcome must give at least two of the ranked sources {list(self.scores)}; got {list(outcome)}")
+            raise ValueError(
+                f"outcome must give at least two of the ranked sources {list(self.scores)}; got {list(outcome)}"
+            )
         truth = [outcome[n] for n in names]
         return {m: float(kendalltau([self.scores[n][m] for n in names], truth).statistic) for m in self.measures}
 
@@ -81,9 +83,16 @@ class SourceRanking:
             raise ValueError(f"measure {measure!r} was not computed; this ranking has {self.measures}")
 
 
-def rank_sources(sources: Mapping[str, nn.Module], target_data, *, layer: str | Mapping[str, str] | None = None,
-                 measures=("lsim", "cka", "modularity", "motifs", "knn_accuracy"), k: int = 10,
-                 reduce: str = "flatten", batch_size: int = 256) -> SourceRanking:
+def rank_sources(
+    sources: Mapping[str, nn.Module],
+    target_data,
+    *,
+    layer: str | Mapping[str, str] | None = None,
+    measures=("lsim", "cka", "modularity", "motifs", "knn_accuracy"),
+    k: int = 10,
+    reduce: str = "flatten",
+    batch_size: int = 256,
+) -> SourceRanking:
     """Score every source network on the target task's labelled data, without training.
 
     Parameters
@@ -95,7 +104,7 @@ def rank_sources(sources: Mapping[str, nn.Module], target_data, *, layer: str | 
     layer : str, mapping name -> str, or None
         The module whose output is the representation (a name per source, or one for all);
         None: the input of each source's last ``nn.Linear`` (the features a new head reads).
-    measures : names from :data:`MEASURES`
+    measures : sequence of str
         "lsim", "cka", "modularity", "motifs", "knn_accuracy" (all by default).
     k : int
         Neighbours of the kNN graph ("modularity", "motifs", "knn_accuracy").
@@ -136,8 +145,10 @@ def rank_sources(sources: Mapping[str, nn.Module], target_data, *, layer: str | 
                 votes = nn.functional.one_hot(y[g.indices], int(y.max()) + 1).sum(dim=1)  # (N, C)
                 row[m] = float((votes.argmax(dim=1) == y).double().mean())
         scores[name] = row
-    return SourceRanking(scores, {"k": k, "layer": layer if not isinstance(layer, Mapping) else dict(layer),
-                                  "n": len(x), "reduce": reduce})
+    return SourceRanking(
+        scores,
+        {"k": k, "layer": layer if not isinstance(layer, Mapping) else dict(layer), "n": len(x), "reduce": reduce},
+    )
 
 
 def _target(data) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,8 +158,10 @@ def _target(data) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.as_tensor(x)
     y = torch.as_tensor(np.asarray(y))
     if y.dim() != 1 or y.dtype.is_floating_point or len(y) != len(x):
-        raise ValueError(f"target labels must be one integer class per sample: got shape {tuple(y.shape)}, "
-                         f"dtype {y.dtype}, for {len(x)} inputs")
+        raise ValueError(
+            f"target labels must be one integer class per sample: got shape {tuple(y.shape)}, "
+            f"dtype {y.dtype}, for {len(x)} inputs"
+        )
     if int(y.min()) < 0 or len(torch.unique(y)) < 2:
         raise ValueError("target labels must be non-negative class indices of at least two classes")
     return x, y.long()
@@ -171,6 +184,8 @@ def _features(model: nn.Module, x, y, layer: str | None, reduce: str, batch_size
     finally:
         handle.remove()
     if sum(len(t) for t in kept) != len(x):
-        raise ValueError(f"the last nn.Linear of source {name!r} ran {len(kept)} times for {-(-len(x) // batch_size)} "
-                         "batches; name the representation's layer with layer=")
+        raise ValueError(
+            f"the last nn.Linear of source {name!r} ran {len(kept)} times for {-(-len(x) // batch_size)} "
+            "batches; name the representation's layer with layer="
+        )
     return torch.cat(kept)

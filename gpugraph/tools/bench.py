@@ -16,6 +16,7 @@ over its rounds), "inconclusive" below that.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -80,20 +81,38 @@ def run_case(case: Case, rounds: int, device: str) -> dict:
     before = _memory.reset_peak()
     result = case.ours()
     _sync(device)
-    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
-            else (_memory.peak_resident() - before if before is not None else None))
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if device == "cuda"
+        else (_memory.peak_resident() - before if before is not None else None)
+    )
     ours, ref = [], []
     for _ in range(rounds):  # interleaved: drift of a shared machine hits both sides alike
         ours.append(time_once(case.ours, device))
         if case.reference is not None:
             ref.append(time_once(case.reference, device))
-    out = {"name": case.name, "seconds": statistics.median(ours), "seconds_min": min(ours), "seconds_max": max(ours),
-           "times": ours, "reference": case.reference_name, "peak_bytes": peak, "rounds": rounds,
-           "counters": case.counters(result) if case.counters else {}, **case.notes}
+    out = {
+        "name": case.name,
+        "seconds": statistics.median(ours),
+        "seconds_min": min(ours),
+        "seconds_max": max(ours),
+        "times": ours,
+        "reference": case.reference_name,
+        "peak_bytes": peak,
+        "rounds": rounds,
+        "counters": case.counters(result) if case.counters else {},
+        **case.notes,
+    }
     if ref:
-        out.update({"reference_seconds": statistics.median(ref), "reference_seconds_min": min(ref),
-                    "reference_seconds_max": max(ref), "reference_times": ref,
-                    "speedup": statistics.median(ref) / statistics.median(ours)})
+        out.update(
+            {
+                "reference_seconds": statistics.median(ref),
+                "reference_seconds_min": min(ref),
+                "reference_seconds_max": max(ref),
+                "reference_times": ref,
+                "speedup": statistics.median(ref) / statistics.median(ours),
+            }
+        )
     else:
         out.update({"reference_seconds": None, "speedup": None})
     return out
@@ -118,43 +137,83 @@ def cases(suite: str, device: str) -> list[Case]:
         x, _ = clustered(n, d)
         xd = x.to(dev)
         ref, ref_name = _knn_reference(x, 10, device)
-        out.append(Case(f"knn_graph N={n} D={d} k=10", lambda xd=xd: gg.knn_graph(xd, k=10), ref, ref_name,
-                        lambda g: {"edges": int(g.indices.numel()), "self_loops": int((g.indices == torch.arange(
-                            g.n, device=g.device)[:, None]).sum())}))
+        out.append(
+            Case(
+                f"knn_graph N={n} D={d} k=10",
+                lambda xd=xd: gg.knn_graph(xd, k=10),
+                ref,
+                ref_name,
+                lambda g: {
+                    "edges": int(g.indices.numel()),
+                    "self_loops": int((g.indices == torch.arange(g.n, device=g.device)[:, None]).sum()),
+                },
+            )
+        )
     if device == "cuda":  # the GPU's own cases: screened tiles, exact neighbours
         n_gpu, d_gpu = (20_000, 256) if quick else (100_000, 512)
         x, _ = clustered(n_gpu, d_gpu)
         xd = x.to(dev)
         ref, ref_name = _knn_reference(x, 10, device)
         for precision in ("tf32", "bf16"):
-            out.append(Case(f"knn_graph N={n_gpu} D={d_gpu} k=10 {precision}",
-                            lambda xd=xd, p=precision: gg.knn_graph(xd, k=10, precision=p), ref, ref_name,
-                            lambda g: {"edges": int(g.indices.numel())}))
+            out.append(
+                Case(
+                    f"knn_graph N={n_gpu} D={d_gpu} k=10 {precision}",
+                    lambda xd=xd, p=precision: gg.knn_graph(xd, k=10, precision=p),
+                    ref,
+                    ref_name,
+                    lambda g: {"edges": int(g.indices.numel())},
+                )
+            )
     n = 20_000 if quick else 50_000
     x, labels = clustered(n, 16)
     g = gg.knn_graph(x.to(dev), k=10)
     ig, membership, weights, union = _igraph_views(g, labels)
     # cold: a graph as knn_graph returns it, nothing derived yet (its reciprocity is built in the call)
-    out.append(Case(f"modularity N={n} k=10 cold",
-                    lambda: gg.modularity(gg.KnnGraph(g.indices, g.weights, validate=False), labels),
-                    (lambda: ig.modularity(membership, weights=weights)) if ig else None,
-                    "igraph Graph.modularity" if ig else "none",
-                    lambda q: {"modularity_1e6": round(q * 1e6)}))
-    out.append(Case(f"triangles N={n} k=10", lambda: gg.triangles(g), (lambda: union.list_triangles()) if union else None,
-                    "igraph list_triangles" if union else "none", lambda t: {"triangles": int(t)}))
+    out.append(
+        Case(
+            f"modularity N={n} k=10 cold",
+            lambda: gg.modularity(gg.KnnGraph(g.indices, g.weights, validate=False), labels),
+            (lambda: ig.modularity(membership, weights=weights)) if ig else None,
+            "igraph Graph.modularity" if ig else "none",
+            lambda q: {"modularity_1e6": round(q * 1e6)},
+        )
+    )
+    out.append(
+        Case(
+            f"triangles N={n} k=10",
+            lambda: gg.triangles(g),
+            (lambda: union.list_triangles()) if union else None,
+            "igraph list_triangles" if union else "none",
+            lambda t: {"triangles": int(t)},
+        )
+    )
     out.append(Case(f"motifs N={n} k=10", lambda: gg.motifs(g, labels), None, "none", lambda m: dict(m)))
     # the paper's curve setting: 5 subsets of 500 samples, k = 3, on synthetic layers
-    layers = {f"l{i}": (x[:, :16] * (i + 1) + torch.from_numpy(rng.normal(size=(n, 16)).astype(np.float32)) * (4 - i)).to(dev)
-              for i in range(3 if quick else 6)}
+    layers = {
+        f"l{i}": (x[:, :16] * (i + 1) + torch.from_numpy(rng.normal(size=(n, 16)).astype(np.float32)) * (4 - i)).to(dev)
+        for i in range(3 if quick else 6)
+    }
     parts = subsets(n, 500, 5, 0)
-    out.append(Case("modularity_curve 5 x 500, k=3", lambda: gg.modularity_curve(layers, labels, k=3),
-                    lambda: [[_authors_modularity(v[p].cpu().numpy(), labels[p], 3) for v in layers.values()]
-                             for p in parts], "the authors' method (dense, heap, networkx)",
-                    lambda c: {"layers": len(c.layers), "mean_1e6": [round(v * 1e6) for v in c.mean]}))
+    out.append(
+        Case(
+            "modularity_curve 5 x 500, k=3",
+            lambda: gg.modularity_curve(layers, labels, k=3),
+            lambda: [[_authors_modularity(v[p].cpu().numpy(), labels[p], 3) for v in layers.values()] for p in parts],
+            "the authors' method (dense, heap, networkx)",
+            lambda c: {"layers": len(c.layers), "mean_1e6": [round(v * 1e6) for v in c.mean]},
+        )
+    )
     m = 2_000 if quick else 5_000
     a, b = x[:m].to(dev), torch.tanh(x[:m, :12]).to(dev)
-    out.append(Case(f"layer_similarity N={m}", lambda: gg.layer_similarity(a, b), lambda: _dense_lsim(a, b),
-                    "the N x N definition", lambda v: {"lsim_1e6": round(v * 1e6)}))
+    out.append(
+        Case(
+            f"layer_similarity N={m}",
+            lambda: gg.layer_similarity(a, b),
+            lambda: _dense_lsim(a, b),
+            "the N x N definition",
+            lambda v: {"lsim_1e6": round(v * 1e6)},
+        )
+    )
     return out
 
 
@@ -191,10 +250,10 @@ def _igraph_views(g, labels):
         return None, None, None, None
     coo = g.to_scipy("mean").tocoo()
     upper = coo.row < coo.col
-    ig = igraph.Graph(n=g.n, edges=list(zip(coo.row[upper].tolist(), coo.col[upper].tolist())))
+    ig = igraph.Graph(n=g.n, edges=list(zip(coo.row[upper].tolist(), coo.col[upper].tolist(), strict=True)))
     union = g.to_scipy("max", weighted=False).tocoo()
     up = union.row < union.col
-    ig_union = igraph.Graph(n=g.n, edges=list(zip(union.row[up].tolist(), union.col[up].tolist())))
+    ig_union = igraph.Graph(n=g.n, edges=list(zip(union.row[up].tolist(), union.col[up].tolist(), strict=True)))
     return ig, labels.tolist(), coo.data[upper].tolist(), ig_union
 
 
@@ -234,7 +293,12 @@ def machine(device: str) -> dict:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "python": platform.python_version()}
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
     return info
@@ -245,17 +309,21 @@ def versions() -> dict:
 
     out = {"gpugraph": gpugraph.__version__, "torch": torch.__version__, "numpy": np.__version__}
     for name in ("faiss", "igraph", "networkx", "scipy"):
-        try:
+        with contextlib.suppress(ImportError, AttributeError):
             out[name] = __import__(name).__version__
-        except (ImportError, AttributeError):
-            pass
     return out
 
 
 def commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).parent, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+            timeout=10,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -274,8 +342,9 @@ def _fixed_mmap_threshold() -> None:
         pass
 
 
-def run(suite: str = "quick", device: str = "cpu", rounds: int | None = None, log=print,
-        only: list[str] | None = None) -> dict:
+def run(
+    suite: str = "quick", device: str = "cpu", rounds: int | None = None, log=print, only: list[str] | None = None
+) -> dict:
     """Run ``suite`` (with ``only``: the cases whose first word, the measure, is one of those,
     such as "knn_graph" or "modularity") and return the JSON-ready result."""
     if suite not in SUITES:
@@ -295,8 +364,15 @@ def run(suite: str = "quick", device: str = "cpu", rounds: int | None = None, lo
         r = results[-1]
         speed = f"{r['speedup']:.2f}x {r['reference']}" if r["speedup"] else "no reference"
         log(f"{r['name']:<34} {r['seconds']:8.4f} s  ({speed})")
-    return {"suite": suite, "device": device, "machine": machine(device), "versions": versions(),
-            "commit": commit(), "date": time.strftime("%Y-%m-%d"), "cases": results}
+    return {
+        "suite": suite,
+        "device": device,
+        "machine": machine(device),
+        "versions": versions(),
+        "commit": commit(),
+        "date": time.strftime("%Y-%m-%d"),
+        "cases": results,
+    }
 
 
 COVERAGE = 0.9  # of the speed-up intervals
@@ -312,7 +388,7 @@ def speedup_interval(case: dict) -> tuple[float, float] | None:
     holds every round's ratio. None without a reference."""
     ours, ref = case.get("times"), case.get("reference_times")
     if ours and ref and len(ours) == len(ref):
-        ratios = sorted(r / o for r, o in zip(ref, ours))
+        ratios = sorted(r / o for r, o in zip(ref, ours, strict=True))
         n, j, below = len(ratios), 0, 0.0
         while 1 - 2 * (below + math.comb(n, j) / 2**n) >= COVERAGE:  # can the interval narrow by one?
             below += math.comb(n, j) / 2**n
@@ -353,27 +429,36 @@ def compare(base: dict, new: dict, factor: float = 1.25, ignore_times: bool = Fa
                 problems.append("slower")
             else:
                 unsure += 1
-                problems.append(f"inconclusive (below {a['speedup'] / factor:.2f}x at the median, not beyond "
-                                "the noise)")
-        if a.get("peak_bytes") is not None and b.get("peak_bytes") is not None \
-                and b["peak_bytes"] > a["peak_bytes"] * factor + _SLACK:
+                problems.append(
+                    f"inconclusive (below {a['speedup'] / factor:.2f}x at the median, not beyond the noise)"
+                )
+        if (
+            a.get("peak_bytes") is not None
+            and b.get("peak_bytes") is not None
+            and b["peak_bytes"] > a["peak_bytes"] * factor + _SLACK
+        ):
             problems.append("more memory")
         changed = [k for k in a.get("counters", {}) if b.get("counters", {}).get(k) != a["counters"][k]]
         if changed:
-            problems.append("counters changed: " + ", ".join(f"{k} {a['counters'][k]} -> {b['counters'].get(k)}"
-                                                           for k in changed))
+            problems.append(
+                "counters changed: " + ", ".join(f"{k} {a['counters'][k]} -> {b['counters'].get(k)}" for k in changed)
+            )
         failed |= any(not p.startswith("inconclusive") for p in problems)
 
         def fmt(v, unit=""):
             return "-" if v is None else (f"{v:.2f}x" if unit == "x" else f"{v / 2**20:.1f} MiB")
 
         speed = fmt(b.get("speedup"), "x") + (f" [{interval[0]:.2f}-{interval[1]:.2f}]" if interval else "")
-        lines.append(f"{name:<34} {fmt(a.get('speedup'), 'x'):>12} {speed:>24} "
-                     f"{fmt(a.get('peak_bytes')):>12} {fmt(b.get('peak_bytes')):>12}  "
-                     + ("; ".join(problems) if problems else "ok"))
+        lines.append(
+            f"{name:<34} {fmt(a.get('speedup'), 'x'):>12} {speed:>24} "
+            f"{fmt(a.get('peak_bytes')):>12} {fmt(b.get('peak_bytes')):>12}  "
+            + ("; ".join(problems) if problems else "ok")
+        )
     if unsure:
-        lines.append(f"{unsure} case(s) inconclusive: slower at the median, but within the run's noise; rerun "
-                     "on a quieter machine or with more --rounds to tell")
+        lines.append(
+            f"{unsure} case(s) inconclusive: slower at the median, but within the run's noise; rerun "
+            "on a quieter machine or with more --rounds to tell"
+        )
     return lines, failed
 
 

@@ -33,9 +33,7 @@ class ResBlock1d(nn.Module):
         self.bn2 = nn.BatchNorm1d(c_out)
         self.shortcut = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(
-                nn.Conv1d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm1d(c_out)
-            )
+            self.shortcut = nn.Sequential(nn.Conv1d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm1d(c_out))
 
     def forward(self, x):
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -50,8 +48,12 @@ class DemoNet(nn.Module):
         w = width
         self.stem = nn.Sequential(nn.Conv1d(1, w, 5, padding=2, bias=False), nn.BatchNorm1d(w), nn.ReLU())
         self.blocks = nn.Sequential(
-            ResBlock1d(w, w), ResBlock1d(w, w), ResBlock1d(w, 2 * w, stride=2),
-            ResBlock1d(2 * w, 2 * w), ResBlock1d(2 * w, 2 * w, stride=2), ResBlock1d(2 * w, 2 * w),
+            ResBlock1d(w, w),
+            ResBlock1d(w, w),
+            ResBlock1d(w, 2 * w, stride=2),
+            ResBlock1d(2 * w, 2 * w),
+            ResBlock1d(2 * w, 2 * w, stride=2),
+            ResBlock1d(2 * w, 2 * w),
         )
         self.pool = nn.AdaptiveAvgPool1d(1)
         self.fc = nn.Linear(2 * w, classes)
@@ -69,13 +71,20 @@ def mnist1d_data(seed: int = 42):
     args = get_dataset_args()
     args.seed = seed
     d = make_dataset(args)  # never get_dataset: it tries the network first
-    as_x = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
-    as_y = lambda a: torch.tensor(np.asarray(a), dtype=torch.int64)  # noqa: E731
-    return as_x(d["x"]), as_y(d["y"]), as_x(d["x_test"]), as_y(d["y_test"])
+    x, x_test = (torch.tensor(np.asarray(d[key]), dtype=torch.float32) for key in ("x", "x_test"))
+    y, y_test = (torch.tensor(np.asarray(d[key]), dtype=torch.int64) for key in ("y", "y_test"))
+    return x, y, x_test, y_test
 
 
-def run(out: str | Path = "gpugraph-out", epochs: int = 12, seed: int = 0, k: int = 3,
-        n: int = 200, repeats: int = 5, log=print) -> dict:
+def run(
+    out: str | Path = "gpugraph-out",
+    epochs: int = 12,
+    seed: int = 0,
+    k: int = 3,
+    n: int = 200,
+    repeats: int = 5,
+    log=print,
+) -> dict:
     """Train, measure both curves, print them, write the plot and the JSON; return both curves."""
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
@@ -91,8 +100,10 @@ def run(out: str | Path = "gpugraph-out", epochs: int = 12, seed: int = 0, k: in
     log(f"training {type(model).__name__} on the CPU for {epochs} epochs")
     train(model, x_train, y_train, epochs, seed=seed, log=log)
     trained_at = time.perf_counter()
-    log(f"test accuracy: trained {accuracy(model, x_test, y_test):.1%}, untrained {accuracy(untrained, x_test, y_test):.1%}"
-        f" (data and training {trained_at - start:.0f} s)")
+    log(
+        f"test accuracy: trained {accuracy(model, x_test, y_test):.1%}, "
+        f"untrained {accuracy(untrained, x_test, y_test):.1%} (data and training {trained_at - start:.0f} s)"
+    )
 
     curves = {}
     for name, net in (("trained", model), ("untrained", untrained)):
@@ -106,11 +117,15 @@ def run(out: str | Path = "gpugraph-out", epochs: int = 12, seed: int = 0, k: in
     width = max(len(s) for s in trained.layers)
     log(f"{'layer':<{width}}  {'trained':>15}  {'untrained':>15}")
     for i, layer in enumerate(trained.layers):
-        log(f"{layer:<{width}}  {trained.mean[i]:7.3f} ± {trained.std[i]:5.3f}  "
-            f"{untrained_curve.mean[i]:7.3f} ± {untrained_curve.std[i]:5.3f}")
+        log(
+            f"{layer:<{width}}  {trained.mean[i]:7.3f} ± {trained.std[i]:5.3f}  "
+            f"{untrained_curve.mean[i]:7.3f} ± {untrained_curve.std[i]:5.3f}"
+        )
     red = trained.redundant()
-    log(f"\nredundant layers of the trained network (dQ < 0.01 over the layer before; the output "
-        f"layer {', '.join(trained.final)} is never counted): {', '.join(red) or 'none'}")
+    log(
+        f"\nredundant layers of the trained network (dQ < 0.01 over the layer before; the output "
+        f"layer {', '.join(trained.final)} is never counted): {', '.join(red) or 'none'}"
+    )
     rise_t = trained.mean[-2] - trained.mean[0]
     rise_u = untrained_curve.mean[-2] - untrained_curve.mean[0]
     log(f"rise from input to last hidden layer: trained {rise_t:+.3f}, untrained {rise_u:+.3f}")
@@ -118,6 +133,8 @@ def run(out: str | Path = "gpugraph-out", epochs: int = 12, seed: int = 0, k: in
     (out / "demo_curve.json").write_text(
         '{"trained": ' + trained.to_json() + ',\n"untrained": ' + untrained_curve.to_json() + "}\n"
     )
-    log(f"wrote {out / 'demo_curve.png'} and {out / 'demo_curve.json'}; curves, table and plot "
-        f"{time.perf_counter() - trained_at:.0f} s, {time.perf_counter() - start:.0f} s in all")
+    log(
+        f"wrote {out / 'demo_curve.png'} and {out / 'demo_curve.json'}; curves, table and plot "
+        f"{time.perf_counter() - trained_at:.0f} s, {time.perf_counter() - start:.0f} s in all"
+    )
     return curves

@@ -22,8 +22,11 @@ SHIPPED = {  # networkx's own graphs
 
 def random_graph(kind: str, seed: int) -> nx.Graph:
     rng = np.random.default_rng(seed)
-    graph = nx.gnp_random_graph(120, 0.06, seed=seed) if kind == "gnp" \
+    graph = (
+        nx.gnp_random_graph(120, 0.06, seed=seed)
+        if kind == "gnp"
         else nx.powerlaw_cluster_graph(150, 3, 0.4, seed=seed)
+    )
     for u, v in graph.edges():
         graph[u][v]["weight"] = float(rng.uniform(0.1, 2.0))
     return graph
@@ -83,7 +86,8 @@ def test_famous_graphs_equal_igraph(famous):
     membership = ig.community_multilevel().membership
     assert gg.modularity(g, membership) == pytest.approx(ig.modularity(membership), abs=1e-12)
     assert gg.modularity(g, membership, resolution=0.7) == pytest.approx(
-        ig.modularity(membership, resolution=0.7), abs=1e-12)
+        ig.modularity(membership, resolution=0.7), abs=1e-12
+    )
     assert gg.triangles(g) == len(ig.list_triangles())
     assert gg.transitivity(g) == pytest.approx(ig.transitivity_undirected(), abs=1e-12)
     np.testing.assert_allclose(gg.clustering(g).numpy(), ig.transitivity_local_undirected(mode="zero"), atol=1e-12)
@@ -112,7 +116,7 @@ def test_the_raw_knn_lists_directed_modularity_equals_networkx_on_the_digraph():
     digraph = nx.DiGraph()
     digraph.add_nodes_from(range(60))
     for i in range(60):
-        for j, w in zip(knn.indices[i].tolist(), knn.weights[i].tolist()):
+        for j, w in zip(knn.indices[i].tolist(), knn.weights[i].tolist(), strict=True):
             digraph.add_edge(i, j, weight=w)
     blocks = [set(np.flatnonzero(y == c).tolist()) for c in range(3)]
     q = gg.modularity(knn.to_graph("directed"), y)
@@ -135,6 +139,7 @@ def test_a_knn_graph_as_a_graph_keeps_its_measures(mode):
 
 # ---- kNN lists with fewer than k neighbours ------------------------------------------------
 
+
 def padded_lists(seed=0, n=80, k=6):
     """kNN lists with about a third of the slots emptied (-1, and a weight faiss would give
     them), and the networkx DiGraph of the remaining entries, written out by hand."""
@@ -148,7 +153,7 @@ def padded_lists(seed=0, n=80, k=6):
     digraph = nx.DiGraph()
     digraph.add_nodes_from(range(n))
     for i in range(n):
-        for j, w in zip(indices[i].tolist(), weights[i].tolist()):
+        for j, w in zip(indices[i].tolist(), weights[i].tolist(), strict=True):
             if j >= 0:
                 digraph.add_edge(i, j, weight=w)
     return gg.KnnGraph(indices, weights), digraph
@@ -186,8 +191,9 @@ def test_empty_slots_are_no_edges_to_every_measure(seed, mode, tmp_path):
     per_node = nx.triangles(union)
     assert gg.triangles(g, per_node=True).tolist() == [per_node[i] for i in range(g.n)]
     assert gg.transitivity(g) == pytest.approx(nx.transitivity(union), abs=1e-12)
-    assert gg.modularity(g.to_graph("directed"), blocks) == pytest.approx(community.modularity(digraph, blocks),
-                                                                          abs=1e-12)
+    assert gg.modularity(g.to_graph("directed"), blocks) == pytest.approx(
+        community.modularity(digraph, blocks), abs=1e-12
+    )
     null = gg.modularity_null(g, labels, permutations=20, mode=mode)
     assert null.q == pytest.approx(gg.modularity(g, labels, mode=mode), abs=1e-12)
     back = gg.KnnGraph.load(g.save(tmp_path / "padded"))
@@ -211,18 +217,28 @@ def test_the_torch_statements_read_empty_slots_as_the_compiled_passes_do(mode):
     codes = torch.arange(g.n) % 3
     for weighted in (True, False):
         ours = _sums_torch(edges, codes, 3, weighted, clip=False)
-        ref = graph_cpu.modularity_sums(edges.rows.numpy(), edges.cols.numpy(), edges.weights.numpy(),
-                                        edges.recip.numpy(), edges.partner.numpy(), codes.numpy(), 3,
-                                        graph_cpu.MODES[mode], weighted, False, False)
-        for a, b in zip(ours, ref):
+        ref = graph_cpu.modularity_sums(
+            edges.rows.numpy(),
+            edges.cols.numpy(),
+            edges.weights.numpy(),
+            edges.recip.numpy(),
+            edges.partner.numpy(),
+            codes.numpy(),
+            3,
+            graph_cpu.MODES[mode],
+            weighted,
+            False,
+            False,
+        )
+        for a, b in zip(ours, ref, strict=True):
             np.testing.assert_allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float), rtol=1e-12)
     union = edge_rows(g, "max")
-    for a, b in zip(_oriented_csr_torch(union), oriented_csr(union)):
+    for a, b in zip(_oriented_csr_torch(union), oriented_csr(union), strict=True):
         assert torch.equal(a, b)
     graph = gg.Graph.from_edges([0, 1, 2, 2], [1, 2, 0, 3])
     as_is = edge_rows(graph)
     assert isinstance(as_is, EdgeRows)
-    for a, b in zip(_oriented_csr_torch(as_is), oriented_csr(as_is)):
+    for a, b in zip(_oriented_csr_torch(as_is), oriented_csr(as_is), strict=True):
         assert torch.equal(a, b)
 
 
@@ -237,6 +253,7 @@ def test_an_empty_slot_is_minus_one_only():
 
 
 # ---- the null on any graph ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("directed", [False, True])
 def test_the_null_of_a_graph_samples_the_modularity_of_permuted_labels(directed):
@@ -255,11 +272,12 @@ def test_the_null_of_a_graph_samples_the_modularity_of_permuted_labels(directed)
 
 # ---- building graphs, and what is refused -------------------------------------------------
 
+
 def test_constructors_agree_and_duplicates_sum():
     src, dst, w = [0, 1, 2, 0], [1, 2, 0, 1], [1.0, 2.0, 3.0, 0.5]  # edge 0-1 given twice: 1.5
     g = gg.Graph.from_edges(src, dst, w, n=4)
     dense = np.zeros((4, 4))
-    for u, v, x in zip(src, dst, w):
+    for u, v, x in zip(src, dst, w, strict=True):
         dense[u, v] += x
         dense[v, u] += x
     np.testing.assert_array_equal(g.to_scipy().toarray(), dense)
@@ -286,15 +304,19 @@ def test_partitions_name_nodes_by_their_networkx_names():
     labels = {v: c for c, block in enumerate(partition) for v in block}
     assert gg.modularity(g, partition) == pytest.approx(gg.modularity(g, [labels[v] for v in g.names]), abs=1e-15)
     assert gg.motifs(g, partition)["same"] + gg.motifs(g, partition)["pair"] + gg.motifs(g, partition)[
-        "distinct"] == gg.triangles(g)
+        "distinct"
+    ] == gg.triangles(g)
 
 
-@pytest.mark.parametrize("partition,match", [
-    ([{0, 1}, {2}], r"1 node\(s\) are in no block of the partition \(e.g. 3\)"),
-    ([{0, 1}, {1, 2, 3}], r"node 1 is in two blocks of the partition \(0 and 1\)"),
-    ([{0, 1}, {2, 3, 9}], r"the partition names node 9; this graph's nodes are 0..3"),
-    ([[0, 1], [2, "x"]], r"the partition names node 'x'"),
-])
+@pytest.mark.parametrize(
+    "partition,match",
+    [
+        ([{0, 1}, {2}], r"1 node\(s\) are in no block of the partition \(e.g. 3\)"),
+        ([{0, 1}, {1, 2, 3}], r"node 1 is in two blocks of the partition \(0 and 1\)"),
+        ([{0, 1}, {2, 3, 9}], r"the partition names node 9; this graph's nodes are 0..3"),
+        ([[0, 1], [2, "x"]], r"the partition names node 'x'"),
+    ],
+)
 def test_a_partition_that_is_not_one_is_refused(partition, match):
     g = gg.Graph.from_edges([0, 1, 2], [1, 2, 3])
     with pytest.raises(ValueError, match=match):
@@ -329,7 +351,7 @@ def test_what_is_refused_says_what_to_do():
             measure(d)
     with pytest.raises(AttributeError, match="Graph is immutable"):
         g.weights = None
-    with pytest.raises(TypeError, match="must be a KnnGraph .* or a gpugraph.Graph, got csr_array"):
+    with pytest.raises(TypeError, match=r"must be a KnnGraph .* or a gpugraph.Graph, got csr_array"):
         gg.triangles(g.to_scipy())
 
 
@@ -337,11 +359,11 @@ def test_negative_weights_of_a_graph_keep_clip_or_raise():
     g = gg.Graph.from_edges([0, 1, 2, 0], [1, 2, 3, 3], [1.0, 2.0, -0.5, 1.0])
     labels = [0, 0, 1, 1]
     graph = g.to_networkx()
-    assert gg.modularity(g, labels) == pytest.approx(
-        community.modularity(graph, [{0, 1}, {2, 3}]), abs=1e-12)
+    assert gg.modularity(g, labels) == pytest.approx(community.modularity(graph, [{0, 1}, {2, 3}]), abs=1e-12)
     graph.remove_edge(2, 3)  # clip: the negative edge counts 0
     assert gg.modularity(g, labels, negative="clip") == pytest.approx(
-        community.modularity(graph, [{0, 1}, {2, 3}]), abs=1e-12)
+        community.modularity(graph, [{0, 1}, {2, 3}]), abs=1e-12
+    )
     with pytest.raises(ValueError, match=r"2 directed edges with negative weight \(min -0.5\)"):
         gg.modularity(g, labels, negative="raise")
 
@@ -379,7 +401,8 @@ def test_a_graph_on_the_gpu_measures_as_on_the_cpu():
     assert gg.transitivity(d) == pytest.approx(gg.transitivity(g), abs=1e-15)
     padded, _ = padded_lists(0)
     assert gg.modularity(padded.to("cuda"), np.arange(padded.n) % 3) == pytest.approx(
-        gg.modularity(padded, np.arange(padded.n) % 3), abs=1e-12)
+        gg.modularity(padded, np.arange(padded.n) % 3), abs=1e-12
+    )
     if pytest.importorskip("cugraph", reason="RAPIDS cuGraph is not installed"):
         back = gg.Graph.from_cugraph(d.to_cugraph())
         assert (back.to_scipy() != g.to_scipy()).nnz == 0

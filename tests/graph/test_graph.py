@@ -30,7 +30,9 @@ def test_adjacency_equals_dense_construction(device, mode, weighted):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("mode,weighted", [("mean", True), ("max", False), ("max", True), ("mutual", True), ("mean", False)])
+@pytest.mark.parametrize(
+    "mode,weighted", [("mean", True), ("max", False), ("max", True), ("mutual", True), ("mean", False)]
+)
 @pytest.mark.parametrize("resolution", [1.0, 0.5])
 def test_modularity_matches_networkx_on_the_paper_graph(device, mode, weighted, resolution):
     x, labels = clustered(n=500, d=16, classes=5, spread=1.0, seed=11)
@@ -61,7 +63,7 @@ def test_modularity_is_igraph_modularity():
     g = gg.knn_graph(x, k=4)
     coo = g.to_scipy().tocoo()
     upper = coo.row < coo.col
-    ig = igraph.Graph(n=400, edges=list(zip(coo.row[upper], coo.col[upper])))
+    ig = igraph.Graph(n=400, edges=list(zip(coo.row[upper], coo.col[upper], strict=True)))
     ref = ig.modularity(labels.tolist(), weights=coo.data[upper].tolist())
     assert gg.modularity(g, labels) == pytest.approx(ref, abs=1e-9)
 
@@ -89,7 +91,10 @@ def test_integer_label_codes_are_numpys_unique(dtype, spread):
     labels = rng.integers(low, high, size=300, endpoint=True).astype(dtype)
     labels[:2] = low, high
     classes, inverse = np.unique(labels, return_inverse=True)
-    for passed in (labels, torch.from_numpy(labels.astype(np.int64)) if dtype == np.uint64 else torch.from_numpy(labels)):
+    for passed in (
+        labels,
+        torch.from_numpy(labels.astype(np.int64)) if dtype == np.uint64 else torch.from_numpy(labels),
+    ):
         codes, names = label_codes(passed, 300, torch.device("cpu"))
         assert names == classes.tolist()
         assert codes.dtype == torch.int64 and codes.tolist() == inverse.tolist()
@@ -105,8 +110,11 @@ def test_list_faults_compiled_and_torch_agree(seed, n, k):
     rng = np.random.default_rng(seed)
     indices = rng.integers(-2, n + 1, size=(n, k))  # -1: an empty slot, allowed (and repeated)
     expected = []
-    for bad in (lambda i, row: any(j < -1 or j >= n for j in row), lambda i, row: i in row,
-                lambda i, row: len([j for j in row if j >= 0]) > len({j for j in row if j >= 0})):
+    for bad in (
+        lambda i, row: any(j < -1 or j >= n for j in row),
+        lambda i, row: i in row,
+        lambda i, row: len([j for j in row if j >= 0]) > len({j for j in row if j >= 0}),
+    ):
         expected.append(next((i for i, row in enumerate(indices.tolist()) if bad(i, row)), -1))
     t = torch.from_numpy(indices)
     assert _list_faults(t, compiled=True) == tuple(expected)
@@ -151,7 +159,8 @@ def test_negative_weights_keep_clip_or_raise():
     with pytest.raises(ValueError, match=r"1 directed edges with negative weight \(min -0.4\)"):
         gg.modularity(g, labels, negative="raise")
     assert gg.modularity(g, labels, negative="raise", weighted=False) == pytest.approx(
-        nx_reference_modularity((adj != 0).astype(float), labels), abs=1e-12)
+        nx_reference_modularity((adj != 0).astype(float), labels), abs=1e-12
+    )
     with pytest.raises(ValueError, match="negative must be one of"):
         gg.modularity(g, labels, negative="drop")
     g = gg.KnnGraph(torch.tensor([[1], [0]]), torch.tensor([[-0.5], [-0.5]]))
@@ -183,7 +192,8 @@ def test_clip_acts_on_the_directed_weights_before_symmetrising(mode):
     want = nx_reference_modularity(adj, labels)
     assert gg.modularity(g, labels, mode=mode, negative="clip") == pytest.approx(want, abs=1e-12)
     assert float(gg.modularity_null(g, labels, permutations=3, mode=mode, negative="clip").q) == pytest.approx(
-        want, abs=1e-12)
+        want, abs=1e-12
+    )
     with pytest.raises(ValueError, match=r"1 directed edges with negative weight \(min -0.5\)"):
         gg.modularity(g, labels, mode=mode, negative="raise")
 
@@ -226,7 +236,9 @@ def test_triangles_match_networkx_and_igraph(device, n, k):
     assert gg.triangles(g) == sum(per_node.values()) // 3
     coo = g.to_scipy("max", False).tocoo()
     upper = coo.row < coo.col
-    assert gg.triangles(g) == len(igraph.Graph(n=n, edges=list(zip(coo.row[upper], coo.col[upper]))).list_triangles())
+    assert gg.triangles(g) == len(
+        igraph.Graph(n=n, edges=list(zip(coo.row[upper], coo.col[upper], strict=True))).list_triangles()
+    )
     counts = gg.triangles(g, per_node=True)
     assert counts.device.type == device and counts.dtype == torch.int64
     assert counts.cpu().tolist() == [per_node[i] for i in range(n)]
@@ -271,7 +283,7 @@ def test_knn_overlap_is_mean_jaccard(device):
     g1, g2 = gg.knn_graph(a.to(device), k=5), gg.knn_graph(b.to(device), k=8)
     s1 = [set(r) for r in g1.indices.cpu().tolist()]
     s2 = [set(r) for r in g2.indices.cpu().tolist()]
-    ref = np.mean([len(p & q) / len(p | q) for p, q in zip(s1, s2)])
+    ref = np.mean([len(p & q) / len(p | q) for p, q in zip(s1, s2, strict=True)])
     assert gg.knn_overlap(g1, g2) == pytest.approx(ref, abs=1e-12)
     assert gg.knn_overlap(g1, g1) == 1.0
 
@@ -281,7 +293,9 @@ def test_knn_overlap_errors():
     g2 = gg.knn_graph(torch.randn(12, 3), k=2)
     with pytest.raises(ValueError, match="same nodes: g1 has N=10, g2 has N=12"):
         gg.knn_overlap(g1, g2)
-    with pytest.raises(TypeError, match="knn_overlap: b must be a KnnGraph, an .N, D. tensor or array, or an .npy path, got str"):
+    with pytest.raises(
+        TypeError, match=r"knn_overlap: b must be a KnnGraph, an .N, D. tensor or array, or an .npy path, got str"
+    ):
         gg.knn_overlap(g1, "graph")
     with pytest.raises(ValueError, match="same samples: a has N=10, b has N=12"):
         gg.knn_overlap(g1, torch.randn(12, 3))
@@ -300,10 +314,12 @@ def test_a_graph_cannot_be_reassigned_and_in_place_edits_refresh_its_cache():
     before = gg.modularity(g, labels)  # caches the reciprocity of the edges
     g.weights.mul_(0.5).add_(0.25)  # an in-place edit of the array itself
     g.indices[0] = g.indices[0].flip(0)
-    g.indices[5, 0] = int(g.indices[6, 0]) if int(g.indices[6, 0]) not in (5, *g.indices[5].tolist()) else int(g.indices[5, 0])
+    g.indices[5, 0] = (
+        int(g.indices[6, 0]) if int(g.indices[6, 0]) not in (5, *g.indices[5].tolist()) else int(g.indices[5, 0])
+    )
     ref = nx_reference_modularity(g.to_scipy("mean").toarray(), labels)
     assert gg.modularity(g, labels) == pytest.approx(ref, abs=1e-9) and ref != pytest.approx(before)
-    recip, partner = g.reciprocity()
+    recip, _ = g.reciprocity()
     lists = [set(r) for r in g.indices.tolist()]
     assert recip.tolist() == [[i in lists[j] for j in row] for i, row in enumerate(g.indices.tolist())]
 
@@ -330,10 +346,16 @@ def test_public_edge_views_agree_with_the_adjacency():
         assert float(fwd.sum() + rev.sum()) == pytest.approx(dense.sum(), abs=1e-9)
 
 
-@pytest.mark.parametrize("indices,match", [
-    (torch.zeros((5, 0), dtype=torch.int64), r"at least one node and one neighbour per node, got indices of shape \(5, 0\)"),
-    (torch.zeros((0, 2), dtype=torch.int64), r"got indices of shape \(0, 2\)"),
-])
+@pytest.mark.parametrize(
+    "indices,match",
+    [
+        (
+            torch.zeros((5, 0), dtype=torch.int64),
+            r"at least one node and one neighbour per node, got indices of shape \(5, 0\)",
+        ),
+        (torch.zeros((0, 2), dtype=torch.int64), r"got indices of shape \(0, 2\)"),
+    ],
+)
 def test_an_empty_graph_is_refused(indices, match):
     with pytest.raises(ValueError, match=match):
         gg.KnnGraph(indices, torch.zeros(indices.shape))
@@ -344,20 +366,37 @@ def test_string_labels_work_in_every_measure(kind):
     pd = pytest.importorskip("pandas")
     x, labels = clustered(n=90, d=4, classes=3, seed=2)
     names = np.array(["cat", "dog", "emu"])[labels]
-    given = {"numpy str": names, "numpy object": names.astype(object), "list": names.tolist(),
-             "pandas": pd.Series(names)}[kind]
+    given = {
+        "numpy str": names,
+        "numpy object": names.astype(object),
+        "list": names.tolist(),
+        "pandas": pd.Series(names),
+    }[kind]
     g = gg.knn_graph(x, k=5)
     assert gg.modularity(g, given) == pytest.approx(gg.modularity(g, labels), abs=1e-15)
     assert gg.motifs(g, given) == gg.motifs(g, labels)
     curve = gg.modularity_curve({"x": x}, given, k=3, n=30, repeats=2)
-    np.testing.assert_allclose(curve.values, gg.modularity_curve({"x": x}, labels, k=3, n=30, repeats=2).values, atol=1e-12)
+    np.testing.assert_allclose(
+        curve.values, gg.modularity_curve({"x": x}, labels, k=3, n=30, repeats=2).values, atol=1e-12
+    )
 
 
-@pytest.mark.parametrize("labels,error,match", [
-    ([[1, 0], [0, 1], [1, 0]], TypeError, r"hashable values .* type list: \[1, 0\]; for one-hot rows pass their argmax"),
-    (np.eye(3, dtype=int), ValueError, r"labels must be 1-D.* got \(3, 3\); one-hot labels: pass labels.argmax\(1\)"),
-    ([{1}, {2}, {3}], ValueError, r"the partition names node 3; this graph's nodes are 0..2"),  # sets: a partition
-])
+@pytest.mark.parametrize(
+    "labels,error,match",
+    [
+        (
+            [[1, 0], [0, 1], [1, 0]],
+            TypeError,
+            r"hashable values .* type list: \[1, 0\]; for one-hot rows pass their argmax",
+        ),
+        (
+            np.eye(3, dtype=int),
+            ValueError,
+            r"labels must be 1-D.* got \(3, 3\); one-hot labels: pass labels.argmax\(1\)",
+        ),
+        ([{1}, {2}, {3}], ValueError, r"the partition names node 3; this graph's nodes are 0..2"),  # sets: a partition
+    ],
+)
 def test_labels_of_the_wrong_shape_or_kind_are_refused_clearly(labels, error, match):
     g = gg.KnnGraph(torch.tensor([[1], [2], [0]]), torch.ones(3, 1))
     with pytest.raises(error, match=match):
@@ -380,13 +419,13 @@ def test_triangle_counts_are_exact_whatever_the_split_of_the_rows():
         total, nodes, kinds = _graph_cpu.count(indptr, cols, codes, True, True, 0, 400, chunks)
         assert total == sum(per_node.values()) // 3
         assert nodes.tolist() == [per_node[i] for i in range(400)]
-        assert dict(zip(("same", "pair", "distinct"), kinds.tolist())) == ref
+        assert dict(zip(("same", "pair", "distinct"), kinds.tolist(), strict=True)) == ref
     # shares of the rows (as the ranks of a distributed count take them) add up to the whole
-    shares = [_graph_cpu.count(indptr, cols, codes, False, False, r0, r1, 2)[0]
-              for r0, r1 in ((0, 130), (130, 131), (131, 400))]
+    shares = [
+        _graph_cpu.count(indptr, cols, codes, False, False, r0, r1, 2)[0]
+        for r0, r1 in ((0, 130), (130, 131), (131, 400))
+    ]
     assert sum(shares) == sum(per_node.values()) // 3
-
-
 
 
 def test_an_edit_torch_does_not_count_is_still_seen_by_the_cache():
@@ -414,8 +453,10 @@ def test_the_fingerprint_sees_one_flipped_bit_and_a_swap():
     rng = np.random.default_rng(0)
     idx = rng.integers(0, 1000, size=(100, 7))
     w = rng.random((100, 7)).astype(np.float32)
-    for fp in (lambda i, v: _graph_cpu.fingerprint(i, v),
-               lambda i, v: _fingerprint_torch(torch.from_numpy(i), torch.from_numpy(v))):
+    for fp in (
+        lambda i, v: _graph_cpu.fingerprint(i, v),
+        lambda i, v: _fingerprint_torch(torch.from_numpy(i), torch.from_numpy(v)),
+    ):
         base = fp(idx, w)
         assert fp(idx.copy(), w.copy()) == base
         flipped = w.copy()

@@ -32,7 +32,7 @@ def as_knn_graph(graph: nx.Graph, k: int) -> gg.KnnGraph:
     value, paths = nx.maximum_flow(flow, "s", "t")
     assert value == graph.number_of_edges(), f"no way to list every edge with k={k}"
     lists = {u: [] for u in graph.nodes()}
-    for (_, a, b) in (e for e in paths if isinstance(e, tuple) and e[0] == "e"):
+    for _, a, b in (e for e in paths if isinstance(e, tuple) and e[0] == "e"):
         owner = a if paths[("e", a, b)].get(("n", a), 0) else b
         lists[owner].append(b if owner == a else a)
     for u in graph.nodes():  # fill each list up to k with other neighbours
@@ -73,11 +73,14 @@ def test_networkx_modularity_resolution_on_barbell_3_0(gamma):
     assert q(g, [{0, 1, 2}, {3, 4, 5}], gamma) == pytest.approx(6 / 7 - gamma * 98 / 14**2, abs=1e-12)
 
 
-@pytest.mark.parametrize("partition,gammas,within,squares", [
-    ([frozenset(range(5)), frozenset(range(8, 13)), frozenset(range(5, 8))], [1, 2, 0.2], 22, 918),
-    ([{0, 1, 2, 3}, {9, 10, 11, 12}, {5, 6, 7}, {4}, {8}], [1, 2.5, 0.2], 14, 598),
-    ([frozenset(range(8)), frozenset(range(8, 13))], [1, 2, 0.3], 23, 1170),
-])
+@pytest.mark.parametrize(
+    "partition,gammas,within,squares",
+    [
+        ([frozenset(range(5)), frozenset(range(8, 13)), frozenset(range(5, 8))], [1, 2, 0.2], 22, 918),
+        ([{0, 1, 2, 3}, {9, 10, 11, 12}, {5, 6, 7}, {4}, {8}], [1, 2.5, 0.2], 14, 598),
+        ([frozenset(range(8)), frozenset(range(8, 13))], [1, 2, 0.3], 23, 1170),
+    ],
+)
 def test_networkx_modularity_resolution_on_barbell_5_3(partition, gammas, within, squares):
     g = as_knn_graph(nx.barbell_graph(5, 3), k=2)
     for gamma in gammas:
@@ -109,8 +112,20 @@ def test_motifs_of_k5_by_hand():
 
 # ---- igraph's famous graphs (Graph.Famous), measured by igraph --------------------------
 
-FAMOUS = ["Tetrahedron", "Octahedron", "Icosahedron", "Cubical", "Dodecahedron", "Petersen", "Heawood",
-          "Frucht", "Franklin", "Coxeter", "Robertson", "Folkman"]
+FAMOUS = [
+    "Tetrahedron",
+    "Octahedron",
+    "Icosahedron",
+    "Cubical",
+    "Dodecahedron",
+    "Petersen",
+    "Heawood",
+    "Frucht",
+    "Franklin",
+    "Coxeter",
+    "Robertson",
+    "Folkman",
+]
 
 
 @pytest.mark.parametrize("name", FAMOUS)
@@ -126,7 +141,9 @@ def test_igraph_famous_graphs_triangles_and_modularity(name):
     assert gg.triangles(g, per_node=True).tolist() == per_node.tolist()
     membership = ig.community_multilevel().membership  # igraph's own partition, and its modularity
     assert q(g, [set(np.flatnonzero(np.array(membership) == c)) for c in set(membership)]) == pytest.approx(
-        ig.modularity(membership), abs=1e-12)
+        ig.modularity(membership), abs=1e-12
+    )
     for gamma in (0.5, 2.0):
         assert gg.modularity(g, membership, mode="max", weighted=False, resolution=gamma) == pytest.approx(
-            ig.modularity(membership, resolution=gamma), abs=1e-12)
+            ig.modularity(membership, resolution=gamma), abs=1e-12
+        )

@@ -24,6 +24,7 @@ def stop_at(tile):
     def progress(done, total):
         if done == tile:
             raise KeyboardInterrupt
+
     return progress
 
 
@@ -32,12 +33,15 @@ def interrupted(x, path, at, **kw):
         gg.knn_graph(x, checkpoint=path, progress=stop_at(at), **kw)
 
 
-@pytest.mark.parametrize("dtype,precision,at", [
-    (torch.float32, "exact", 5),    # among the diagonal tiles
-    (torch.float32, "exact", 23),   # among the upper ones
-    (torch.float64, "exact", 30),
-    (torch.float32, "bf16", 12),
-])
+@pytest.mark.parametrize(
+    "dtype,precision,at",
+    [
+        (torch.float32, "exact", 5),  # among the diagonal tiles
+        (torch.float32, "exact", 23),  # among the upper ones
+        (torch.float64, "exact", 30),
+        (torch.float32, "bf16", 12),
+    ],
+)
 def test_a_resumed_search_equals_an_uninterrupted_one(tmp_path, dtype, precision, at):
     x = matrix(dtype)
     ref = gg.knn_graph(x, k=6, tile=TILE, precision=precision)
@@ -83,15 +87,16 @@ def test_a_running_search_saves_itself_periodically(tmp_path, monkeypatch):
     monkeypatch.setattr(ck, "SAVE_EVERY", 0.0)
     path = tmp_path / "knn.npz"
     seen = []
-    gg.knn_graph(matrix(), k=5, tile=TILE, checkpoint=path,
-                 progress=lambda done, total: seen.append(ck.saved_progress(path)))
+    gg.knn_graph(
+        matrix(), k=5, tile=TILE, checkpoint=path, progress=lambda done, total: seen.append(ck.saved_progress(path))
+    )
     assert seen == [(t, 45) for t in range(1, 46)]
 
 
 def test_a_checkpoint_of_another_search_is_refused(tmp_path):
     path = tmp_path / "knn.npz"
     interrupted(matrix(), path, 7, k=5, tile=TILE)
-    with pytest.raises(ValueError, match="another matrix.*delete it"):
+    with pytest.raises(ValueError, match=r"another matrix.*delete it"):
         gg.knn_graph(matrix(seed=1), k=5, checkpoint=path)  # same shape, other rows
     with pytest.raises(ValueError, match=r"another search: k 5 \(now 6\)"):
         gg.knn_graph(matrix(), k=6, checkpoint=path)
@@ -103,7 +108,7 @@ def test_a_checkpoint_of_another_search_is_refused(tmp_path):
         gg.knn_graph(matrix(), k=5, tile=64, checkpoint=path)
     assert ck.saved_progress(path) == (7, 45)  # refused, not overwritten
     path.write_text("not a checkpoint")
-    with pytest.raises(ValueError, match="cannot be read.*delete it"):
+    with pytest.raises(ValueError, match=r"cannot be read.*delete it"):
         gg.knn_graph(matrix(), k=5, checkpoint=path)
 
 

@@ -7,8 +7,7 @@ import gpugraph as gg
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("n,k,tile", [(50, 1, None), (300, 7, 64), (1000, 10, 150), (777, 31, 100),
-                                      (900, 256, 300)])
+@pytest.mark.parametrize("n,k,tile", [(50, 1, None), (300, 7, 64), (1000, 10, 150), (777, 31, 100), (900, 256, 300)])
 def test_knn_matches_exact_float64_search(device, n, k, tile):
     x, _ = clustered(n=n, d=17, seed=n)
     g = gg.knn_graph(x.to(device), k=k, tile=tile)
@@ -24,7 +23,7 @@ def test_knn_matches_exact_float64_search(device, n, k, tile):
     xn = x.double() / x.double().norm(dim=1, keepdim=True)
     own = (xn[torch.arange(n)[:, None]] * xn[torch.from_numpy(idx)]).sum(-1).numpy()
     np.testing.assert_allclose(own, w, atol=1e-5)  # weights are the cosines of those indices
-    same = np.array([set(a) == set(b) for a, b in zip(idx, ref_idx)])
+    same = np.array([set(a) == set(b) for a, b in zip(idx, ref_idx, strict=True)])
     gap = ref_sim[:, -1] - np.sort(-np.partition(-own, k - 1, axis=1))[:, 0]
     assert same.mean() > 0.99 and (same | (np.abs(gap) < 1e-5)).all()
 
@@ -90,7 +89,12 @@ def test_scale_does_not_matter():
         (torch.ones(5, 3, dtype=torch.int64), 2, TypeError, "must be floating point, got dtype"),
         (torch.tensor([[1.0, 0], [float("nan"), 1], [0, 1]]), 1, ValueError, r"1 rows .*NaN or Inf .*row 1"),
         (torch.tensor([[1.0, 0], [0, 1], [float("inf"), 1]]), 1, ValueError, "NaN or Inf"),
-        (torch.tensor([[1.0, 0], [0, 0], [0, 1], [0, 0]]), 1, ValueError, r"2 rows of x have zero norm \(first: row 1\)"),
+        (
+            torch.tensor([[1.0, 0], [0, 0], [0, 1], [0, 0]]),
+            1,
+            ValueError,
+            r"2 rows of x have zero norm \(first: row 1\)",
+        ),
         (torch.ones(5, 3), 0, ValueError, r"1 <= k < N .* got k=0 with N=5"),
         (torch.ones(5, 3), 5, ValueError, r"1 <= k < N .* got k=5 with N=5"),
         (torch.ones(5, 3), 2.0, TypeError, "k must be an integer"),
@@ -172,13 +176,16 @@ def test_rows_of_extreme_magnitude_are_normalised_safely(device):
     assert torch.equal(tiny64.indices.cpu(), gg.knn_graph(x.double(), k=5).indices)
 
 
-@pytest.mark.parametrize("tile,error,match", [
-    (-5, ValueError, "tile must be a positive integer .* got -5"),
-    (0, ValueError, "tile must be a positive integer .* got 0"),
-    (2.5, TypeError, "tile must be a positive integer .* got 2.5"),
-    ("a", TypeError, "tile must be a positive integer .* got 'a'"),
-    (True, TypeError, "tile must be a positive integer .* got True"),
-])
+@pytest.mark.parametrize(
+    "tile,error,match",
+    [
+        (-5, ValueError, "tile must be a positive integer .* got -5"),
+        (0, ValueError, "tile must be a positive integer .* got 0"),
+        (2.5, TypeError, "tile must be a positive integer .* got 2.5"),
+        ("a", TypeError, "tile must be a positive integer .* got 'a'"),
+        (True, TypeError, "tile must be a positive integer .* got True"),
+    ],
+)
 def test_tile_must_be_a_positive_integer(tile, error, match):
     with pytest.raises(error, match=match):
         gg.knn_graph(torch.randn(20, 3), k=2, tile=tile)
@@ -194,7 +201,7 @@ def test_a_cpu_call_leaves_the_users_matmul_precision_alone():
             g = gg.knn_graph(x, k=5)
             assert torch.get_float32_matmul_precision() == setting  # raised here before
             assert torch.backends.mkldnn.matmul.fp32_precision == before
-            ref_idx, ref_sim = exact_knn(x.numpy(), 5)
+            _, ref_sim = exact_knn(x.numpy(), 5)
             np.testing.assert_allclose(g.weights.numpy(), ref_sim, atol=1e-6)  # exact under "medium" too
     finally:
         torch.set_float32_matmul_precision(saved)

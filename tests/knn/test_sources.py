@@ -57,19 +57,24 @@ def test_a_bad_row_on_disk_is_named_by_its_row_in_the_file(tmp_path, on_disk):
         gg.knn_graph(tmp_path / "bad.npy", k=5, tile=100)
 
 
-@pytest.mark.parametrize("array,error,match", [
-    (np.zeros((4, 3, 2), np.float32), ValueError, r"must be 2-D \(N, D\), got shape \(4, 3, 2\)"),
-    (np.zeros((4, 3), np.int32), TypeError, "must be floating point .* got dtype int32"),
-    (np.zeros((0, 3), np.float32), ValueError, "is empty"),
-])
+@pytest.mark.parametrize(
+    "array,error,match",
+    [
+        (np.zeros((4, 3, 2), np.float32), ValueError, r"must be 2-D \(N, D\), got shape \(4, 3, 2\)"),
+        (np.zeros((4, 3), np.int32), TypeError, "must be floating point .* got dtype int32"),
+        (np.zeros((0, 3), np.float32), ValueError, "is empty"),
+    ],
+)
 def test_bad_files_are_refused(tmp_path, array, error, match):
     np.save(tmp_path / "a.npy", array)
     with pytest.raises(error, match=match):
         as_source(tmp_path / "a.npy")
 
 
-@pytest.mark.parametrize("text,value", [("2GB", 2 * 10**9), ("512MiB", 512 * 2**20), (" 1.5 gib ", int(1.5 * 2**30)),
-                                        (10**8, 10**8), (None, None)])
+@pytest.mark.parametrize(
+    "text,value",
+    [("2GB", 2 * 10**9), ("512MiB", 512 * 2**20), (" 1.5 gib ", int(1.5 * 2**30)), (10**8, 10**8), (None, None)],
+)
 def test_memory_budgets_parse(text, value):
     assert parse_memory(text) == value
 
@@ -116,8 +121,9 @@ def test_modularity_curve_and_layer_similarity_read_layers_from_disk(tmp_path, o
 
 def spill_net():
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 8), torch.nn.ReLU(),
-                               torch.nn.Linear(8, 3))
+    return torch.nn.Sequential(
+        torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)
+    )
 
 
 def test_a_capture_written_to_disk_equals_the_one_in_memory(tmp_path):
@@ -134,8 +140,9 @@ def test_a_capture_written_to_disk_equals_the_one_in_memory(tmp_path):
     assert manifest["layers"]["2"] == {"file": "2.npy", "dtype": "<f4", "shape": [300, 8]}
     assert np.load(tmp_path / "acts" / "2.npy").shape == (300, 8)  # plain .npy files
     again = gg.Activations.load(tmp_path / "acts")
-    np.testing.assert_array_equal(gg.modularity_curve(again, k=3, n=100, repeats=2).values,
-                                  gg.modularity_curve(ref, k=3, n=100, repeats=2).values)
+    np.testing.assert_array_equal(
+        gg.modularity_curve(again, k=3, n=100, repeats=2).values, gg.modularity_curve(ref, k=3, n=100, repeats=2).values
+    )
     half = gg.capture(spill_net(), (x, labels), dtype=torch.float16, out=tmp_path / "half")
     assert half["2"].dtype == torch.float16 and torch.equal(half.labels, torch.as_tensor(labels))
 
@@ -153,9 +160,13 @@ def test_an_interrupted_capture_is_reported_and_resumed(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         gg.capture(spill_net(), interrupted(), out=tmp_path / "acts")
     assert not (tmp_path / "acts" / "0.npy").exists()  # nothing half-written passes as whole
-    with pytest.raises(ValueError, match=r"interrupted after \d+ samples: layers 0, 2, 4 are incomplete; .*resume=True"):
+    with pytest.raises(
+        ValueError, match=r"interrupted after \d+ samples: layers 0, 2, 4 are incomplete; .*resume=True"
+    ):
         gg.Activations.load(tmp_path / "acts")
-    with pytest.raises(ValueError, match="already holds an interrupted capture; pass overwrite=True .* or resume=True"):
+    with pytest.raises(
+        ValueError, match=r"already holds an interrupted capture; pass overwrite=True .* or resume=True"
+    ):
         gg.capture(spill_net(), batches, out=tmp_path / "acts")
     resumed = gg.capture(spill_net(), batches, out=tmp_path / "acts", resume=True)
     ref = gg.capture(spill_net(), batches)
@@ -171,7 +182,7 @@ def test_an_interrupted_capture_is_reported_and_resumed(tmp_path):
 
 def test_a_capture_that_would_fill_the_disk_is_refused_first(tmp_path, monkeypatch):
     monkeypatch.setattr("gpugraph.models.spill.free_bytes", lambda out: 1000)
-    with pytest.raises(gg.GpuGraphError, match="need about .* GiB on disk under .* but only"):
+    with pytest.raises(gg.GpuGraphError, match=r"need about .* GiB on disk under .* but only"):
         gg.capture(spill_net(), torch.randn(500, 6), out=tmp_path / "acts", batch_size=50)
 
 
@@ -186,19 +197,42 @@ def test_the_graph_command_on_npy_files(tmp_path):
     x, labels = clustered(n=400, d=8, classes=4, seed=8)
     np.save(tmp_path / "x.npy", x.numpy())
     np.save(tmp_path / "y.npy", np.array(["w", "x", "y", "z"])[labels])
-    out = subprocess.run([sys.executable, "-m", "gpugraph", "graph", str(tmp_path / "x.npy"), "--k", "6", "--labels",
-                          str(tmp_path / "y.npy"), "--out", str(tmp_path / "out"), "--memory", "8MB"],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gpugraph",
+            "graph",
+            str(tmp_path / "x.npy"),
+            "--k",
+            "6",
+            "--labels",
+            str(tmp_path / "y.npy"),
+            "--out",
+            str(tmp_path / "out"),
+            "--memory",
+            "8MB",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert "%|" not in out.stderr  # no bar when stderr is not a terminal
     indices = np.load(tmp_path / "out" / "indices.npy")
     assert [set(r) for r in indices.tolist()] == [set(r) for r in exact_knn(x.numpy(), 6)[0].tolist()]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert (summary["n"], summary["d"], summary["k"], summary["world_size"]) == (400, 8, 6, 1)
-    assert summary["modularity"] == pytest.approx(nx_reference_modularity(paper_adjacency(x.numpy(), 6), labels), abs=1e-6)
+    assert summary["modularity"] == pytest.approx(
+        nx_reference_modularity(paper_adjacency(x.numpy(), 6), labels), abs=1e-6
+    )
     union = nx.from_numpy_array(paper_adjacency(x.numpy(), 6, "max", weighted=False))
     assert summary["triangles"] == sum(nx.triangles(union).values()) // 3 == sum(summary["motifs"].values())
     assert summary["peak_memory_bytes"] > 0 and summary["seconds"] > 0
-    bad = subprocess.run([sys.executable, "-m", "gpugraph", "graph", str(tmp_path / "x.npy"), "--labels",
-                          str(tmp_path / "x.npy")], capture_output=True, text=True, check=False)
+    bad = subprocess.run(
+        [sys.executable, "-m", "gpugraph", "graph", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "x.npy")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert bad.returncode == 1 and "holds labels of shape (400, 8)" in bad.stderr

@@ -17,6 +17,7 @@ def reference_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     in float64 rounded to the nearest multiple of 2^-61 (ties to even) and the integers
     summed exactly, ab / sqrt(aa bb) in float64, clamped to [-1, 1] and rounded to the rows'
     dtype. a, b: (M, D)."""
+
     def fixed(u, v):
         return np.rint(u.astype(np.float64) * v.astype(np.float64) * 2.0**61).astype(np.int64).sum(axis=1)
 
@@ -35,7 +36,7 @@ def reference_lists(u: np.ndarray, k: int):
     cols = np.arange(n)
     idx = np.stack([np.lexsort((cols, -row))[:k] for row in s])
     w = np.take_along_axis(s, idx, 1).astype(np.float32)
-    idx = np.stack([r[np.lexsort((r, -wr))] for r, wr in zip(idx, w)])
+    idx = np.stack([r[np.lexsort((r, -wr))] for r, wr in zip(idx, w, strict=True)])
     return idx, np.take_along_axis(s, idx, 1).astype(np.float32)
 
 

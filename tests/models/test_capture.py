@@ -1,3 +1,6 @@
+import re
+import typing
+
 import pytest
 import torch
 from helpers import ConvBlockNet, Exploding, TinyResNet, TinyVGG
@@ -18,8 +21,7 @@ def no_hooks_left(model):
 
 def test_default_layers_follow_the_documented_rule():
     assert default_layers(TinyResNet()) == ["conv1", "layer1.0", "layer1.1", "layer2.0", "fc"]
-    assert default_layers(TinyVGG()) == [
-        "features.0", "features.3", "features.5", "classifier.1", "classifier.3"]
+    assert default_layers(TinyVGG()) == ["features.0", "features.3", "features.5", "classifier.1", "classifier.3"]
     mlp = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     assert default_layers(mlp) == ["0", "2"]
     # conv -> BN -> ReLU blocks: each block's output (after its activation), not its raw conv
@@ -44,8 +46,12 @@ def test_captured_tensors_equal_a_manual_forward(model_cls):
     torch.testing.assert_close(acts.labels, y)
     model.eval()
     seen = {}
-    handles = [dict(model.named_modules())[name].register_forward_hook(
-        lambda m, i, o, name=name: seen.__setitem__(name, o.flatten(1))) for name in acts]
+    handles = [
+        dict(model.named_modules())[name].register_forward_hook(
+            lambda m, i, o, name=name: seen.__setitem__(name, o.flatten(1))
+        )
+        for name in acts
+    ]
     with torch.no_grad():
         model(x)
     for h in handles:
@@ -72,8 +78,7 @@ def test_data_forms_agree():
 def test_patterns_reduce_max_samples_and_dtype():
     model = TinyResNet()
     x, y = data(50)
-    acts = gg.capture(model, (x, y), layers=["layer1.?", "fc"], reduce="avgpool", max_samples=33,
-                      dtype=torch.float16)
+    acts = gg.capture(model, (x, y), layers=["layer1.?", "fc"], reduce="avgpool", max_samples=33, dtype=torch.float16)
     assert list(acts) == ["layer1.0", "layer1.1", "fc"]
     assert acts["layer1.0"].shape == (33, 8) and acts["layer1.0"].dtype == torch.float16
     assert acts.labels.shape == (33,)
@@ -109,7 +114,7 @@ def test_capture_errors():
         gg.capture(model, x, reduce="max")
     with pytest.raises(ValueError, match=r"reduce must map layer .* to \(B, D\)"):
         gg.capture(model, x, reduce=lambda o: o)
-    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match=re.escape("model must be a torch.nn.Module")):
         gg.capture(lambda t: t, x)
     with pytest.raises(ValueError, match=r"forward takes no \['pixels'\] \(it takes \['x'\]\); drop those"):
         gg.capture(model, [{"pixels": x}])
@@ -117,7 +122,10 @@ def test_capture_errors():
     twice = nn.Sequential(shared, nn.ReLU(), shared)
     with pytest.raises(ValueError, match="ran 2 times in one forward pass"):
         gg.capture(twice, torch.randn(3, 4), layers=["0"])
-    with pytest.raises(gg.GpuGraphError, match=r"need about .* GiB .* pass reduce='avgpool', a smaller max_samples, dtype=torch.float16"):
+    with pytest.raises(
+        gg.GpuGraphError,
+        match=r"need about .* GiB .* pass reduce='avgpool', a smaller max_samples, dtype=torch.float16",
+    ):
         gg.capture(nn.Sequential(nn.Linear(4, 2**16)), torch.zeros(1, 4).expand(2**20, 4), layers=["0"], batch_size=1)
 
 
@@ -137,7 +145,7 @@ def test_datasets_give_the_activations_of_the_tensor_pair():
 
     class Stream(torch.utils.data.IterableDataset):
         def __iter__(self):
-            return iter(zip(x, y))
+            return iter(zip(x, y, strict=True))
 
     pair = gg.capture(model, (x, y), batch_size=8)
     for data in (torch.utils.data.TensorDataset(x, y), Dicts(), Stream()):
@@ -192,7 +200,7 @@ def test_batches_as_dataclasses_and_tables_by_column_give_the_activations_of_the
         label: torch.Tensor
 
     class Table:  # datasets.Dataset's reading interface: rows as dicts, a length, column names
-        column_names = ["image", "label"]
+        column_names: typing.ClassVar[list[str]] = ["image", "label"]
 
         def __len__(self):
             return len(x)
@@ -224,7 +232,9 @@ def test_the_cast_warning_comes_once_a_capture():
 def test_avgpool_of_a_single_channel_warns_once_and_names_flatten():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU()).eval()
     x = torch.randn(20, 1, 8, 8)
-    with pytest.warns(UserWarning, match=r"layer 'input' has one channel \(8, 1, 8, 8\): .* use reduce='flatten'") as caught:
+    with pytest.warns(
+        UserWarning, match=r"layer 'input' has one channel \(8, 1, 8, 8\): .* use reduce='flatten'"
+    ) as caught:
         acts = gg.capture(model, x, reduce="avgpool", include_input=True, batch_size=8)
     assert sum("one channel" in str(w.message) for w in caught) == 1  # once, not once a batch
     assert acts["input"].shape == (20, 1) and acts["0"].shape == (20, 4)

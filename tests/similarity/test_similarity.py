@@ -15,12 +15,14 @@ from gpugraph.studies.curves import subsets
 
 def dense_lsim(x1, x2):
     """The definition: dense cosine graphs with zero diagonal, mean row cosine (float64)."""
+
     def graph(x):
         x = np.asarray(x, dtype=np.float64)
         xn = x / np.linalg.norm(x, axis=1, keepdims=True)
         a = xn @ xn.T
         np.fill_diagonal(a, 0.0)
         return a
+
     a1, a2 = graph(x1), graph(x2)
     num = (a1 * a2).sum(1)
     return float(np.mean(num / (np.linalg.norm(a1, axis=1) * np.linalg.norm(a2, axis=1))))
@@ -82,7 +84,7 @@ def test_mutual_knn_is_mean_shared_fraction():
     x1, _ = clustered(n=100, d=5, seed=2)
     x2 = x1 + 0.8 * torch.randn(100, 5, generator=torch.Generator().manual_seed(2))
     g1, g2 = gg.knn_graph(x1, 4), gg.knn_graph(x2, 4)
-    ref = np.mean([len(set(a) & set(b)) / 4 for a, b in zip(g1.indices.tolist(), g2.indices.tolist())])
+    ref = np.mean([len(set(a) & set(b)) / 4 for a, b in zip(g1.indices.tolist(), g2.indices.tolist(), strict=True)])
     assert gg.mutual_knn(x1, x2, k=4) == pytest.approx(ref, abs=1e-12)
 
 
@@ -96,7 +98,9 @@ def neighbour_sets(x, k):
     return [set(r) for r in exact_knn(x, k)[0].tolist()]
 
 
-@pytest.mark.parametrize("measure,k", [("lsim", None), ("lsim", 5), ("cka", None), ("knn_overlap", 5), ("mutual_knn", 5)])
+@pytest.mark.parametrize(
+    "measure,k", [("lsim", None), ("lsim", 5), ("cka", None), ("knn_overlap", 5), ("mutual_knn", 5)]
+)
 def test_similarity_matrix_equals_independent_references(tmp_path, measure, k):
     x, _ = clustered(n=120, d=8, seed=3)
     acts = {"a": x, "b": torch.relu(x), "c": x @ torch.randn(8, 12, generator=torch.Generator().manual_seed(0))}
@@ -104,8 +108,12 @@ def test_similarity_matrix_equals_independent_references(tmp_path, measure, k):
     pair = {
         "lsim": (lambda p, q: dense_lsim(p, q)) if k is None else (lambda p, q: knn_lsim(p, q, k)),
         "cka": numpy_cka,
-        "knn_overlap": lambda p, q: np.mean([len(s & t) / len(s | t) for s, t in zip(neighbour_sets(p, k), neighbour_sets(q, k))]),
-        "mutual_knn": lambda p, q: np.mean([len(s & t) / k for s, t in zip(neighbour_sets(p, k), neighbour_sets(q, k))]),
+        "knn_overlap": lambda p, q: np.mean(
+            [len(s & t) / len(s | t) for s, t in zip(neighbour_sets(p, k), neighbour_sets(q, k), strict=True)]
+        ),
+        "mutual_knn": lambda p, q: np.mean(
+            [len(s & t) / k for s, t in zip(neighbour_sets(p, k), neighbour_sets(q, k), strict=True)]
+        ),
     }[measure]
     arrays = {name: a.double().numpy() for name, a in acts.items()}
     ref = np.array([[pair(arrays[a], arrays[b]) for b in acts] for a in acts])
@@ -140,8 +148,11 @@ def test_wide_cka_holds_no_d_by_d_matrix():
         x2 = torch.relu(x1[:, :4000]) + 0.1 * torch.randn(200, 4000, generator=g)
         gg.cka(x1[:10, :10], x2[:10, :10]); gg.cka(x1[:10, :10], x2[:10, :10], unbiased=True)
     """
-    for call in ("gg.cka(x1, x2)", "gg.cka(x1, x2, unbiased=True)",
-                 "gg.similarity_matrix({'a': x1, 'b': x2}, measure='cka').values"):
+    for call in (
+        "gg.cka(x1, x2)",
+        "gg.cka(x1, x2, unbiased=True)",
+        "gg.similarity_matrix({'a': x1, 'b': x2}, measure='cka').values",
+    ):
         grown, _ = peak_growth(setup, call)
         assert grown < 8000**2 * 8 / 4, call
 
@@ -174,7 +185,9 @@ def test_blocked_sums_are_exact_under_a_tiny_memory_budget(monkeypatch, n, d1, d
     assert _gram._row_step(d1 + d2, torch.device("cpu")) < n
     assert gg.layer_similarity(x1, x2) == pytest.approx(dense_lsim(x1, x2), abs=1e-12)
     assert gg.layer_similarity(x1, x2) == pytest.approx(lsim, abs=1e-12)
-    assert gg.cka(x1, x2) == pytest.approx(numpy_cka(x1, x2), abs=1e-12) and gg.cka(x1, x2) == pytest.approx(ck, abs=1e-12)
+    assert gg.cka(x1, x2) == pytest.approx(numpy_cka(x1, x2), abs=1e-12) and gg.cka(x1, x2) == pytest.approx(
+        ck, abs=1e-12
+    )
     assert gg.cka(x1, x2, unbiased=True) == pytest.approx(unb, abs=1e-12)
     assert gg.cka(x1[:8], x2[:8], unbiased=True) == pytest.approx(u_statistic_cka(x1[:8], x2[:8]), abs=1e-12)
 
@@ -211,7 +224,9 @@ def test_unbiased_cka_and_minibatch_cka_equal_the_u_statistic():
     acc = gg.MinibatchCKA()  # batches of very different magnitude average in one scale
     acc.update(x1[:7], x2[:7])
     acc.update(1e3 * x1[7:], x2[7:])
-    kl = u_statistic_hsic(*(p @ p.T for p in (x1[:7], x2[:7]))) + u_statistic_hsic(1e6 * x1[7:] @ x1[7:].T, x2[7:] @ x2[7:].T)
+    kl = u_statistic_hsic(*(p @ p.T for p in (x1[:7], x2[:7]))) + u_statistic_hsic(
+        1e6 * x1[7:] @ x1[7:].T, x2[7:] @ x2[7:].T
+    )
     kk = u_statistic_hsic(*(x1[:7] @ x1[:7].T,) * 2) + 1e12 * u_statistic_hsic(*(x1[7:] @ x1[7:].T,) * 2)
     assert acc.compute() == pytest.approx(kl / np.sqrt(kk * ll), abs=1e-12)
 
@@ -220,8 +235,9 @@ def test_unbiased_cka_and_minibatch_cka_equal_the_u_statistic():
 def test_a_grid_of_wide_layers_in_one_pass_equals_the_definitions(monkeypatch, tiny_budget):
     rng = np.random.default_rng(2)
     base = rng.normal(size=(40, 5))
-    acts = {f"l{d}": np.tanh(base @ rng.normal(size=(5, d)) + 0.5 * rng.normal(size=(40, d))) + 0.2
-            for d in (60, 90, 120)}
+    acts = {
+        f"l{d}": np.tanh(base @ rng.normal(size=(5, d)) + 0.5 * rng.normal(size=(40, d))) + 0.2 for d in (60, 90, 120)
+    }
     other = {"m": rng.normal(size=(40, 70)), "n": np.abs(base @ rng.normal(size=(5, 100)))}
     rows = [_gram.Rows.unit(torch.tensor(x)) for x in acts.values()]
     assert _gram.grid_pays(rows)  # the one-pass path is the one under test
@@ -246,7 +262,7 @@ def test_a_grid_names_the_layer_whose_adjacency_row_is_zero():
     x[0, 0] = 1.0  # sample 0 is orthogonal to every other sample
     acts = {"fine": rng.normal(size=(40, 80)), "lonely": x}
     assert _gram.grid_pays([_gram.Rows.unit(torch.tensor(v)) for v in acts.values()])
-    with pytest.raises(ValueError, match="adjacency row is zero.*'lonely'"):
+    with pytest.raises(ValueError, match=r"adjacency row is zero.*'lonely'"):
         gg.similarity_matrix(acts)
 
 
@@ -254,8 +270,11 @@ def test_a_grid_names_the_layer_whose_adjacency_row_is_zero():
 def test_centred_lsim_is_dense_lsim_of_the_centred_features(d):
     rng = np.random.default_rng(d)
     base = np.abs(rng.normal(size=(40, 3))) + 2.0  # a large common component, as after a ReLU
-    acts = {"a": base @ np.abs(rng.normal(size=(3, d))), "b": np.abs(base @ rng.normal(size=(3, d + 1))) + 1.0,
-            "c": rng.normal(size=(40, d)) + 5.0}
+    acts = {
+        "a": base @ np.abs(rng.normal(size=(3, d))),
+        "b": np.abs(base @ rng.normal(size=(3, d + 1))) + 1.0,
+        "c": rng.normal(size=(40, d)) + 5.0,
+    }
     centred = {name: x - x.mean(axis=0) for name, x in acts.items()}
     assert _gram.grid_pays([_gram.Rows.unit(torch.tensor(x)) for x in acts.values()]) == (d == 60)
     m = gg.similarity_matrix(acts, measure="lsim", centre=True)
@@ -282,7 +301,11 @@ def test_centre_errors():
 def test_unbiased_cka_grid_equals_the_u_statistic(d):
     rng = np.random.default_rng(7)
     x = rng.normal(size=(8, d))
-    acts = {"a": x, "b": x @ rng.normal(size=(d, d + 2)) + rng.normal(size=(8, d + 2)), "c": rng.normal(size=(8, d - 1)) ** 2}
+    acts = {
+        "a": x,
+        "b": x @ rng.normal(size=(d, d + 2)) + rng.normal(size=(8, d + 2)),
+        "c": rng.normal(size=(8, d - 1)) ** 2,
+    }
     assert _gram.grid_pays([_gram.Rows(torch.tensor(v)) for v in acts.values()]) == (d == 40)
     m = gg.similarity_matrix(acts, measure="cka", unbiased=True)
     ref = [[u_statistic_cka(p, q) for q in acts.values()] for p in acts.values()]
@@ -311,12 +334,15 @@ def test_similarities_of_rows_of_extreme_magnitude(scale):
     assert gg.layer_similarity(huge, x2) == pytest.approx(dense_lsim(x1, x2), abs=1e-12)
 
 
-@pytest.mark.parametrize("x1,kwargs,match", [
-    (torch.ones(10, 3), {}, r"x1 is the same for every sample \(constant features\).* CKA is 0 / 0"),
-    (torch.ones(10, 3), {"unbiased": True}, r"x1 is the same for every sample \(constant features\)"),
-    (torch.randn(1, 3), {}, r"at least 2 samples to compare representations, got N=1"),
-    (torch.randn(3, 3), {"unbiased": True}, r"at least 4 samples .* got N=3"),
-])
+@pytest.mark.parametrize(
+    "x1,kwargs,match",
+    [
+        (torch.ones(10, 3), {}, r"x1 is the same for every sample \(constant features\).* CKA is 0 / 0"),
+        (torch.ones(10, 3), {"unbiased": True}, r"x1 is the same for every sample \(constant features\)"),
+        (torch.randn(1, 3), {}, r"at least 2 samples to compare representations, got N=1"),
+        (torch.randn(3, 3), {"unbiased": True}, r"at least 4 samples .* got N=3"),
+    ],
+)
 def test_cka_refuses_what_it_cannot_measure(x1, kwargs, match):
     x2 = torch.randn(len(x1), 4, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match=match):
@@ -328,7 +354,7 @@ def test_similarity_errors():
         gg.layer_similarity(torch.randn(10, 3), torch.randn(12, 3))
     with pytest.raises(ValueError, match="measure must be one of"):
         gg.similarity_matrix({"a": torch.randn(10, 3)}, measure="svcca")
-    with pytest.raises(ValueError, match="layer .b. of acts_b has N=11, expected N=10"):
+    with pytest.raises(ValueError, match=r"layer .b. of acts_b has N=11, expected N=10"):
         gg.similarity_matrix({"a": torch.randn(10, 3)}, {"b": torch.randn(11, 3)})
     with pytest.raises(TypeError, match="non-empty mapping"):
         gg.similarity_matrix({})
@@ -353,6 +379,7 @@ def test_motif_curve_counts_and_share():
 
 def _dense_lsim_by_definition(x1: torch.Tensor, x2: torch.Tensor) -> float:
     """The N x N definition in float64: cosine graphs with a zero diagonal, row cosines."""
+
     def adjacency(x):
         u = x.double() / x.double().norm(dim=1, keepdim=True)
         s = u @ u.T
@@ -390,18 +417,22 @@ def test_knn_lsim_refuses_a_zero_adjacency_row_as_dense_lsim_does():
 def _unbiased_cka_by_definition(x1: np.ndarray, x2: np.ndarray) -> float:
     """Song et al.'s unbiased HSIC written out on N x N Gram matrices of centred columns,
     in float64 (the estimator does not change when the columns are shifted)."""
-    def hsic(k, l):
-        n = len(k)
-        k, l = k.copy(), l.copy()
+
+    def hsic(gram1, gram2):
+        n = len(gram1)
+        k, m = gram1.copy(), gram2.copy()
         np.fill_diagonal(k, 0.0)
-        np.fill_diagonal(l, 0.0)
+        np.fill_diagonal(m, 0.0)
         one = np.ones(n)
-        return (np.trace(k @ l) + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2))
-                - 2.0 / (n - 2) * one @ k @ l @ one) / (n * (n - 3))
+        return (
+            np.trace(k @ m)
+            + (one @ k @ one) * (one @ m @ one) / ((n - 1) * (n - 2))
+            - 2.0 / (n - 2) * one @ k @ m @ one
+        ) / (n * (n - 3))
 
     c1, c2 = x1 - x1.mean(0), x2 - x2.mean(0)
-    k, l = c1 @ c1.T, c2 @ c2.T
-    return hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l))
+    k1, k2 = c1 @ c1.T, c2 @ c2.T
+    return hsic(k1, k2) / np.sqrt(hsic(k1, k1) * hsic(k2, k2))
 
 
 @pytest.mark.parametrize("offset", [0.0, 1e2, 1e3, 1e4])

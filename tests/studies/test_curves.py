@@ -33,14 +33,24 @@ def networkx_curve(acts, labels, k, n, repeats, seed):
     exact top-k by a full sort, (W + W^T)/2, networkx modularity."""
     labels = np.asarray(labels)
     parts = subsets(len(labels), n, repeats, seed)  # the subsets themselves: plain NumPy
-    return np.array([[nx_reference_modularity(paper_adjacency(np.asarray(x, dtype=np.float64)[p], k), labels[p])
-                      for x in acts.values()] for p in parts])
+    return np.array(
+        [
+            [
+                nx_reference_modularity(paper_adjacency(np.asarray(x, dtype=np.float64)[p], k), labels[p])
+                for x in acts.values()
+            ]
+            for p in parts
+        ]
+    )
 
 
 def test_curve_equals_networkx_on_the_papers_construction():
     x, labels = clustered(n=240, d=10, classes=3, seed=2)
-    acts = {"raw": x, "relu": torch.relu(x @ torch.randn(10, 16, generator=torch.Generator().manual_seed(1))),
-            "noise": torch.randn(240, 6, generator=torch.Generator().manual_seed(2))}
+    acts = {
+        "raw": x,
+        "relu": torch.relu(x @ torch.randn(10, 16, generator=torch.Generator().manual_seed(1))),
+        "noise": torch.randn(240, 6, generator=torch.Generator().manual_seed(2)),
+    }
     curve = gg.modularity_curve(acts, labels, k=3, n=80, repeats=3, seed=4)
     ref = networkx_curve(acts, labels, 3, 80, 3, 4)
     np.testing.assert_allclose(curve.values, ref, atol=1e-6)  # float32 weights against float64
@@ -64,9 +74,9 @@ def test_a_bad_row_is_named_by_layer_and_original_row_whatever_the_subsets(bad, 
 
 def test_redundancy_rule_on_constructed_curves():
     c = gg.LayerCurve(["l0", "l1", "l2", "l3", "l4", "l5"], [[0.1, 0.3, 0.305, 0.5, 0.45, 0.7]])
-    assert c.redundant(tol=0.01) == ["l2", "l4"]          # plateau, dip
+    assert c.redundant(tol=0.01) == ["l2", "l4"]  # plateau, dip
     assert c.redundant(tol=0.25) == ["l1", "l2", "l3", "l4", "l5"]
-    assert c.redundant(tol=0.0) == ["l4"]                 # only dips
+    assert c.redundant(tol=0.0) == ["l4"]  # only dips
     with pytest.raises(ValueError, match="tol must be non-negative"):
         c.redundant(tol=-1)
 
@@ -81,7 +91,7 @@ def test_json_round_trip_pandas_table_and_plot(tmp_path):
     text = str(c)
     assert "redundant" in text.splitlines()[3] and text.splitlines()[0].startswith("layer")
     path = c.plot(tmp_path / "c.png", others={"other": back})
-    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_curve_errors():
@@ -104,8 +114,20 @@ def test_cli_curve_end_to_end(tmp_path, capsys):
     torch.save(model, tmp_path / "model.pt")
     x, y = torch.randn(60, 3, 8, 8), torch.randint(0, 3, (60,))
     np.savez(tmp_path / "data.npz", x=x.numpy(), y=y.numpy())
-    code = main(["curve", str(tmp_path / "model.pt"), str(tmp_path / "data.npz"), "--n", "20",
-                 "--repeats", "3", "--out", str(tmp_path / "out"), "--no-progress"])
+    code = main(
+        [
+            "curve",
+            str(tmp_path / "model.pt"),
+            str(tmp_path / "data.npz"),
+            "--n",
+            "20",
+            "--repeats",
+            "3",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "layer1.0" in out and "redundant layers" in out
@@ -117,8 +139,23 @@ def test_cli_curve_end_to_end(tmp_path, capsys):
     x_nan[41, 0, 2, 2] = float("nan")
     np.savez(tmp_path / "nan.npz", x=x_nan.numpy(), y=y.numpy())
     for n in ("20", "0"):  # the subsets drawn never matter: the row is found up front
-        assert main(["curve", str(tmp_path / "model.pt"), str(tmp_path / "nan.npz"), "--n", n, "--repeats", "2",
-                     "--out", str(tmp_path / "out"), "--no-progress"]) == 1
+        assert (
+            main(
+                [
+                    "curve",
+                    str(tmp_path / "model.pt"),
+                    str(tmp_path / "nan.npz"),
+                    "--n",
+                    n,
+                    "--repeats",
+                    "2",
+                    "--out",
+                    str(tmp_path / "out"),
+                    "--no-progress",
+                ]
+            )
+            == 1
+        )
         assert "rows of layer 'conv1' contain NaN or Inf (first: row 41)" in capsys.readouterr().err
     assert (tmp_path / "out" / "curve.png").read_bytes()[:4] == b"\x89PNG"
     torch.save({"x": x, "y": y[:10]}, tmp_path / "bad.pt")
@@ -132,12 +169,13 @@ def test_cli_curve_end_to_end(tmp_path, capsys):
 
 
 def test_cli_demo_shows_the_papers_finding(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "gpugraph", "demo", "--out", str(tmp_path)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "gpugraph", "demo", "--out", str(tmp_path)], capture_output=True, text=True, check=True
+    ).stdout
     assert "redundant layers" in out
     curves = json.loads((tmp_path / "demo_curve.json").read_text())
     trained, untrained = curves["trained"]["mean"], curves["untrained"]["mean"]
-    assert trained[-2] - trained[0] > 0.4       # rises from input to the last hidden layer
+    assert trained[-2] - trained[0] > 0.4  # rises from input to the last hidden layer
     assert abs(untrained[-2] - untrained[0]) < 0.15
     assert (tmp_path / "demo_curve.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -154,14 +192,37 @@ def test_cli_similarity_end_to_end(tmp_path, capsys):
     torch.save(b, tmp_path / "b.pt")
     x, y = torch.randn(50, 3, 8, 8), torch.randint(0, 3, (50,))
     torch.save({"x": x, "y": y}, tmp_path / "data.pt")
-    code = main(["similarity", str(tmp_path / "a.pt"), str(tmp_path / "a.pt"), str(tmp_path / "data.pt"),
-                 "--out", str(tmp_path / "out"), "--no-progress"])
+    code = main(
+        [
+            "similarity",
+            str(tmp_path / "a.pt"),
+            str(tmp_path / "a.pt"),
+            str(tmp_path / "data.pt"),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert re.search(r"^layer1\.0 +layer1\.0 +1\.000$", capsys.readouterr().out, re.M)
     saved = json.loads((tmp_path / "out" / "similarity.json").read_text())
     np.testing.assert_allclose(np.diag(saved["values"]), 1.0, atol=1e-9)
-    assert main(["similarity", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), str(tmp_path / "data.pt"),
-                 "--measure", "cka", "--out", str(tmp_path / "out2"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "similarity",
+                str(tmp_path / "a.pt"),
+                str(tmp_path / "b.pt"),
+                str(tmp_path / "data.pt"),
+                "--measure",
+                "cka",
+                "--out",
+                str(tmp_path / "out2"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     acts_a, acts_b = gg.capture(a, (x, y)), gg.capture(b, (x, y))
 
     def numpy_cka(p, q):  # the definition on centred columns, float64
@@ -173,11 +234,29 @@ def test_cli_similarity_end_to_end(tmp_path, capsys):
     saved = json.loads((tmp_path / "out2" / "similarity.json").read_text())
     np.testing.assert_allclose(saved["values"], ref, atol=1e-9)
     capsys.readouterr()
-    for flags, label, want in ((["--centre"], "lsim (centred)", gg.similarity_matrix(acts_a, acts_b, centre=True)),
-                               (["--measure", "cka", "--unbiased"], "cka (unbiased)",
-                                gg.similarity_matrix(acts_a, acts_b, measure="cka", unbiased=True))):
-        assert main(["similarity", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), str(tmp_path / "data.pt"),
-                     *flags, "--out", str(tmp_path / "out3"), "--no-progress"]) == 0
+    for flags, label, want in (
+        (["--centre"], "lsim (centred)", gg.similarity_matrix(acts_a, acts_b, centre=True)),
+        (
+            ["--measure", "cka", "--unbiased"],
+            "cka (unbiased)",
+            gg.similarity_matrix(acts_a, acts_b, measure="cka", unbiased=True),
+        ),
+    ):
+        assert (
+            main(
+                [
+                    "similarity",
+                    str(tmp_path / "a.pt"),
+                    str(tmp_path / "b.pt"),
+                    str(tmp_path / "data.pt"),
+                    *flags,
+                    "--out",
+                    str(tmp_path / "out3"),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         assert capsys.readouterr().out.startswith(f"{label}: rows model A")
         saved = json.loads((tmp_path / "out3" / "similarity.json").read_text())
         np.testing.assert_allclose(saved["values"], want.values, atol=1e-12)
@@ -190,8 +269,23 @@ def test_cli_and_capture_take_string_labels(tmp_path, capsys):
     x, y = torch.randn(60, 3, 8, 8), torch.randint(0, 3, (60,))
     names = np.array(["cat", "dog", "emu"])[y.numpy()]
     np.savez(tmp_path / "data.npz", x=x.numpy(), y=names)  # loads back as a NumPy str array
-    assert main(["curve", str(tmp_path / "model.pt"), str(tmp_path / "data.npz"), "--n", "20", "--repeats", "3",
-                 "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "curve",
+                str(tmp_path / "model.pt"),
+                str(tmp_path / "data.npz"),
+                "--n",
+                "20",
+                "--repeats",
+                "3",
+                "--out",
+                str(tmp_path / "out"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     saved = json.loads((tmp_path / "out" / "curve.json").read_text())
     acts = gg.capture(model, (x, names))
     assert acts.labels.tolist() == names.tolist()
@@ -217,6 +311,7 @@ def test_a_curve_checks_its_rows_labels_and_options_once_at_the_door(monkeypatch
         def wrapper(*args, **kwargs):
             counts[name] += 1
             return fn(*args, **kwargs)
+
         return wrapper
 
     monkeypatch.setattr(rows, "_refuse_rows", counted("refuse", rows._refuse_rows))
@@ -228,8 +323,9 @@ def test_a_curve_checks_its_rows_labels_and_options_once_at_the_door(monkeypatch
     monkeypatch.undo()
     for i, idx in enumerate(subsets(240, 60, 4, 2)):
         for j, layer in enumerate(acts.values()):
-            assert curve.values[i, j] == pytest.approx(gg.modularity(gg.knn_graph(layer[idx], k=4), labels[idx]),
-                                                       abs=1e-12)
+            assert curve.values[i, j] == pytest.approx(
+                gg.modularity(gg.knn_graph(layer[idx], k=4), labels[idx]), abs=1e-12
+            )
 
 
 def test_a_bad_option_or_k_of_a_curve_is_refused_before_any_graph_is_built():

@@ -36,9 +36,14 @@ def test_null_samples_equal_a_networkx_loop_of_permutations(mode, weighted):
     r = gg.modularity_null(g, y, permutations=150, seed=7, mode=mode, weighted=weighted)
     ref = _nx_null(g, y, 150, 7, mode, weighted)
     np.testing.assert_allclose(r.samples, ref, atol=1e-12)
-    assert r.q == pytest.approx(nx_modularity(g.to_networkx(mode, weighted=weighted),
-                                              [set(np.flatnonzero(y == c).tolist()) for c in range(3)],
-                                              weight="weight" if weighted else None), abs=1e-12)
+    assert r.q == pytest.approx(
+        nx_modularity(
+            g.to_networkx(mode, weighted=weighted),
+            [set(np.flatnonzero(y == c).tolist()) for c in range(3)],
+            weight="weight" if weighted else None,
+        ),
+        abs=1e-12,
+    )
     assert r.mean == pytest.approx(ref.mean(), abs=1e-12)
     assert r.std == pytest.approx(ref.std(ddof=1), abs=1e-12)
     assert r.z == pytest.approx((r.q - ref.mean()) / ref.std(ddof=1), rel=1e-9)
@@ -62,8 +67,7 @@ def test_null_z_is_large_for_true_labels_and_small_for_random_ones():
     true = gg.modularity_null(g, y, permutations=200)
     assert true.z > 20 and true.p == 1 / 201
     shuffled = np.random.default_rng(9).permutation(y)
-    zs = [gg.modularity_null(g, np.random.default_rng(s).permutation(y), permutations=200, seed=s).z
-          for s in range(5)]
+    zs = [gg.modularity_null(g, np.random.default_rng(s).permutation(y), permutations=200, seed=s).z for s in range(5)]
     assert all(abs(z) < 4 for z in zs) and abs(np.mean(zs)) < 2
     r = gg.modularity_null(g, shuffled, permutations=200)
     assert 0.01 < r.p <= 1
@@ -85,8 +89,9 @@ def test_null_is_seeded_and_the_same_on_every_path(device):
     codes = np.stack([np.random.default_rng(1).permutation(y) for _ in range(70)], axis=1).astype(np.uint8)
     from gpugraph.kernels.graph_cpu import permuted_sums
 
-    w1, o1, i1 = permuted_sums(edges.rows.numpy(), edges.cols.numpy(), both.numpy(), s_out.numpy(), s_in.numpy(),
-                               codes, 5)
+    w1, o1, i1 = permuted_sums(
+        edges.rows.numpy(), edges.cols.numpy(), both.numpy(), s_out.numpy(), s_in.numpy(), codes, 5
+    )
     w2, o2, i2 = _permuted_sums_torch(edges, both, s_out, s_in, torch.from_numpy(codes.astype(np.int64)), 5)
     np.testing.assert_allclose(w1, w2, rtol=1e-12)
     np.testing.assert_allclose(o1, o2, rtol=1e-12)
@@ -165,8 +170,9 @@ def test_bootstrap_interval_matches_scipy():
     curve = gg.LayerCurve(["a", "b", "c"], values)
     ci = curve.ci(level=0.9, resamples=40_000)
     for j in range(3):
-        ref = bootstrap((values[:, j],), np.mean, confidence_level=0.9, n_resamples=40_000, method="percentile",
-                        random_state=1).confidence_interval
+        ref = bootstrap(
+            (values[:, j],), np.mean, confidence_level=0.9, n_resamples=40_000, method="percentile", random_state=1
+        ).confidence_interval
         assert ci[j, 0] == pytest.approx(ref.low, abs=0.02 * values[:, j].std())
         assert ci[j, 1] == pytest.approx(ref.high, abs=0.02 * values[:, j].std())
         assert ci[j, 0] < values[:, j].mean() < ci[j, 1]
@@ -330,7 +336,9 @@ def test_attacks_stay_within_eps_and_bounds_and_lower_accuracy(trained, attack):
     assert hit.attacked_accuracy < hit.clean_accuracy - 0.2
     assert torch.equal(hit.mask, clean & ~adv)
     assert model.training
-    assert all((g is None and p.grad is None) or torch.equal(g, p.grad) for g, p in zip(grads, model.parameters()))
+    assert all(
+        (g is None and p.grad is None) or torch.equal(g, p.grad) for g, p in zip(grads, model.parameters(), strict=True)
+    )
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
@@ -355,8 +363,7 @@ def test_attacked_curve_collapses_in_the_deep_layers(trained):
     assert keep.sum() >= 100
     layers = ["body.1", "head"]
     clean = gg.modularity_curve(gg.capture(model, (x[keep], y[keep]), layers=layers, include_input=True), n=None)
-    attacked = gg.modularity_curve(gg.capture(model, (hit.x[keep], y[keep]), layers=layers, include_input=True),
-                                   n=None)
+    attacked = gg.modularity_curve(gg.capture(model, (hit.x[keep], y[keep]), layers=layers, include_input=True), n=None)
     # the inputs moved by at most eps still look like their classes; the deeper the layer,
     # the more the attacked samples drift to the wrong class (measured: a gap of 0.10 at the
     # input, 0.18 at the head)
@@ -391,13 +398,16 @@ def test_attacked_curve_against_the_predicted_labels_stays_clustered(trained):
         hit.labels(y[:10])
 
 
-@pytest.mark.parametrize("kwargs,error,match", [
-    ({"eps": 0}, ValueError, "eps must be a positive number"),
-    ({"eps": 0.1, "steps": 0}, ValueError, "steps must be a positive integer"),
-    ({"eps": 0.1, "alpha": -1.0}, ValueError, "alpha must be positive"),
-    ({"eps": 0.1, "bounds": (0.5, 0.6)}, ValueError, "values outside bounds"),
-    ({"eps": 0.1, "bounds": (1, 0)}, ValueError, "low < high"),
-])
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"eps": 0}, ValueError, "eps must be a positive number"),
+        ({"eps": 0.1, "steps": 0}, ValueError, "steps must be a positive integer"),
+        ({"eps": 0.1, "alpha": -1.0}, ValueError, "alpha must be positive"),
+        ({"eps": 0.1, "bounds": (0.5, 0.6)}, ValueError, "values outside bounds"),
+        ({"eps": 0.1, "bounds": (1, 0)}, ValueError, "low < high"),
+    ],
+)
 def test_attack_arguments_are_checked(trained, kwargs, error, match):
     model, x, y = trained
     with pytest.raises(error, match=match):
@@ -418,23 +428,72 @@ def test_cli_curve_draws_checkpoints_together_with_a_null_and_an_attack(tmp_path
     torch.save(_Net(), tmp_path / "early.pt")
     np.savez(tmp_path / "data.npz", x=x.numpy(), y=y.numpy())
     args = ["--layers", "body.1,head", "--n", "60", "--repeats", "2", "--no-progress"]
-    assert main(["curve", str(tmp_path / "early.pt"), str(tmp_path / "late.pt"), str(tmp_path / "data.npz"),
-                 *args, "--null", "30", "--out", str(tmp_path / "a")]) == 0
+    assert (
+        main(
+            [
+                "curve",
+                str(tmp_path / "early.pt"),
+                str(tmp_path / "late.pt"),
+                str(tmp_path / "data.npz"),
+                *args,
+                "--null",
+                "30",
+                "--out",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "== early" in out and "== late" in out and "30 label permutations" in out
     saved = json.loads((tmp_path / "a" / "curves.json").read_text())
     assert set(saved) == {"early", "late"} and saved["late"]["null"]["permutations"] == 30
     assert (tmp_path / "a" / "curve.png").read_bytes()[:4] == b"\x89PNG"
-    assert main(["curve", str(tmp_path / "late.pt"), str(tmp_path / "data.npz"), *args, "--attack", "pgd",
-                 "--eps", "0.1", "--bounds", "0", "1", "--out", str(tmp_path / "b")]) == 0
+    assert (
+        main(
+            [
+                "curve",
+                str(tmp_path / "late.pt"),
+                str(tmp_path / "data.npz"),
+                *args,
+                "--attack",
+                "pgd",
+                "--eps",
+                "0.1",
+                "--bounds",
+                "0",
+                "1",
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "pgd eps=0.1" in out and "== late clean" in out and "== late pgd (true labels)" in out
     saved = json.loads((tmp_path / "b" / "curves.json").read_text())
     assert set(saved) == {"late clean", "late pgd (true labels)", "late pgd (predicted labels)"}
     assert saved["late pgd (true labels)"]["mean"][-1] < saved["late clean"]["mean"][-1]
     assert saved["late pgd (predicted labels)"]["mean"][-1] > saved["late pgd (true labels)"]["mean"][-1]
-    assert main(["curve", str(tmp_path / "late.pt"), str(tmp_path / "data.npz"), *args, "--attack", "fgsm",
-                 "--eps", "0.1", "--attack-labels", "predicted", "--out", str(tmp_path / "c")]) == 0
+    assert (
+        main(
+            [
+                "curve",
+                str(tmp_path / "late.pt"),
+                str(tmp_path / "data.npz"),
+                *args,
+                "--attack",
+                "fgsm",
+                "--eps",
+                "0.1",
+                "--attack-labels",
+                "predicted",
+                "--out",
+                str(tmp_path / "c"),
+            ]
+        )
+        == 0
+    )
     saved = json.loads((tmp_path / "c" / "curves.json").read_text())
     assert set(saved) == {"late clean", "late fgsm (predicted labels)"}
     assert main(["curve", str(tmp_path / "late.pt"), str(tmp_path / "data.npz"), "--attack", "fgsm"]) == 1

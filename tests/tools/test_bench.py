@@ -12,22 +12,43 @@ from gpugraph.tools import bench
 
 
 def result(speedup=2.0, peak=100 * 2**20, triangles=1234):
-    return {"suite": "quick", "device": "cpu", "cases": [
-        {"name": "a", "seconds": 1.0, "reference": "r", "reference_seconds": speedup, "speedup": speedup,
-         "peak_bytes": peak, "counters": {"triangles": triangles}},
-        {"name": "b", "seconds": 1.0, "reference": "none", "reference_seconds": None, "speedup": None,
-         "peak_bytes": None, "counters": {}},
-    ]}
+    return {
+        "suite": "quick",
+        "device": "cpu",
+        "cases": [
+            {
+                "name": "a",
+                "seconds": 1.0,
+                "reference": "r",
+                "reference_seconds": speedup,
+                "speedup": speedup,
+                "peak_bytes": peak,
+                "counters": {"triangles": triangles},
+            },
+            {
+                "name": "b",
+                "seconds": 1.0,
+                "reference": "none",
+                "reference_seconds": None,
+                "speedup": None,
+                "peak_bytes": None,
+                "counters": {},
+            },
+        ],
+    }
 
 
-@pytest.mark.parametrize("change,regressed,verdict", [
-    ({}, False, "ok"),
-    ({"speedup": 1.7}, False, "ok"),  # within the factor 1.25
-    ({"speedup": 1.5}, True, "slower"),
-    ({"peak": 150 * 2**20}, True, "more memory"),  # over 1.25 x 100 MiB + 16 MiB of noise
-    ({"peak": 120 * 2**20}, False, "ok"),
-    ({"triangles": 1235}, True, "counters changed: triangles 1234 -> 1235"),
-])
+@pytest.mark.parametrize(
+    "change,regressed,verdict",
+    [
+        ({}, False, "ok"),
+        ({"speedup": 1.7}, False, "ok"),  # within the factor 1.25
+        ({"speedup": 1.5}, True, "slower"),
+        ({"peak": 150 * 2**20}, True, "more memory"),  # over 1.25 x 100 MiB + 16 MiB of noise
+        ({"peak": 120 * 2**20}, False, "ok"),
+        ({"triangles": 1235}, True, "counters changed: triangles 1234 -> 1235"),
+    ],
+)
 def test_compare_flags_what_regressed(change, regressed, verdict):
     lines, failed = bench.compare(result(), result(**change))
     assert failed is regressed
@@ -45,10 +66,22 @@ def test_compare_ignores_times_when_asked_and_lists_one_sided_cases():
 
 
 def timed(ours, ref):
-    return {"suite": "quick", "device": "cpu", "cases": [
-        {"name": "a", "seconds": float(np.median(ours)), "reference_seconds": float(np.median(ref)),
-         "speedup": float(np.median(ref) / np.median(ours)), "times": ours, "reference_times": ref,
-         "peak_bytes": None, "counters": {}}]}
+    return {
+        "suite": "quick",
+        "device": "cpu",
+        "cases": [
+            {
+                "name": "a",
+                "seconds": float(np.median(ours)),
+                "reference_seconds": float(np.median(ref)),
+                "speedup": float(np.median(ref) / np.median(ours)),
+                "times": ours,
+                "reference_times": ref,
+                "peak_bytes": None,
+                "counters": {},
+            }
+        ],
+    }
 
 
 @pytest.mark.parametrize("n", range(3, 16))
@@ -78,15 +111,19 @@ def test_a_noisy_run_is_inconclusive_and_a_consistently_slow_one_slower(capsys):
     lines, failed = bench.compare(base, fine)
     assert not failed and lines[1].endswith("ok")
     # a result without per-round times: the envelope of its min and max
-    old = {**noisy["cases"][0], "seconds_min": 0.9, "seconds_max": 1.1, "reference_seconds_min": 1.0,
-           "reference_seconds_max": 3.0}
+    old = {
+        **noisy["cases"][0],
+        "seconds_min": 0.9,
+        "seconds_max": 1.1,
+        "reference_seconds_min": 1.0,
+        "reference_seconds_max": 3.0,
+    }
     del old["times"], old["reference_times"]
     assert bench.speedup_interval(old) == pytest.approx((1.0 / 1.1, 3.0 / 0.9))
 
 
 def test_a_case_is_timed_beside_its_reference():
-    case = bench.Case("sum", lambda: sum(range(1000)), lambda: sum(list(range(1000))), "list",
-                      lambda v: {"value": v})
+    case = bench.Case("sum", lambda: sum(range(1000)), lambda: sum(list(range(1000))), "list", lambda v: {"value": v})
     out = bench.run_case(case, rounds=3, device="cpu")
     assert out["counters"] == {"value": 499500} and out["rounds"] == 3
     assert out["speedup"] == pytest.approx(out["reference_seconds"] / out["seconds"])
@@ -101,8 +138,12 @@ def test_the_cli_exit_status_follows_the_comparison(tmp_path):
     (tmp_path / "worse.json").write_text(json.dumps(worse))
 
     def compare(name):
-        return subprocess.run([sys.executable, "-m", "gpugraph", "bench", "compare", str(tmp_path / "base.json"),
-                               str(tmp_path / name)], capture_output=True, text=True, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "gpugraph", "bench", "compare", str(tmp_path / "base.json"), str(tmp_path / name)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
 
     same, bad = compare("same.json"), compare("worse.json")
     assert same.returncode == 0 and same.stdout.strip().endswith("no regression")
@@ -129,7 +170,9 @@ def test_assert_curve_close_names_the_layers_that_moved(tmp_path):
     base.to_json(tmp_path / "base.json")
     assert_curve_close(gg.LayerCurve(["a", "b", "c"], [[0.11, 0.49, 0.8]]), tmp_path / "base.json")
     worse = gg.LayerCurve(["a", "b", "c"], [[0.1, 0.4, 0.9]])
-    with pytest.raises(AssertionError, match=r"1 of 3 layers moved beyond the tolerance \(lower\):\n.*\n  b .*-0\.1000"):
+    with pytest.raises(
+        AssertionError, match=r"1 of 3 layers moved beyond the tolerance \(lower\):\n.*\n  b .*-0\.1000"
+    ):
         assert_curve_close(worse, base, direction="lower")  # c rose: not a failure downwards
     with pytest.raises(AssertionError, match=r"2 of 3 layers moved"):
         assert_curve_close(worse, base)
@@ -174,12 +217,12 @@ def test_json_round_trips_are_exact(tmp_path):
     assert np.array_equal(back.values, m.values) and back.params == m.params
 
 
-PLUGIN_TEST = '''
+PLUGIN_TEST = """
 import gpugraph as gg
 
 def test_curve(gg_baseline):
     gg_baseline.check_curve(gg.LayerCurve(["a", "b"], [[0.1, VALUE]]), atol=0.01)
-'''
+"""
 
 
 def test_the_pytest_plugin_stores_then_checks_a_baseline(pytester):
@@ -196,8 +239,9 @@ def test_the_pytest_plugin_stores_then_checks_a_baseline(pytester):
     assert "1 of 2 layers moved beyond the tolerance" in worse.stdout.str()
     assert "accept it as the new baseline with" in worse.stdout.str()
     assert "pytest test_model.py::test_curve --gg-update-baselines" in worse.stdout.str()
-    pytester.runpytest_subprocess("-p", "no:cacheprovider", "test_model.py::test_curve",
-                                  "--gg-update-baselines").assert_outcomes(passed=1)  # the command it gave
+    pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "test_model.py::test_curve", "--gg-update-baselines"
+    ).assert_outcomes(passed=1)  # the command it gave
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
 
 
@@ -205,8 +249,12 @@ def test_the_example_regression_test_guards_the_demo_network():
     from pathlib import Path
 
     example = Path(__file__).parents[2] / "examples" / "test_demo_regression.py"
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(example)],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(example)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout[-2000:]
 
 
