@@ -74,9 +74,11 @@ html_static_path: list[str] = []
 
 
 def _public_names() -> dict[str, object]:
-    """Every public name a user can reach: gg.__all__ and the public modules' __all__."""
+    """Every public name a user can reach: gg.__all__, the public modules' __all__, and the
+    pytest plugin's fixture and its Baseline."""
     import gpugraph.attacks
     import gpugraph.distributed
+    import gpugraph.pytest_plugin
     import gpugraph.testing
 
     names = {}
@@ -86,12 +88,14 @@ def _public_names() -> dict[str, object]:
             if inspect.ismodule(obj):
                 continue
             names[f"{module.__name__}.{name}"] = obj
+    for name in ("gg_baseline", "Baseline"):
+        names[f"gpugraph.pytest_plugin.{name}"] = getattr(gpugraph.pytest_plugin, name)
     return names
 
 
 def _check_reference(app, env) -> None:
-    """An undocumented public name fails the build: each must have a page in the reference
-    (an autosummary entry), as the object it is, with a docstring."""
+    """An undocumented public name fails the build: each must have an entry in the reference
+    and a docstring with an example (run by `make test` and by the doctest builder)."""
     from sphinx.util import logging
 
     log = logging.getLogger("gpugraph.docs")
@@ -101,6 +105,8 @@ def _check_reference(app, env) -> None:
             log.warning(f"public name {name} has no entry in the API reference (docs/api.md)")
         elif not inspect.getdoc(obj):
             log.warning(f"public name {name} has no docstring")
+        elif ">>>" not in inspect.getdoc(obj):
+            log.warning(f"public name {name} has no example (an Examples section with >>> lines)")
 
 
 def setup(app) -> None:

@@ -129,6 +129,17 @@ def knn_graph(
 
     Each pair of row blocks is computed once (see the module notes): the blocks travel half
     way round a ring with the running top-k of their rows, then the lists go home.
+
+    Examples
+    --------
+    >>> import tempfile, torch, torch.distributed as dist
+    >>> import gpugraph as gg, gpugraph.distributed as gd
+    >>> dist.init_process_group("gloo", init_method="file://" + tempfile.mktemp(), rank=0, world_size=1)
+    >>> x = torch.randn(100, 8, generator=torch.Generator().manual_seed(0))
+    >>> g = gd.knn_graph(x[gd.shard(len(x))], k=5)      # under torchrun: this rank's rows
+    >>> bool((g.indices == gg.knn_graph(x, k=5).indices).all())
+    True
+    >>> dist.destroy_process_group()
     """
     rank, world = _world(group)
     name = f"x on rank {rank}"
@@ -408,6 +419,18 @@ def modularity(
     Each rank finds the reciprocity of its own edges against the gathered lists, sums the
     adjacency mass they carry into per-class strengths and the within-class total, in
     float64; two all-reduces combine them.
+
+    Examples
+    --------
+    >>> import tempfile, torch, torch.distributed as dist
+    >>> import gpugraph as gg, gpugraph.distributed as gd
+    >>> dist.init_process_group("gloo", init_method="file://" + tempfile.mktemp(), rank=0, world_size=1)
+    >>> x = torch.randn(100, 8, generator=torch.Generator().manual_seed(0))
+    >>> y = torch.arange(100) % 3
+    >>> q = gd.modularity(gd.knn_graph(x, k=5), y)       # the same float on every rank
+    >>> abs(q - gg.modularity(gg.knn_graph(x, k=5), y)) < 1e-12
+    True
+    >>> dist.destroy_process_group()
     """
     _world(group)
     _agree(group, lambda: (check_graph(g_local, "g_local"), check_mode(mode)))
@@ -460,7 +483,18 @@ def _count_local(g_local: KnnGraph, group, labels_local=None, per_node: bool = F
 
 def triangles(g_local: KnnGraph, group=None, per_node: bool = False):
     """Triangles of the whole union graph (exact; the same int on every rank), or with
-    ``per_node`` the counts of this rank's nodes."""
+    ``per_node`` the counts of this rank's nodes.
+
+    Examples
+    --------
+    >>> import tempfile, torch, torch.distributed as dist
+    >>> import gpugraph as gg, gpugraph.distributed as gd
+    >>> dist.init_process_group("gloo", init_method="file://" + tempfile.mktemp(), rank=0, world_size=1)
+    >>> x = torch.randn(100, 8, generator=torch.Generator().manual_seed(0))
+    >>> gd.triangles(gd.knn_graph(x, k=5)) == gg.triangles(gg.knn_graph(x, k=5))
+    True
+    >>> dist.destroy_process_group()
+    """
     _world(group)
     _agree(group, lambda: check_graph(g_local, "g_local"))
     counts, nodes = _count_local(g_local, group, per_node=per_node)
@@ -468,7 +502,19 @@ def triangles(g_local: KnnGraph, group=None, per_node: bool = False):
 
 
 def motifs(g_local: KnnGraph, labels_local, group=None) -> dict[str, int]:
-    """Labelled triangles of the whole union graph (exact; the same dict on every rank)."""
+    """Labelled triangles of the whole union graph (exact; the same dict on every rank).
+
+    Examples
+    --------
+    >>> import tempfile, torch, torch.distributed as dist
+    >>> import gpugraph as gg, gpugraph.distributed as gd
+    >>> dist.init_process_group("gloo", init_method="file://" + tempfile.mktemp(), rank=0, world_size=1)
+    >>> x = torch.randn(100, 8, generator=torch.Generator().manual_seed(0))
+    >>> y = torch.arange(100) % 3
+    >>> gd.motifs(gd.knn_graph(x, k=5), y) == gg.motifs(gg.knn_graph(x, k=5), y)
+    True
+    >>> dist.destroy_process_group()
+    """
     _world(group)
     _agree(group, lambda: check_graph(g_local, "g_local"))
     counts, _ = _count_local(g_local, group, labels_local=labels_local)
@@ -482,6 +528,17 @@ def layer_similarity(x1_local, x2_local, k: int | None = None, group=None) -> fl
     factors all-reduced once (their size, not N, is what travels). With ``k``: the kNN
     graphs of both, built across the ranks, then the mean row cosine of their "mean"
     adjacencies. The same float on every rank.
+
+    Examples
+    --------
+    >>> import tempfile, torch, torch.distributed as dist
+    >>> import gpugraph as gg, gpugraph.distributed as gd
+    >>> dist.init_process_group("gloo", init_method="file://" + tempfile.mktemp(), rank=0, world_size=1)
+    >>> x = torch.randn(100, 8, generator=torch.Generator().manual_seed(0))
+    >>> z = torch.tanh(x @ torch.randn(8, 4, generator=torch.Generator().manual_seed(1)))
+    >>> abs(gd.layer_similarity(x, z) - gg.layer_similarity(x, z)) < 1e-9
+    True
+    >>> dist.destroy_process_group()
     """
     from gpugraph.similarity.layers import _sparse_lsim, _SparseFactor
 
@@ -574,7 +631,17 @@ def _off_diagonal_sums(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor, off
 def shard(n: int, group=None) -> slice:
     """This rank's contiguous share of ``n`` samples, balanced over the ranks (sizes differ
     by at most one; no sample twice, unlike DistributedSampler's padding). Take the rows
-    of your data set with it before ``capture``: ``x[gd.shard(len(x))]``."""
+    of your data set with it before ``capture``: ``x[gd.shard(len(x))]``.
+
+    Examples
+    --------
+    >>> import tempfile, torch, torch.distributed as dist
+    >>> import gpugraph as gg, gpugraph.distributed as gd
+    >>> dist.init_process_group("gloo", init_method="file://" + tempfile.mktemp(), rank=0, world_size=1)
+    >>> gd.shard(10)                     # one process holds every row; of 4 ranks, rank 1 gets slice(3, 6)
+    slice(0, 10, None)
+    >>> dist.destroy_process_group()
+    """
     rank, world = _world(group)
     bounds = [round(i * n / world) for i in range(world + 1)]
     return slice(bounds[rank], bounds[rank + 1])
@@ -593,7 +660,20 @@ def modularity_curve(
     """``gpugraph.modularity_curve`` over rows split across the ranks: the same subsets are
     drawn on every rank from the global sample ids, each rank contributes the rows of each
     subset it holds, and every rank returns the same LayerCurve, equal to the
-    single-process curve of the concatenated rows (to 1e-9)."""
+    single-process curve of the concatenated rows (to 1e-9).
+
+    Examples
+    --------
+    >>> import tempfile, torch, torch.distributed as dist
+    >>> import gpugraph as gg, gpugraph.distributed as gd
+    >>> dist.init_process_group("gloo", init_method="file://" + tempfile.mktemp(), rank=0, world_size=1)
+    >>> acts = {"a": torch.randn(120, 6), "b": torch.randn(120, 6)}
+    >>> y = torch.arange(120) % 3
+    >>> curve = gd.modularity_curve(acts, y, k=3, n=40, repeats=3)
+    >>> curve.layers, curve.values.shape
+    (['a', 'b'], (3, 2))
+    >>> dist.destroy_process_group()
+    """
     from gpugraph.studies.curves import LayerCurve, _labels_of, _layer_items, subsets
 
     rank, world = _world(group)

@@ -28,7 +28,19 @@ def pytest_addoption(parser):
 
 
 class Baseline:
-    """Where a test's baselines live, and the checks against them."""
+    """Where a test's baselines live, and the checks against them.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, numpy as np, gpugraph as gg
+    >>> from gpugraph.pytest_plugin import Baseline
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> curve = gg.LayerCurve(["a", "b"], np.array([[0.5, 0.8], [0.52, 0.82]]))
+    >>> Baseline(folder, "test_model", update=True).check_curve(curve)     # --gg-update-baselines
+    >>> sorted(p.name for p in folder.iterdir())
+    ['test_model.json']
+    >>> Baseline(folder, "test_model", update=False).check_curve(curve, atol=0.02)   # later runs
+    """
 
     def __init__(self, directory: Path, name: str, update: bool, node_id: str = ""):
         self.directory, self.name, self.update = directory, re.sub(r"[^A-Za-z0-9._-]", "_", name), update
@@ -69,7 +81,24 @@ class Baseline:
 
 @pytest.fixture
 def gg_baseline(request) -> Baseline:
-    """Baselines of this test, in gg_baselines/ next to its file."""
+    """Baselines of this test, in gg_baselines/ next to its file.
+
+    Examples
+    --------
+    In a test file (the plugin is registered when gpugraph is installed)::
+
+        def test_released_model_still_separates_classes(gg_baseline):
+            curve = gg.modularity_curve(gg.capture(model, data), k=3, seed=0)
+            gg_baseline.check_curve(curve, atol=0.02, direction="lower")
+
+    What the fixture returns, used directly:
+
+    >>> import tempfile, pathlib, numpy as np, gpugraph as gg
+    >>> from gpugraph.pytest_plugin import Baseline
+    >>> baseline = Baseline(pathlib.Path(tempfile.mkdtemp()), "test_released", update=False)
+    >>> baseline.path().name
+    'test_released.json'
+    """
     return Baseline(
         Path(request.path).parent / "gg_baselines",
         request.node.name,

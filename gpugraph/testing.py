@@ -58,6 +58,19 @@ def assert_curve_close(
     ------
     AssertionError
         With a table of the layers that moved: baseline, new, change and tolerance.
+
+    Examples
+    --------
+    >>> import numpy as np, gpugraph as gg
+    >>> from gpugraph.testing import assert_curve_close
+    >>> released = gg.LayerCurve(["a", "b"], np.array([[0.5, 0.8], [0.52, 0.82]]))
+    >>> assert_curve_close(released.to_json(), released)          # a JSON path, text or a curve
+    >>> worse = gg.LayerCurve(["a", "b"], np.array([[0.5, 0.7], [0.52, 0.72]]))
+    >>> assert_curve_close(worse, released, atol=0.02, direction="lower")
+    Traceback (most recent call last):
+    ...
+    AssertionError: ...
+    >>> assert_curve_close(worse, released, atol=0.02, direction="higher")   # only rises fail
     """
     if direction not in _DIRECTIONS:
         raise ValueError(f"direction must be one of {_DIRECTIONS}, got {direction!r}")
@@ -95,7 +108,19 @@ def _variance_of_mean(curve: LayerCurve, j: int) -> float:
 
 def assert_similarity_close(matrix, baseline, atol: float = 0.02, rtol: float = 0.0) -> None:
     """Fail when an entry of a similarity matrix moved beyond ``atol + rtol * |baseline|``;
-    the message lists the pairs of layers that moved most (at most 10)."""
+    the message lists the pairs of layers that moved most (at most 10).
+
+    Examples
+    --------
+    >>> import numpy as np, gpugraph as gg
+    >>> from gpugraph.testing import assert_similarity_close
+    >>> base = gg.SimilarityMatrix(np.array([[1.0, 0.4], [0.4, 1.0]]), ["a", "b"], ["a", "b"], "lsim")
+    >>> assert_similarity_close(gg.SimilarityMatrix(base.values + 0.01, ["a", "b"], ["a", "b"], "lsim"), base)
+    >>> assert_similarity_close(gg.SimilarityMatrix(base.values + 0.1, ["a", "b"], ["a", "b"], "lsim"), base)
+    Traceback (most recent call last):
+    ...
+    AssertionError: ...
+    """
     new, old = _matrix(matrix), _matrix(baseline)
     if (new.layers_a, new.layers_b, new.measure) != (old.layers_a, old.layers_b, old.measure):
         raise AssertionError(

@@ -179,3 +179,18 @@ class Exploding(nn.Module):
     def forward(self, x):
         self.lin(x)
         raise RuntimeError("boom")
+
+
+def dense_lsim(x1, x2):
+    """The definition: dense cosine graphs with zero diagonal, mean row cosine (float64)."""
+
+    def graph(x):
+        x = np.asarray(x, dtype=np.float64)
+        xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+        a = xn @ xn.T
+        np.fill_diagonal(a, 0.0)
+        return a
+
+    a1, a2 = graph(x1), graph(x2)
+    num = (a1 * a2).sum(1)
+    return float(np.mean(num / (np.linalg.norm(a1, axis=1) * np.linalg.norm(a2, axis=1))))

@@ -16,9 +16,11 @@ from gpugraph._util.errors import GpuGraphError
 
 
 def as_tensor(x, name: str = "x") -> torch.Tensor:
-    """Return ``x`` as a torch tensor on its own device, sharing memory where possible."""
+    """Return ``x`` as a torch tensor on its own device, sharing memory where possible, and
+    detached: no measure here is differentiable, so a model's output (``requires_grad``)
+    is read as values and no autograd graph is built."""
     if isinstance(x, torch.Tensor):
-        return x
+        return x.detach()
     if isinstance(x, np.ndarray):
         if not x.flags.writeable:  # torch.from_numpy warns on read-only arrays
             x = x.copy()

@@ -10,4 +10,14 @@ def check_count(value, name: str, minimum: int = 1, what: str = "a positive inte
 
 
 class GpuGraphError(RuntimeError):
-    """A computation cannot run here: a missing optional dependency or device, not bad input."""
+    """A computation cannot run here: a missing optional dependency or device, not bad input.
+
+    Examples
+    --------
+    >>> import torch, gpugraph as gg
+    >>> try:
+    ...     gg.knn_graph(torch.randn(10, 4), k=3, device="cuda:7")   # no such GPU here
+    ... except gg.GpuGraphError as e:
+    ...     print(type(e).__name__)
+    GpuGraphError
+    """

@@ -47,6 +47,20 @@ class KnnGraph:
 
     The graph is immutable: ``indices`` and ``weights`` cannot be reassigned (build a new
     graph instead), and derived data is recomputed if either array is edited in place.
+
+    Examples
+    --------
+    >>> import torch, gpugraph as gg
+    >>> g = gg.KnnGraph(torch.tensor([[1, 2], [0, 2], [0, -1]]),      # node 2 lists one neighbour
+    ...                 torch.tensor([[0.9, 0.5], [0.9, 0.4], [0.5, 0.0]]))
+    >>> g.n, g.k
+    (3, 2)
+    >>> g.adjacency("mean").to_dense()     # float64: the mean of two float32 weights is exact
+    tensor([[0.0000, 0.9000, 0.5000],
+            [0.9000, 0.0000, 0.2000],
+            [0.5000, 0.2000, 0.0000]], dtype=torch.float64)
+    >>> gg.triangles(g)
+    1
     """
 
     __slots__ = ("_cache", "_indices", "_meta", "_weights")

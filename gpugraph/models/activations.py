@@ -14,6 +14,22 @@ class Activations(Mapping):
     (a tensor for numeric labels, a NumPy array for strings and other objects, or None).
 
     Iteration follows the order in which the layers ran in the forward pass.
+
+    Examples
+    --------
+    >>> import torch, gpugraph as gg
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    >>> x, y = torch.randn(60, 8), torch.arange(60) % 3
+    >>> acts = gg.capture(net, (x, y))
+    >>> list(acts), acts["2"].shape, acts.final
+    (['0', '2', '4'], torch.Size([60, 16]), ['4'])
+    >>> acts.labels[:4]
+    tensor([0, 1, 2, 0])
+    >>> own = gg.Activations({"a": torch.randn(5, 3), "b": torch.randn(5, 2)}, labels=[0, 0, 1, 1, 1])
+    >>> list(own)
+    ['a', 'b']
     """
 
     def __init__(self, layers: dict[str, torch.Tensor], labels=None, final=()):

@@ -36,6 +36,20 @@ class Attack:
     correct, fooled : (N,) bool, right on the clean input; wrong on the attacked one
     predicted : (N,) int64, the model's class for each attacked input (the labels to read the
         attacked curve against for "predicted", ``labels(y, "predicted")``)
+
+    Examples
+    --------
+    >>> import torch, gpugraph as gg
+    >>> from torch import nn
+    >>> from gpugraph.models.training import fit
+    >>> _ = torch.manual_seed(0)
+    >>> x = (torch.cat([torch.randn(100, 4) + 1, torch.randn(100, 4) - 1]) / 6 + 0.5).clamp(0, 1)
+    >>> y = torch.tensor([0] * 100 + [1] * 100)
+    >>> net = fit(nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)), x, y, epochs=20, lr=0.05, log=None)
+    >>> hit = gg.attacks.pgd(net, x, y, eps=0.2, steps=10, bounds=(0, 1))
+    >>> keep = hit.mask                                  # right on the clean input, fooled on the attacked
+    >>> bool((hit.labels(y, "true") == y[keep]).all() and (hit.labels(y, "predicted") != y[keep]).all())
+    True
     """
 
     x: torch.Tensor
@@ -86,6 +100,19 @@ def fgsm(model: nn.Module, x, y, eps: float, *, bounds=None, batch_size: int = 2
     bounds : (low, high), optional: the valid input range, e.g. (0, 1) for images; the
         attacked input is clamped into it. None: no clamping.
     batch_size : samples per forward/backward pass.
+
+    Examples
+    --------
+    >>> import torch, gpugraph as gg
+    >>> from torch import nn
+    >>> from gpugraph.models.training import fit
+    >>> _ = torch.manual_seed(0)
+    >>> x = (torch.cat([torch.randn(100, 4) + 1, torch.randn(100, 4) - 1]) / 6 + 0.5).clamp(0, 1)
+    >>> y = torch.tensor([0] * 100 + [1] * 100)
+    >>> net = fit(nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)), x, y, epochs=20, lr=0.05, log=None)
+    >>> hit = gg.attacks.fgsm(net, x, y, eps=0.2, bounds=(0, 1))
+    >>> bool((hit.x - x).abs().max() <= 0.2 + 1e-6) and hit.attacked_accuracy < hit.clean_accuracy
+    True
     """
     return pgd(model, x, y, eps, alpha=eps, steps=1, random_start=False, bounds=bounds, batch_size=batch_size)
 
@@ -108,6 +135,19 @@ def pgd(
     around x (and into ``bounds``), from a uniform random start in the ball (seeded).
 
     Parameters are those of :func:`fgsm`, and alpha, steps, random_start, seed.
+
+    Examples
+    --------
+    >>> import torch, gpugraph as gg
+    >>> from torch import nn
+    >>> from gpugraph.models.training import fit
+    >>> _ = torch.manual_seed(0)
+    >>> x = (torch.cat([torch.randn(100, 4) + 1, torch.randn(100, 4) - 1]) / 6 + 0.5).clamp(0, 1)
+    >>> y = torch.tensor([0] * 100 + [1] * 100)
+    >>> net = fit(nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)), x, y, epochs=20, lr=0.05, log=None)
+    >>> hit = gg.attacks.pgd(net, x, y, eps=0.2, steps=10, bounds=(0, 1))
+    >>> hit.attacked_accuracy <= gg.attacks.fgsm(net, x, y, eps=0.2, bounds=(0, 1)).attacked_accuracy
+    True
     """
     x, y = _check(model, x, y, eps, steps, bounds)
     alpha = 2.5 * eps / steps if alpha is None else float(alpha)

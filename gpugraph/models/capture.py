@@ -268,6 +268,19 @@ def capture(
     GpuGraphError
         If the activations would not fit in the memory of their device, or ``device`` is a
         CUDA device torch does not see.
+
+    Examples
+    --------
+    >>> import torch, gpugraph as gg
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    >>> x, y = torch.randn(60, 8), torch.arange(60) % 3
+    >>> acts = gg.capture(net, (x, y), include_input=True)   # the linear layers; the input first
+    >>> {name: tuple(a.shape) for name, a in acts.items()}
+    {'input': (60, 8), '0': (60, 16), '2': (60, 16), '4': (60, 3)}
+    >>> list(gg.capture(net, x, layers=["2:input", "2"]))    # what "2" receives, and its output
+    ['2:input', '2']
     """
     exported = isinstance(model, torch.export.ExportedProgram)
     if exported:  # its modules, called one by one again, so that their hooks fire

@@ -32,6 +32,19 @@ class SimilarityMatrix:
 
     Attributes: ``values`` (L1, L2) float64 array, rows the layers of model A
     (``layers_a``), columns those of model B (``layers_b``); ``measure``; ``params``.
+
+    Examples
+    --------
+    >>> import torch, gpugraph as gg
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    >>> x, y = torch.randn(60, 8), torch.arange(60) % 3
+    >>> sim = gg.similarity_matrix(gg.capture(net, x), measure="cka")
+    >>> sim.values.shape, sim.layers_a, sim.measure
+    ((3, 3), ['0', '2', '4'], 'cka')
+    >>> bool((abs(sim.values.diagonal() - 1) < 1e-12).all())     # each layer is itself
+    True
     """
 
     def __init__(self, values, layers_a, layers_b, measure: str, params: dict | None = None):
@@ -166,6 +179,20 @@ def similarity_matrix(
     grid. Dense LSim and plug-in CKA over many wide layers take every pair in one pass over
     blocks of rows of all layers' N x N matrices (never one whole), when that costs fewer
     FLOPs than the pairs one at a time (see gpugraph.similarity.gram.grid).
+
+    Examples
+    --------
+    >>> import torch, gpugraph as gg
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    >>> x, y = torch.randn(60, 8), torch.arange(60) % 3
+    >>> other = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3)).eval()
+    >>> sim = gg.similarity_matrix(gg.capture(net, x), gg.capture(other, x), measure="lsim")
+    >>> sim.values.shape                    # rows: the layers of net, columns: those of other
+    (3, 2)
+    >>> bool(abs(sim.values[2, 1] - gg.layer_similarity(net(x), other(x))) < 1e-12)
+    True
     """
     if measure not in _MEASURES:
         raise ValueError(f"measure must be one of {_MEASURES}, got {measure!r}")

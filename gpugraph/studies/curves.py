@@ -31,6 +31,16 @@ class LayerCurve:
         With ``modularity_curve(..., null=P)``: the permutation null of every point,
         (repeats, L) arrays under "mean", "std", "z" and "p" (see
         :func:`gpugraph.modularity_null`) and "permutations".
+
+    Examples
+    --------
+    >>> import numpy as np, gpugraph as gg
+    >>> curve = gg.LayerCurve(["conv1", "block1", "block2", "fc"],
+    ...                       np.array([[0.20, 0.50, 0.505, 0.80], [0.22, 0.52, 0.515, 0.82]]))
+    >>> curve.mean.round(3).tolist(), curve.redundant(tol=0.01)
+    ([0.21, 0.51, 0.51, 0.81], ['block2'])
+    >>> gg.LayerCurve.from_json(curve.to_json()).layers == curve.layers
+    True
     """
 
     _NULL_KEYS = ("mean", "std", "z", "p")
@@ -417,6 +427,19 @@ def motif_curve(
     or in three; the curve's values are the share of "same" triangles (0 where a graph has
     no triangle). The mean counts per layer are kept in ``params["counts"]``. Deep layers of
     a trained network gather samples of a class into dense clusters of same-class triangles.
+
+    Examples
+    --------
+    >>> import torch, gpugraph as gg
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    >>> x, y = torch.randn(60, 8), torch.arange(60) % 3
+    >>> curve = gg.motif_curve(gg.capture(net, (x, y)), k=5, n=None)
+    >>> curve.layers, curve.params["measure"]
+    (['0', '2', '4'], 'same-class triangle share')
+    >>> bool(((curve.mean >= 0) & (curve.mean <= 1)).all())
+    True
     """
     items, n_total = _layer_items(acts)
     codes, _ = label_codes(_labels_of(acts, labels), n_total, torch.device("cpu"))

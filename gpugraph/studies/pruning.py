@@ -31,6 +31,16 @@ def model_cost(model: nn.Module, example) -> dict:
     convolutions and matrix products are counted, elementwise work is not). The pass runs in
     eval mode without gradients on the model's device; the model's mode is restored. For a
     cost per sample pass a batch of one.
+
+    Examples
+    --------
+    >>> import torch, gpugraph as gg
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    >>> x, y = torch.randn(60, 8), torch.arange(60) % 3
+    >>> gg.model_cost(net, x[:1])        # 8*16+16 + 16*16+16 + 16*3+3 parameters; 2 FLOPs a weight
+    {'params': 467, 'flops': 864}
     """
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -65,6 +75,23 @@ def prune(model: nn.Module, layers, example=None) -> nn.Module:
         layer, or a layer cannot be removed: its output shape differs from its input's (a
         downsampling or width-changing block, a classifier), it produces the model's output,
         it does not take and return one tensor, or it is not called by the forward pass.
+
+    Examples
+    --------
+    >>> import torch, gpugraph as gg
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    >>> x, y = torch.randn(60, 8), torch.arange(60) % 3
+    >>> small = gg.prune(net, ["2"], example=x[:2])   # a copy; the original is untouched
+    >>> small[2], net[2]
+    (Identity(), Linear(in_features=16, out_features=16, bias=True))
+    >>> small(x).shape
+    torch.Size([60, 3])
+    >>> gg.prune(net, ["0"], example=x[:2])
+    Traceback (most recent call last):
+    ...
+    ValueError: ...
     """
     _check_module(model)
     names = _layer_names(model, layers)
@@ -94,6 +121,20 @@ class PrunePlan:
     a module). ``removable``: every layer :func:`prune` could remove, whatever the measure says
     (those not in ``layers`` are the control of Lu et al.: layers off the plateaus). ``by``:
     "modularity" or "lsim"; ``count``: the number of layers asked for, or None (by ``tol``).
+
+    Examples
+    --------
+    >>> import torch, gpugraph as gg
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    >>> x, y = torch.randn(60, 8), torch.arange(60) % 3
+    >>> acts = gg.capture(net, (x, y), include_input=True)
+    >>> plan = gg.prune_plan(gg.modularity_curve(acts, n=None), net, tol=1.0, example=x[:2])
+    >>> plan.layers, plan.removable                  # tol=1: every layer that can go, goes
+    (['2'], ['2'])
+    >>> plan.kept["0"][:49]
+    'its output has shape (N, 16) but its input (N, 8)'
     """
 
     layers: list[str]
@@ -153,6 +194,20 @@ def prune_plan(
     reading of "a layer whose output is as similar to its input as its neighbours' is can
     go". benchmarks/pruning.py compares both measures with random, last-blocks and oracle
     choices in a paired test.
+
+    Examples
+    --------
+    >>> import torch, gpugraph as gg
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    >>> x, y = torch.randn(60, 8), torch.arange(60) % 3
+    >>> acts = gg.capture(net, (x, y), include_input=True)
+    >>> curve = gg.modularity_curve(acts, k=3, n=None)
+    >>> gg.prune_plan(curve, net, tol=1.0, example=x[:2]).layers
+    ['2']
+    >>> gg.prune_plan(acts, net, by="lsim", count=1, example=x[:2]).layers
+    ['2']
     """
     if by not in TOL:
         raise ValueError(f'by must be "modularity" or "lsim", got {by!r}')

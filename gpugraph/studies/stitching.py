@@ -29,6 +29,17 @@ class Stitched(nn.Module):
     stops at ``layer``. Both networks run in eval mode inside :meth:`forward` and get their
     modes back after it. They are not submodules: ``parameters()`` and ``state_dict()`` are
     the stitch's alone.
+
+    Examples
+    --------
+    >>> import torch, gpugraph as gg
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    >>> x, y = torch.randn(60, 8), torch.arange(60) % 3
+    >>> s = gg.stitch(net, net, "0", x, y, epochs=1)        # a network stitched to itself
+    >>> s(x).shape, sum(p.numel() for p in s.parameters())   # the stitch: 16 x 16 + 16
+    (torch.Size([60, 3]), 272)
     """
 
     def __init__(self, bottom: nn.Module, top: nn.Module, layer: str, top_layer: str, stitch: nn.Module):
@@ -91,6 +102,19 @@ def stitch(
     training fails; the global RNG is left as it was. Returns the :class:`Stitched` network
     (its ``losses``: mean loss per epoch); measure it with e.g.
     ``gpugraph.models.training.accuracy(stitched, x_test, y_test)``.
+
+    Examples
+    --------
+    >>> import torch, gpugraph as gg
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    >>> x, y = torch.randn(60, 8), torch.arange(60) % 3
+    >>> other = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    >>> s = gg.stitch(net, other, "2", x, y, epochs=2)    # net's layer "2" into other's, then other's top
+    >>> accuracy = float((s(x).argmax(1) == y).float().mean())
+    >>> 0 <= accuracy <= 1
+    True
     """
     epochs = check_count(epochs, "epochs", minimum=0, what="a non-negative integer")
     if init not in ("lstsq", "random"):

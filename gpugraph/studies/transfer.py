@@ -33,7 +33,15 @@ MEASURES = {
 
 
 class SourceRanking:
-    """Scores of each source (rows) by each measure (columns); higher is better."""
+    """Scores of each source (rows) by each measure (columns); higher is better.
+
+    Examples
+    --------
+    >>> import gpugraph as gg
+    >>> r = gg.SourceRanking({"a": {"lsim": 0.3, "cka": 0.5}, "b": {"lsim": 0.6, "cka": 0.4}}, {})
+    >>> r.order("lsim"), r.order("cka")
+    (['b', 'a'], ['a', 'b'])
+    """
 
     def __init__(self, scores: dict[str, dict[str, float]], params: dict):
         self.scores, self.params = scores, params
@@ -113,6 +121,18 @@ def rank_sources(
     -------
     SourceRanking: ``scores[source][measure]``, ``order(measure)``, ``kendall(outcome)``,
     ``table()``, ``to_pandas()``.
+
+    Examples
+    --------
+    >>> import torch, gpugraph as gg
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    >>> x, y = torch.randn(60, 8), torch.arange(60) % 3
+    >>> wide = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 3)).eval()
+    >>> r = gg.rank_sources({"net": net, "wide": wide}, (x, y), measures=("lsim", "cka"))
+    >>> sorted(r.order("lsim")), sorted(r.scores["net"])
+    (['net', 'wide'], ['cka', 'lsim'])
     """
     if not isinstance(sources, Mapping) or not sources:
         raise TypeError("sources must be a non-empty mapping name -> torch.nn.Module")

@@ -1,9 +1,10 @@
 import itertools
+import warnings
 
 import numpy as np
 import pytest
 import torch
-from helpers import clustered, exact_knn, paper_adjacency, peak_growth
+from helpers import clustered, dense_lsim, exact_knn, paper_adjacency, peak_growth
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import ortho_group
@@ -11,21 +12,6 @@ from scipy.stats import ortho_group
 import gpugraph as gg
 from gpugraph.similarity import gram as _gram
 from gpugraph.studies.curves import subsets
-
-
-def dense_lsim(x1, x2):
-    """The definition: dense cosine graphs with zero diagonal, mean row cosine (float64)."""
-
-    def graph(x):
-        x = np.asarray(x, dtype=np.float64)
-        xn = x / np.linalg.norm(x, axis=1, keepdims=True)
-        a = xn @ xn.T
-        np.fill_diagonal(a, 0.0)
-        return a
-
-    a1, a2 = graph(x1), graph(x2)
-    num = (a1 * a2).sum(1)
-    return float(np.mean(num / (np.linalg.norm(a1, axis=1) * np.linalg.norm(a2, axis=1))))
 
 
 def numpy_cka(x1, x2):
@@ -41,6 +27,23 @@ def test_dense_lsim_matches_the_definition(d1, d2):
     x2 = np.tanh(x1[:, :1] * rng.normal(size=(1, d2)) + rng.normal(size=(200, d2)))
     assert gg.layer_similarity(x1, x2) == pytest.approx(dense_lsim(x1, x2), abs=1e-9)
     assert gg.layer_similarity(torch.tensor(x1, dtype=torch.float32), x2) == pytest.approx(dense_lsim(x1, x2), abs=1e-5)
+
+
+def test_measures_read_a_model_output_that_requires_grad_as_values():
+    # a model's output carries autograd history; the measures read its values and build no graph
+    torch.manual_seed(0)
+    x = torch.randn(50, 6)
+    out1 = torch.nn.Linear(6, 5)(x)
+    out2 = torch.nn.Linear(6, 4)(x)
+    assert out1.requires_grad
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value = gg.layer_similarity(out1, out2)
+        cka = gg.cka(out1, out2)
+        g = gg.knn_graph(out1, k=3)
+    assert value == pytest.approx(dense_lsim(out1.detach().numpy(), out2.detach().numpy()), abs=1e-6)
+    assert cka == pytest.approx(numpy_cka(out1.detach().double().numpy(), out2.detach().double().numpy()), abs=1e-6)
+    assert not g.weights.requires_grad
 
 
 def test_knn_lsim_uses_mean_mode_graphs():

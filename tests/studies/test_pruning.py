@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from helpers import ConvBlockNet, TinyResNet, TinyVGG
+from helpers import ConvBlockNet, TinyResNet, TinyVGG, dense_lsim
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -191,21 +191,6 @@ def test_prune_plan_count_removes_the_least_changing_layers_one_by_one():
         gg.prune_plan(curve, DemoNet(), example=SIGNAL, count=-1)
 
 
-def _lsim_float64(a, b) -> float:
-    """GBS's LSim written out: dense cosine graphs with a zero diagonal, the mean cosine of
-    a node's two adjacency rows."""
-
-    def graph(x):
-        x = np.asarray(x, dtype=np.float64)
-        x = x / np.linalg.norm(x, axis=1, keepdims=True)
-        s = x @ x.T
-        np.fill_diagonal(s, 0.0)
-        return s
-
-    s1, s2 = graph(a), graph(b)
-    return float(np.mean((s1 * s2).sum(1) / (np.linalg.norm(s1, axis=1) * np.linalg.norm(s2, axis=1))))
-
-
 def test_prune_plan_by_layer_similarity():
     rng = np.random.default_rng(3)
     a, b, c = (rng.standard_normal((40, 8)) for _ in range(3))
@@ -229,7 +214,7 @@ def test_prune_plan_by_layer_similarity():
     plan = gg.prune_plan(acts, DemoNet(), by="lsim", example=SIGNAL)
     assert plan.by == "lsim" and plan.tol == gg.studies.pruning.TOL["lsim"]
     assert plan.layers == ["blocks.0", "blocks.3", "blocks.5"]
-    change = 1 - _lsim_float64(a + 0.3 * b, b)
+    change = 1 - dense_lsim(a + 0.3 * b, b)
     assert change > 0.1
     assert plan.kept["blocks.1"] == f"changes the layer similarity (1 - LSim) by {change:.3f} over the last kept layer"
     assert plan.kept["fc"] == "the model's output" and "downsampling" in plan.kept["blocks.2"]
@@ -238,9 +223,9 @@ def test_prune_plan_by_layer_similarity():
     noisy = dict(layers, **{"blocks.0": t(a + 0.3 * b + 0.01 * c), "blocks.5": t(a @ rotation + 0.2 * b)})
     acts = gg.Activations(noisy, final=["fc"])
     gaps = {
-        "blocks.0": 1 - _lsim_float64(a + 0.3 * b, a + 0.3 * b + 0.01 * c),
-        "blocks.3": 1 - _lsim_float64(c, 3 * c),
-        "blocks.5": 1 - _lsim_float64(a, a @ rotation + 0.2 * b),
+        "blocks.0": 1 - dense_lsim(a + 0.3 * b, a + 0.3 * b + 0.01 * c),
+        "blocks.3": 1 - dense_lsim(c, 3 * c),
+        "blocks.5": 1 - dense_lsim(a, a @ rotation + 0.2 * b),
     }
     assert gaps["blocks.3"] < 1e-12 < gaps["blocks.0"] < gaps["blocks.5"]
     assert gg.prune_plan(acts, DemoNet(), by="lsim", example=SIGNAL, count=1).layers == ["blocks.3"]
