@@ -25,12 +25,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 # ruff's lint rules and its formatter (pyproject.toml [tool.ruff]) over the package, the tests,
-# the benchmarks, the examples and the docs' Python; `.venv/bin/ruff format $(LINTED)` applies
-# the formatting.
+# the benchmarks, the examples and the docs' Python (`.venv/bin/ruff format $(LINTED)` applies
+# the formatting), then mypy over the package (pyproject.toml [tool.mypy]).
 LINTED := gpugraph tests benchmarks examples docs/conf.py docs/_examples.py
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy
 
 # The documentation site, offline, into docs/_build/html: every example runs first (the guide's
 # code blocks as doctests, the docstrings' examples in `make test`), and any warning (a broken

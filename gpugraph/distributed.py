@@ -33,6 +33,8 @@ reduce per-class sums or counts.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -42,6 +44,7 @@ from gpugraph._util import memory as _memory
 from gpugraph._util import progress as _progress
 from gpugraph._util.convert import label_codes
 from gpugraph._util.memory import parse_memory
+from gpugraph._util.types import Labels, Memory, Progress, RowSource
 from gpugraph.graph.knngraph import (
     KnnGraph,
     check_graph,
@@ -59,8 +62,12 @@ from gpugraph.knn.build import (
     check_k,
 )
 from gpugraph.knn.rows import unit_rows
-from gpugraph.knn.sources import as_source
+from gpugraph.knn.sources import Source, as_source
 from gpugraph.knn.tiles import RowBlocks, TopK, tiles, walk
+
+if TYPE_CHECKING:
+    from gpugraph.studies.curves import LayerCurve
+
 
 __all__ = ["knn_graph", "layer_similarity", "modularity", "modularity_curve", "motifs", "shard", "triangles"]
 
@@ -86,7 +93,7 @@ def _raise_if_any(infos: list[dict]) -> None:
     """The same error on every rank when any rank reported one."""
     for rank, info in enumerate(infos):
         if info.get("error"):
-            kind = {"TypeError": TypeError}.get(info.get("kind"), ValueError)
+            kind = TypeError if info.get("kind") == "TypeError" else ValueError
             raise kind(f"rank {rank}: {info['error']}")
 
 
@@ -114,7 +121,14 @@ def _same(infos: list[dict], key: str, what: str) -> None:
 
 
 def knn_graph(
-    x_local, k: int = 10, group=None, *, precision: str = "exact", tile: int | None = None, memory=None, progress=None
+    x_local: RowSource,
+    k: int = 10,
+    group: dist.ProcessGroup | None = None,
+    *,
+    precision: str = "exact",
+    tile: int | None = None,
+    memory: Memory = None,
+    progress: Progress = None,
 ) -> KnnGraph:
     """Exact cosine k-NN graph of the rows of all ranks; this rank's rows, global indices.
 
@@ -144,7 +158,12 @@ def knn_graph(
     rank, world = _world(group)
     name = f"x on rank {rank}"
     local = _Local(x_local, name, memory)
-    local.info.update(_local_error(lambda: (_check_precision(precision, local.device), _check_tile(tile))))
+
+    def check_options() -> None:
+        _check_precision(precision, local.device)
+        _check_tile(tile)
+
+    local.info.update(_local_error(check_options))
     infos = _gather(local.info, group)
     _raise_if_any(infos)
     _same(infos, "d", "width D")
@@ -291,16 +310,19 @@ class _Local:
     no rows: an (0, D) tensor or array is accepted here (and only here)."""
 
     def __init__(self, x, name: str, memory=None):
-        self.n, self.d, self.dtype, self.device = 0, None, None, torch.device("cpu")
-        self.unit = self.src = None
-        self.unit_dtype = None
+        # what an unreadable shard reports too (its error is raised on every rank first)
+        self.n, self.d, self.device = 0, 0, torch.device("cpu")
+        self.dtype: torch.dtype = torch.float32
+        self.unit_dtype: torch.dtype = torch.float32
+        self.unit: torch.Tensor = torch.empty(0, 0)
+        self.src: Source | None = None
         error = _local_error(lambda: self._read(x, name, memory))
         self.info = {
             "n": self.n,
             "d": self.d,
             "dtype": str(self.dtype),
             "device": self.device.type,
-            "unit": str(self.unit_dtype) if self.unit_dtype is not None else None,
+            "unit": str(self.unit_dtype),
             **error,
         }
 
@@ -328,7 +350,7 @@ class _Local:
         src = as_source(x, name)
         self.n, self.d, self.dtype, self.device = src.n, src.d, src.dtype, src.device
         self.unit_dtype = torch.float64 if src.dtype == torch.float64 else torch.float32
-        if src.in_memory:
+        if src.tensor is not None:
             self.unit = unit_rows(src.tensor, name).to(src.device)
         else:
             # bad rows named now, on every rank, before any exchange; blocks of 1/8 of the budget
@@ -376,7 +398,7 @@ def _global_codes(labels_local, n_local: int, n_total: int, device, group) -> tu
     """
     _, world = _world(group)
     err = {}
-    classes = []
+    classes: list = []
     codes = None
     try:
         if n_local or len(labels_local):
@@ -411,7 +433,12 @@ def _all_sum(t: torch.Tensor, group) -> torch.Tensor:
 
 
 def modularity(
-    g_local: KnnGraph, labels_local, group=None, mode: str = "mean", weighted: bool = True, resolution: float = 1.0
+    g_local: KnnGraph,
+    labels_local: Labels,
+    group: dist.ProcessGroup | None = None,
+    mode: str = "mean",
+    weighted: bool = True,
+    resolution: float = 1.0,
 ) -> float:
     """Modularity of the whole graph under the labels of all ranks; the same float on
     every rank, equal to ``gpugraph.modularity`` on the whole graph (to rounding, 1e-9).
@@ -433,7 +460,12 @@ def modularity(
     >>> dist.destroy_process_group()
     """
     _world(group)
-    _agree(group, lambda: (check_graph(g_local, "g_local"), check_mode(mode)))
+
+    def check() -> None:
+        check_graph(g_local, "g_local")
+        check_mode(mode)
+
+    _agree(group, check)
     indices, weights, _, first = _global_graph(g_local, group)
     n_total = len(indices)
     codes, classes = _global_codes(labels_local, g_local.n, n_total, g_local.device, group)
@@ -481,7 +513,7 @@ def _count_local(g_local: KnnGraph, group, labels_local=None, per_node: bool = F
     return counts.tolist(), nodes
 
 
-def triangles(g_local: KnnGraph, group=None, per_node: bool = False):
+def triangles(g_local: KnnGraph, group: dist.ProcessGroup | None = None, per_node: bool = False) -> int | torch.Tensor:
     """Triangles of the whole union graph (exact; the same int on every rank), or with
     ``per_node`` the counts of this rank's nodes.
 
@@ -501,7 +533,7 @@ def triangles(g_local: KnnGraph, group=None, per_node: bool = False):
     return nodes.to(g_local.device) if per_node else counts[0]
 
 
-def motifs(g_local: KnnGraph, labels_local, group=None) -> dict[str, int]:
+def motifs(g_local: KnnGraph, labels_local: Labels, group: dist.ProcessGroup | None = None) -> dict[str, int]:
     """Labelled triangles of the whole union graph (exact; the same dict on every rank).
 
     Examples
@@ -521,7 +553,9 @@ def motifs(g_local: KnnGraph, labels_local, group=None) -> dict[str, int]:
     return dict(zip(("same", "pair", "distinct"), counts[1:], strict=True))
 
 
-def layer_similarity(x1_local, x2_local, k: int | None = None, group=None) -> float:
+def layer_similarity(
+    x1_local: RowSource, x2_local: RowSource, k: int | None = None, group: dist.ProcessGroup | None = None
+) -> float:
     """GBS LSim of two representations of the same samples, rows split over the ranks.
 
     Dense (``k=None``): through the feature form, the D1 x D2, D1 x D1 and D2 x D2 Gram
@@ -607,7 +641,7 @@ def _off_diagonal_sums(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor, off
     The listed rows of every rank are all-gathered (a few, where cancellation struck), each
     rank adds its own rows' terms, and one all-reduce sums them."""
     _, world = _world(group)
-    counts = [None] * world
+    counts: list[int] = [0] * world
     dist.all_gather_object(counts, len(rows), group=group)
     width = max(counts)
     if width == 0:
@@ -628,7 +662,7 @@ def _off_diagonal_sums(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor, off
     return out[start : start + len(rows)]
 
 
-def shard(n: int, group=None) -> slice:
+def shard(n: int, group: dist.ProcessGroup | None = None) -> slice:
     """This rank's contiguous share of ``n`` samples, balanced over the ranks (sizes differ
     by at most one; no sample twice, unlike DistributedSampler's padding). Take the rows
     of your data set with it before ``capture``: ``x[gd.shard(len(x))]``.
@@ -648,15 +682,15 @@ def shard(n: int, group=None) -> slice:
 
 
 def modularity_curve(
-    acts_local,
-    labels_local=None,
+    acts_local: Mapping[str, RowSource],
+    labels_local: Labels | None = None,
     k: int = 3,
     n: int | None = 500,
     repeats: int = 5,
     seed: int = 0,
     mode: str = "mean",
-    group=None,
-):
+    group: dist.ProcessGroup | None = None,
+) -> LayerCurve:
     """``gpugraph.modularity_curve`` over rows split across the ranks: the same subsets are
     drawn on every rank from the global sample ids, each rank contributes the rows of each
     subset it holds, and every rank returns the same LayerCurve, equal to the

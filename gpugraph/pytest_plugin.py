@@ -14,8 +14,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from gpugraph.similarity.grid import SimilarityMatrix
+    from gpugraph.studies.curves import LayerCurve
 
 
 def pytest_addoption(parser):
@@ -65,14 +70,14 @@ class Baseline:
                 f"    pytest {self.node_id} --gg-update-baselines"
             ) from None
 
-    def check_curve(self, curve, key: str | None = None, **tolerances) -> None:
+    def check_curve(self, curve: LayerCurve, key: str | None = None, **tolerances: Any) -> None:
         """Store (with --gg-update-baselines) or compare a LayerCurve; tolerances as in
         :func:`gpugraph.testing.assert_curve_close`."""
         from gpugraph.testing import assert_curve_close
 
         self._check(curve, key, assert_curve_close, **tolerances)
 
-    def check_similarity(self, matrix, key: str | None = None, **tolerances) -> None:
+    def check_similarity(self, matrix: SimilarityMatrix, key: str | None = None, **tolerances: Any) -> None:
         """The same for a SimilarityMatrix (:func:`gpugraph.testing.assert_similarity_close`)."""
         from gpugraph.testing import assert_similarity_close
 
@@ -80,7 +85,7 @@ class Baseline:
 
 
 @pytest.fixture
-def gg_baseline(request) -> Baseline:
+def gg_baseline(request: pytest.FixtureRequest) -> Baseline:
     """Baselines of this test, in gg_baselines/ next to its file.
 
     Examples

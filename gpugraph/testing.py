@@ -15,8 +15,11 @@ stores a baseline on the first run with ``--gg-update-baselines`` and compares a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from gpugraph._util.types import PathLike
 from gpugraph.similarity.grid import SimilarityMatrix
 from gpugraph.studies.curves import LayerCurve
 
@@ -34,7 +37,14 @@ def _matrix(m) -> SimilarityMatrix:
 
 
 def assert_curve_close(
-    curve, baseline, atol: float = 0.02, rtol: float = 0.0, *, direction: str = "both", layers=None, sigma: float = 0.0
+    curve: LayerCurve | str | PathLike,
+    baseline: LayerCurve | str | PathLike,
+    atol: float = 0.02,
+    rtol: float = 0.0,
+    *,
+    direction: str = "both",
+    layers: Sequence[str] | None = None,
+    sigma: float = 0.0,
 ) -> None:
     """Fail when a layer's mean moved from the baseline's by more than
     ``atol + rtol * |baseline| + sigma * se``, se the standard error of the difference of the means.
@@ -106,7 +116,12 @@ def _variance_of_mean(curve: LayerCurve, j: int) -> float:
     return float(values.var(ddof=1) / len(values)) if len(values) > 1 else 0.0
 
 
-def assert_similarity_close(matrix, baseline, atol: float = 0.02, rtol: float = 0.0) -> None:
+def assert_similarity_close(
+    matrix: SimilarityMatrix | str | PathLike,
+    baseline: SimilarityMatrix | str | PathLike,
+    atol: float = 0.02,
+    rtol: float = 0.0,
+) -> None:
     """Fail when an entry of a similarity matrix moved beyond ``atol + rtol * |baseline|``;
     the message lists the pairs of layers that moved most (at most 10).
 

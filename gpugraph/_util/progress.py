@@ -22,7 +22,7 @@ SILENT = _Silent()
 
 
 class _Callback:
-    def __init__(self, fn, total: int):
+    def __init__(self, fn, total: int | None):
         self.fn, self.total, self.done = fn, total, 0
 
     def update(self, n: int = 1) -> None:

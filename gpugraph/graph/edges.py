@@ -117,24 +117,24 @@ def node_codes(g, labels) -> tuple[torch.Tensor, int]:
         return codes, len(classes)
     names = getattr(g, "names", None)
     index = {name: i for i, name in enumerate(names)} if names is not None else None
-    codes = np.full(g.n, -1, dtype=np.int64)
+    table = np.full(g.n, -1, dtype=np.int64)
     for c, block in enumerate(blocks):
         for node in block:
             i = _node_index(node, index, g.n)
-            if codes[i] >= 0:
+            if table[i] >= 0:
                 raise ValueError(
-                    f"node {node!r} is in two blocks of the partition ({codes[i]} and {c}); "
+                    f"node {node!r} is in two blocks of the partition ({table[i]} and {c}); "
                     "a partition puts every node in exactly one"
                 )
-            codes[i] = c
-    missing = np.flatnonzero(codes < 0)
+            table[i] = c
+    missing = np.flatnonzero(table < 0)
     if len(missing):
         shown = [names[i] if names is not None else int(i) for i in missing[:5]]
         raise ValueError(
             f"{len(missing)} node(s) are in no block of the partition (e.g. "
             f"{', '.join(map(repr, shown))}); a partition covers every node"
         )
-    return torch.from_numpy(codes).to(g.device), len(blocks)
+    return torch.from_numpy(table).to(g.device), len(blocks)
 
 
 def _as_partition(labels, n: int) -> list | None:

@@ -6,12 +6,20 @@ their edges in gpugraph/graph/edges.py.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import torch
 
 from gpugraph._util.convert import as_tensor
 from gpugraph._util.errors import GpuGraphError
+from gpugraph._util.types import ArrayLike, Device
 from gpugraph.kernels import cuda as _kernels
+
+if TYPE_CHECKING:
+    import networkx as nx
+    import scipy.sparse
 
 
 class Graph:
@@ -41,12 +49,28 @@ class Graph:
     """
 
     __slots__ = ("_directed", "_indices", "_indptr", "_names", "_weights")
+    _indptr: torch.Tensor
+    _indices: torch.Tensor
+    _weights: torch.Tensor
+    _directed: bool
+    _names: list | None
 
-    def __init__(self, indptr, indices, weights=None, *, directed: bool = False, names=None, validate: bool = True):
+    def __init__(
+        self,
+        indptr: ArrayLike,
+        indices: ArrayLike,
+        weights: ArrayLike | None = None,
+        *,
+        directed: bool = False,
+        names: Sequence[Hashable] | None = None,
+        validate: bool = True,
+    ):
         indptr, indices = as_tensor(indptr, "indptr"), as_tensor(indices, "indices")
         weights = None if weights is None else as_tensor(weights, "weights")
         if validate:
             indptr, indices, weights = _checked_csr(indptr, indices, weights, directed)
+        elif weights is None:
+            weights = torch.ones(len(indices), dtype=torch.float64, device=indices.device)
         names = None if names is None else list(names)
         if names is not None and len(names) != len(indptr) - 1:
             raise ValueError(f"names has {len(names)} entries for a graph of {len(indptr) - 1} nodes")
@@ -66,7 +90,16 @@ class Graph:
     # ---- constructors --------------------------------------------------------------------
 
     @classmethod
-    def from_edges(cls, src, dst, weights=None, n: int | None = None, *, directed: bool = False, device=None) -> Graph:
+    def from_edges(
+        cls,
+        src: ArrayLike,
+        dst: ArrayLike,
+        weights: ArrayLike | None = None,
+        n: int | None = None,
+        *,
+        directed: bool = False,
+        device: Device = None,
+    ) -> Graph:
         """The graph of the edges src[e] -- dst[e] (weight ``weights[e]``, default 1).
 
         Undirected (the default): each pair given adds its weight to A_ij and A_ji, so a pair
@@ -95,7 +128,9 @@ class Graph:
         return cls(indptr, indices, weights, directed=directed, validate=False)
 
     @classmethod
-    def from_scipy(cls, a, *, directed: bool = False, device=None) -> Graph:
+    def from_scipy(
+        cls, a: scipy.sparse.sparray | scipy.sparse.spmatrix, *, directed: bool = False, device: Device = None
+    ) -> Graph:
         """The graph of the square SciPy sparse matrix (or dense array) ``a``: A_ij is the
         weight of edge i -> j, every stored entry an edge (as networkx reads it). Undirected
         (the default): ``a`` must be symmetric."""
@@ -126,7 +161,7 @@ class Graph:
         return cls(indptr.to(device), indices.to(device), weights.to(device), directed=directed, validate=False)
 
     @classmethod
-    def from_networkx(cls, graph, weight: str | None = "weight", *, device=None) -> Graph:
+    def from_networkx(cls, graph: nx.Graph, weight: str | None = "weight", *, device: Device = None) -> Graph:
         """The graph of a networkx Graph or DiGraph (multigraphs: parallel edges sum). Node
         i is the i-th node of ``graph.nodes``; their keys become :attr:`names`. ``weight``:
         the edge attribute read as the weight (missing: 1), None for 1 on every edge."""
@@ -148,7 +183,7 @@ class Graph:
         return cls(g.indptr, g.indices, g.weights, directed=g.directed, names=names, validate=False)
 
     @classmethod
-    def from_cugraph(cls, graph, weight: str | None = "weight") -> Graph:
+    def from_cugraph(cls, graph: Any, weight: str | None = "weight") -> Graph:
         """The graph of a RAPIDS ``cugraph.Graph``, on the GPU (through DLPack, no copy to
         the host). Nodes must be numbered 0..n-1 (``renumber=False`` or the internal ids)."""
         frame = graph.view_edge_list()
@@ -207,7 +242,7 @@ class Graph:
 
     # ---- converters ----------------------------------------------------------------------
 
-    def to(self, device) -> Graph:
+    def to(self, device: str | torch.device) -> Graph:
         """A copy of this graph on ``device``."""
         return Graph(
             self._indptr.to(device),
@@ -227,7 +262,7 @@ class Graph:
         g = Graph.from_edges(rows, self._indices, self._weights, n=self.n)
         return Graph(g.indptr, g.indices, g.weights, names=self._names, validate=False)
 
-    def to_scipy(self):
+    def to_scipy(self) -> scipy.sparse.csr_array:
         """The adjacency as a ``scipy.sparse.csr_array`` (on the host)."""
         import scipy.sparse
 
@@ -236,7 +271,7 @@ class Graph:
             shape=(self.n, self.n),
         )
 
-    def to_networkx(self, weight: str = "weight"):
+    def to_networkx(self, weight: str = "weight") -> nx.Graph:
         """A networkx Graph (DiGraph when directed) with the edge attribute ``weight``, its
         nodes named by :attr:`names` (or 0..n-1)."""
         import networkx as nx
@@ -253,7 +288,7 @@ class Graph:
         )
         return g
 
-    def to_cugraph(self):
+    def to_cugraph(self) -> Any:
         """The graph as a ``cugraph.Graph`` built on the GPU (edges once each when undirected,
         weights in column "weight"); the graph must be on a CUDA device."""
         cudf, cugraph = rapids()

@@ -13,14 +13,21 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from gpugraph._util.convert import as_tensor
+from gpugraph._util.types import ArrayLike, Device, PathLike
 from gpugraph._util.version import __version__
 from gpugraph.graph.graph import Graph, coalesce, rapids
 from gpugraph.kernels import cuda as _kernels
+
+if TYPE_CHECKING:
+    import networkx as nx
+    import scipy.sparse
+
 
 MODES = ("mean", "max", "mutual")
 _FORMAT = "gpugraph.KnnGraph/1"
@@ -64,8 +71,12 @@ class KnnGraph:
     """
 
     __slots__ = ("_cache", "_indices", "_meta", "_weights")
+    _indices: torch.Tensor
+    _weights: torch.Tensor
+    _cache: dict
+    _meta: dict
 
-    def __init__(self, indices, weights, *, validate: bool = True, meta: dict | None = None):
+    def __init__(self, indices: ArrayLike, weights: ArrayLike, *, validate: bool = True, meta: dict | None = None):
         indices = as_tensor(indices, "indices")
         weights = as_tensor(weights, "weights")
         if validate:  # a graph built by a user owns copies: no outside alias can edit it
@@ -146,7 +157,9 @@ class KnnGraph:
             return _kernels.edge_partners(indices.contiguous(), weights.contiguous())
         return reciprocity_of(indices, weights)
 
-    def symmetric_weights(self, mode: str = "mean", weighted: bool = True, dtype=torch.float64):
+    def symmetric_weights(
+        self, mode: str = "mean", weighted: bool = True, dtype: torch.dtype = torch.float64
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The symmetric adjacency A as two (N, k) tensors aligned with ``indices``.
 
         ``fwd[i, a]`` is A[i, j] for j = indices[i, a], carried by that directed edge;
@@ -161,7 +174,9 @@ class KnnGraph:
             fwd, rev = fwd * present, rev * present
         return fwd, rev
 
-    def edges(self, mode: str = "mean", weighted: bool = True, dtype=torch.float64):
+    def edges(
+        self, mode: str = "mean", weighted: bool = True, dtype: torch.dtype = torch.float64
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The symmetric adjacency as COO triples (rows, cols, values), both directions of
         every undirected edge, each ordered pair once, unsorted."""
         fwd, rev = self.symmetric_weights(mode, weighted, dtype)
@@ -198,14 +213,14 @@ class KnnGraph:
             warnings.simplefilter("ignore", UserWarning)
             return torch.sparse_csr_tensor(crow, col, val, size=(self.n, self.n), check_invariants=False)
 
-    def to_scipy(self, mode: str = "mean", weighted: bool = True):
+    def to_scipy(self, mode: str = "mean", weighted: bool = True) -> scipy.sparse.csr_array:
         """The adjacency as a float64 ``scipy.sparse.csr_array`` (on the host)."""
         import scipy.sparse
 
         crow, col, val = (t.cpu().numpy() for t in self._csr_parts(mode, weighted))
         return scipy.sparse.csr_array((val, col, crow), shape=(self.n, self.n))
 
-    def to_networkx(self, mode: str = "mean", weighted: bool = True):
+    def to_networkx(self, mode: str = "mean", weighted: bool = True) -> nx.Graph:
         """The adjacency as an undirected ``networkx.Graph`` with edge attribute ``weight``."""
         import networkx as nx
 
@@ -218,7 +233,7 @@ class KnnGraph:
         )
         return g
 
-    def to_cugraph(self, mode: str = "mean", weighted: bool = True):
+    def to_cugraph(self, mode: str = "mean", weighted: bool = True) -> Any:
         """The adjacency as an undirected ``cugraph.Graph`` (RAPIDS), built on the GPU.
 
         Each undirected edge is passed once (row < column) with its weight in column
@@ -253,11 +268,11 @@ class KnnGraph:
         indptr, indices, weights = self._csr_parts(mode, weighted)
         return Graph(indptr, indices, weights, validate=False)
 
-    def to(self, device) -> KnnGraph:
+    def to(self, device: str | torch.device) -> KnnGraph:
         """A copy of this graph on ``device``."""
         return KnnGraph(self._indices.to(device), self._weights.to(device), validate=False, meta=self._meta)
 
-    def save(self, path) -> Path:
+    def save(self, path: PathLike) -> Path:
         """Write the graph to ``path`` (a NumPy .npz: indices, weights and :attr:`meta`), so
         that a graph built once at large N is not built again. Returns the path written."""
         path = Path(path)
@@ -273,7 +288,7 @@ class KnnGraph:
         return path
 
     @classmethod
-    def load(cls, path, device=None) -> KnnGraph:
+    def load(cls, path: PathLike, device: Device = None) -> KnnGraph:
         """A graph written by :meth:`save`, on ``device`` (default: the CPU), checked as a
         user-built graph is (shapes, range, no self loops or repeats)."""
         path = Path(path)
@@ -365,7 +380,7 @@ def check_mode(mode) -> None:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 
-def _check_lists(indices: torch.Tensor, weights: torch.Tensor):
+def _check_lists(indices: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if indices.dim() != 2:
         raise ValueError(f"indices must be 2-D (N, k), got shape {tuple(indices.shape)}")
     if indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool:
@@ -409,7 +424,8 @@ def _list_faults(indices: torch.Tensor, compiled: bool | None = None) -> tuple[i
         from gpugraph.kernels.threads import use_threads
 
         use_threads(indices.numel() * indices.shape[1])
-        return tuple(int(v) for v in _graph_cpu.list_faults(indices.contiguous().numpy()))
+        low, high, loops = (int(v) for v in _graph_cpu.list_faults(indices.contiguous().numpy()))
+        return low, high, loops
     n = len(indices)
 
     def first(bad_rows: torch.Tensor) -> int:

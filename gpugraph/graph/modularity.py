@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from gpugraph._util.errors import check_count
+from gpugraph._util.types import Labels
 from gpugraph.graph.edges import check_any_graph, edge_rows, node_codes
 from gpugraph.graph.graph import Graph
 from gpugraph.graph.knngraph import check_mode
 from gpugraph.kernels import graph_cpu as _graph_cpu
 from gpugraph.kernels.threads import use_threads
 
+if TYPE_CHECKING:
+    from gpugraph.graph.knngraph import KnnGraph
+
+
 _NEGATIVE = ("keep", "clip", "raise")
 
 
 def modularity(
-    g,
-    labels,
+    g: KnnGraph | Graph,
+    labels: Labels,
     mode: str | None = None,
     weighted: bool = True,
     resolution: float = 1.0,
@@ -265,8 +271,8 @@ class NullModularity:
 
 
 def modularity_null(
-    g,
-    labels,
+    g: KnnGraph | Graph,
+    labels: Labels,
     permutations: int = 1000,
     seed: int = 0,
     *,
@@ -330,13 +336,13 @@ def null_of(
     edges = edge_rows(g, mode)
     both, s_out, s_in, total = _edge_mass(edges, weighted, negative)
     rng = np.random.default_rng(seed)
-    codes = codes.cpu().numpy().astype(np.min_scalar_type(max(classes - 1, 0)))
-    batch = max(64, (1 << 28) // max(1, g.n * codes.itemsize) // 64 * 64)  # codes of a batch: <= 256 MB
+    small = codes.cpu().numpy().astype(np.min_scalar_type(max(classes - 1, 0)))
+    batch = max(64, (1 << 28) // max(1, g.n * small.itemsize) // 64 * 64)  # codes of a batch: <= 256 MB
     samples = np.empty(permutations, dtype=np.float64)
     for p0 in range(0, permutations, batch):
         count = min(batch, permutations - p0)
-        # rng.permutation(codes), drawn faster as codes at a permutation of the positions
-        shuffled = np.stack([codes[rng.permutation(g.n)] for _ in range(count)], axis=1)  # (N, count)
+        # rng.permutation(small), drawn faster as the codes at a permutation of the positions
+        shuffled = np.stack([small[rng.permutation(g.n)] for _ in range(count)], axis=1)  # (N, count)
         within, class_out, class_in = _permuted_sums(edges, both, s_out, s_in, shuffled, classes)
         samples[p0 : p0 + count] = within / total - resolution * (class_out * class_in).sum(axis=1) / total**2
     mean, std = float(samples.mean()), float(samples.std(ddof=1)) if permutations > 1 else 0.0

@@ -3,17 +3,23 @@ of a kNN graph or on any undirected Graph."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
+from gpugraph._util.types import Labels
 from gpugraph.graph.edges import EdgeRows, check_any_graph, check_undirected, edge_rows, node_codes
 from gpugraph.graph.knngraph import KnnGraph
 from gpugraph.kernels import cuda as _kernels
 from gpugraph.kernels import graph_cpu as _graph_cpu
 from gpugraph.kernels.threads import use_threads
 
+if TYPE_CHECKING:
+    from gpugraph.graph.graph import Graph
 
-def triangles(g, per_node: bool = False):
+
+def triangles(g: KnnGraph | Graph, per_node: bool = False) -> int | torch.Tensor:
     """Number of triangles of an undirected graph: the union of a KnnGraph's lists (mode
     "max", unweighted), or an undirected Graph (its edges, whatever their weights).
 
@@ -73,7 +79,7 @@ def _counts(indptr: torch.Tensor, cols: torch.Tensor, *, per_node: bool = False,
     return total, torch.from_numpy(nodes) if per_node else None, kinds
 
 
-def motifs(g, labels) -> dict[str, int]:
+def motifs(g: KnnGraph | Graph, labels: Labels) -> dict[str, int]:
     """Triangles of an undirected graph (as :func:`triangles` counts them) classified by the
     labels of their three nodes.
 
@@ -108,7 +114,7 @@ def motifs_of(g, codes: torch.Tensor) -> dict[str, int]:
     return dict(zip(("same", "pair", "distinct"), counts, strict=True))
 
 
-def clustering(g) -> torch.Tensor:
+def clustering(g: KnnGraph | Graph) -> torch.Tensor:
     """The local clustering coefficient of every node of an undirected graph (as
     :func:`triangles` reads it; unweighted): 2 T_i / (d_i (d_i - 1)), the share of pairs of
     i's neighbours that are linked, 0 where d_i < 2. (N,) float64 on g's device; networkx's
@@ -125,7 +131,7 @@ def clustering(g) -> torch.Tensor:
     return torch.where(pairs > 0, 2 * tri.to(torch.float64) / pairs.clamp(min=1), 0.0)
 
 
-def transitivity(g) -> float:
+def transitivity(g: KnnGraph | Graph) -> float:
     """The transitivity of an undirected graph (as :func:`triangles` reads it; unweighted):
     3 x triangles / connected triples = sum_i T_i / sum_i d_i (d_i - 1) / 2, 0 without
     triples; networkx's ``transitivity(G)``.

@@ -70,7 +70,7 @@ def _arg(t: torch.Tensor):
     return _cupy().from_dlpack(t.detach())
 
 
-def _check(name: str, t: torch.Tensor, dtype: torch.dtype, device: torch.device) -> None:
+def _check(name: str, t: object, dtype: torch.dtype, device: torch.device) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch tensor, got {type(t).__name__}")
     if t.device.type != "cuda":
@@ -135,10 +135,6 @@ def topk_merge(
             raise ValueError(f"xr must be ({rows}, D) and xc ({cols}, D), got {tuple(xr.shape)} and {tuple(xc.shape)}")
         if nr.shape != (rows,) or nc.shape != (cols,):
             raise ValueError(f"nr must be ({rows},) and nc ({cols},), got {tuple(nr.shape)} and {tuple(nc.shape)}")
-    _check("tile", tile, torch.float32, device)
-    _check("best_v", best_v, torch.float32, device)
-    _check("best_i", best_i, torch.int64, device)
-    if margin > 0:
         _check("xr", xr, torch.float32, device)
         _check("xc", xc, torch.float32, device)
         _check("nr", nr, torch.int64, device)
@@ -148,6 +144,9 @@ def topk_merge(
         xr = xc = tile  # never read
         nr = nc = best_i
         d = 0
+    _check("tile", tile, torch.float32, device)
+    _check("best_v", best_v, torch.float32, device)
+    _check("best_i", best_i, torch.int64, device)
     _launch(
         device,
         "topk.cu",
@@ -235,7 +234,7 @@ def triangle_count(
             np.int64(m),
             _arg(labels if labels is not None else placeholder),
             _arg(counters[:1]),
-            _arg(nodes if per_node else placeholder),
+            _arg(nodes if nodes is not None else placeholder),
             _arg(counters[1:]),
             np.int32(per_node),
             np.int32(labels is not None),

@@ -17,6 +17,8 @@ def use_threads(work: int | None = None) -> int:
     """Run numba's next parallel loops on as many threads as torch uses (torch.set_num_threads,
     OMP_NUM_THREADS, 1 a rank under torchrun), never more than numba started, and on one
     thread when ``work`` (element steps) is below :data:`SERIAL_WORK`; the count."""
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    # numba.config sets its attributes from the environment at import: invisible to mypy
+    started = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+    threads = max(1, min(torch.get_num_threads(), started))
     numba.set_num_threads(1 if work is not None and work < SERIAL_WORK else threads)
     return numba.get_num_threads()

@@ -19,6 +19,7 @@ from gpugraph._util import memory as _memory
 from gpugraph._util import progress as _progress
 from gpugraph._util.convert import resolve_device
 from gpugraph._util.memory import parse_memory
+from gpugraph._util.types import Device, Memory, PathLike, Progress, RowSource
 from gpugraph.graph.knngraph import KnnGraph
 from gpugraph.kernels import cuda as _kernels
 from gpugraph.knn.checkpoint import Checkpoint
@@ -40,15 +41,15 @@ _PRECISIONS = ("exact", "bf16", "tf32")
 
 
 def knn_graph(
-    x,
+    x: RowSource,
     k: int = 10,
     *,
     precision: str = "exact",
     tile: int | None = None,
-    device=None,
-    progress=None,
-    memory=None,
-    checkpoint=None,
+    device: Device = None,
+    progress: Progress = None,
+    memory: Memory = None,
+    checkpoint: PathLike | None = None,
 ) -> KnnGraph:
     """Exact cosine k-nearest-neighbour graph over the rows of ``x``.
 
@@ -189,8 +190,8 @@ def build(
     n, d = src.shape
     target = device if device is not None else src.device
     rows = RowBlocks.of(src, target)
-    default = None if tile is not None else _default_tile(target, rows.dtype, k, budget, n, d)
-    tile = checkpoint.tile_for(tile, default) if checkpoint is not None else tile or default
+    default = _default_tile(target, rows.dtype, k, budget, n, d) if tile is None else tile
+    tile = checkpoint.tile_for(tile, default) if checkpoint is not None else default
     selector, precision_used = _selector(target, rows.dtype, k, precision)
     bar = _progress.bar(progress, len(tiles(n, None, tile, k)), "tile", "knn_graph", long=n >= 20_000)
     indices, weights = search(rows, k, tile, precision_used, selector, bar, checkpoint)
@@ -218,7 +219,8 @@ def search(
     """(indices, float32 weights) of the k-NN of the unit rows: the upper tiles of X X^T,
     walked once (the tiles a checkpoint holds skipped, its lists taken instead)."""
     top = TopK(rows.n, k, rows.dtype, rows.device)
-    start, after, guard = 0, None, contextlib.nullcontext()
+    start, after = 0, None
+    guard: contextlib.AbstractContextManager = contextlib.nullcontext()
     if checkpoint is not None:
         checkpoint.tile, checkpoint.total = tile, len(tiles(rows.n, None, tile, k))
         start, guard = checkpoint.restore(top), checkpoint.guard(top)

@@ -20,6 +20,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,7 +47,10 @@ class Checkpoint:
             "dtype": str(src.dtype).replace("torch.", ""),
             "fingerprint": fingerprint(src),
         }
-        self.saved, self.tile, self.total, self._state = 0, None, None, None
+        self.saved = 0
+        self.tile: int | None = None  # the search's tile size and tile count, once known
+        self.total: int | None = None
+        self._state: tuple | None = None
         self.done, self._last, self._stop, self._torn = 0, time.monotonic(), False, False
         if self.path.exists():
             self._read()
@@ -108,15 +112,8 @@ class Checkpoint:
         partial = self.path.with_name(self.path.name + ".partial")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(partial, "wb") as f:
-            np.savez(
-                f,
-                values=top.values.cpu().numpy(),
-                indices=top.indices.cpu().numpy(),
-                done=self.done,
-                tiles=self.total,
-                tile=self.tile,
-                **self.key,
-            )
+            arrays: dict[str, Any] = {"done": self.done, "tiles": self.total, "tile": self.tile, **self.key}
+            np.savez(f, values=top.values.cpu().numpy(), indices=top.indices.cpu().numpy(), **arrays)
         os.replace(partial, self.path)
         self.saved, self._last = self.done, time.monotonic()
 

@@ -43,7 +43,8 @@ class Source:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return tuple(self.tensor.shape) if self.in_memory else tuple(self.array.shape)
+        n, d = self.tensor.shape if self.tensor is not None else self.array.shape
+        return int(n), int(d)
 
     @property
     def n(self) -> int:
@@ -56,23 +57,23 @@ class Source:
     @property
     def dtype(self) -> torch.dtype:
         """The dtype of the blocks ``rows`` returns (float16 on disk is read as float32)."""
-        if self.in_memory:
+        if self.tensor is not None:
             return self.tensor.dtype
         return torch.float64 if np.dtype(self.array.dtype) == np.float64 else torch.float32
 
     @property
     def device(self) -> torch.device:
-        return self.tensor.device if self.in_memory else torch.device("cpu")
+        return self.tensor.device if self.tensor is not None else torch.device("cpu")
 
     def rows(self, r0: int, r1: int) -> torch.Tensor:
         """Rows r0..r1 as a tensor (a view when in memory, a fresh CPU tensor otherwise)."""
-        if self.in_memory:
+        if self.tensor is not None:
             return self.tensor[r0:r1]
         return _tensor_of(self.array[r0:r1])
 
     def take(self, index: np.ndarray) -> torch.Tensor:
         """The rows at sorted ``index`` as a tensor (read from disk when out of core)."""
-        if self.in_memory:
+        if self.tensor is not None:
             return self.tensor[torch.from_numpy(np.asarray(index)).to(self.tensor.device)]
         index = np.asarray(index)
         if isinstance(self.array, np.ndarray):
@@ -96,7 +97,7 @@ class Source:
         all-zero rows when ``nonzero``) by their row in the whole matrix; out of core read
         ``step`` rows at a time (default as :meth:`blocks`). With ``nonzero`` the Source is
         then ``checked``: nobody reading it later needs to check its rows again."""
-        if self.in_memory:
+        if self.tensor is not None:
             top = check_rows(self.tensor, self.name, nonzero=nonzero)
         else:
             top = torch.cat(

@@ -108,7 +108,7 @@ class RowBlocks:
         """The unit rows of ``src`` on ``device``: in memory normalised now, in one pass that
         also checks them unless ``src.checked``; out of core read, checked and normalised a
         block at a time as the walk asks for them."""
-        if not src.in_memory:
+        if src.tensor is None:
             return cls(src, device, streamed=True)
         return cls.place(unit_rows(src.tensor, src.name, refuse=not src.checked), device)
 
@@ -226,7 +226,7 @@ def walk(
     skips them); ``after(t)`` is called once the first t tiles are done.
     """
     same = rows_b is None
-    if same:
+    if rows_b is None or top_b is None:
         rows_b, top_b, b_id, b_at = rows_a, top_a, a_id, a_at
     k = top_a.values.shape[1]
     err = screen_error(precision, rows_a.d)
@@ -247,7 +247,7 @@ def walk(
             s, screened = gemm(xa, xb, "exact"), False
         margin = exact + (err if screened else 0.0)
         selector(s, xa, xb, margin, top_a, a_at + a0, a_id + a0, top_b, b_at + b0, b_id + b0, not diagonal)
-        s = None  # freed before the next tile is computed
+        del s  # freed before the next tile is computed
         if after is not None:
             after(t + 1)
         bar.update(1)
@@ -301,7 +301,7 @@ def _offer(best_v, best_i, xa, xb, r0, c0, s, mask, *, transpose: bool, norms=No
     if p.numel() == 0:
         return
     rows, cols = (q + r0, p + c0) if transpose else (p + r0, q + c0)
-    vals = s[p, q] if norms is None else _rescore(xa, xb, *norms, p, q)
+    vals = s[p, q] if norms is None else _rescore(xa, xb, norms[0], norms[1], p, q)
     k = best_v.shape[1]
     touched = torch.unique(rows)  # (U,) sorted
     all_r = torch.cat([touched.repeat_interleave(k), rows])

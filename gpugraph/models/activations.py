@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 
+from gpugraph._util.types import Labels, PathLike
 from gpugraph.models import spill
 
 
@@ -32,7 +33,7 @@ class Activations(Mapping):
     ['a', 'b']
     """
 
-    def __init__(self, layers: dict[str, torch.Tensor], labels=None, final=()):
+    def __init__(self, layers: dict[str, torch.Tensor], labels: Labels | None = None, final: Sequence[str] = ()):
         self._layers = dict(layers)
         self.labels = labels
         self.final = [name for name in final if name in self._layers]
@@ -47,7 +48,7 @@ class Activations(Mapping):
         return len(self._layers)
 
     @classmethod
-    def load(cls, directory) -> Activations:
+    def load(cls, directory: PathLike) -> Activations:
         """Reopen a capture written with ``capture(..., out=directory)``, its tensors
         memory-mapped (copy-on-write: the files are never modified)."""
         layers, labels, final = spill.read(directory)

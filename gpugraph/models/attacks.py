@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from gpugraph._util.errors import check_count
+from gpugraph._util.types import ArrayLike
 from gpugraph.models.training import _device_of
 
 
@@ -57,7 +58,7 @@ class Attack:
     fooled: torch.Tensor
     predicted: torch.Tensor
 
-    def labels(self, y, which: str = "true") -> torch.Tensor:
+    def labels(self, y: ArrayLike, which: str = "true") -> torch.Tensor:
         """The labels of the kept samples (``mask``) to read the attacked curve against:
         ``"true"``, the given y; ``"predicted"``, the model's classes on the attacked inputs."""
         if which == "true":
@@ -89,7 +90,15 @@ class Attack:
         return float(self.mask.sum()) / max(1, int(self.correct.sum()))
 
 
-def fgsm(model: nn.Module, x, y, eps: float, *, bounds=None, batch_size: int = 256) -> Attack:
+def fgsm(
+    model: nn.Module,
+    x: ArrayLike,
+    y: ArrayLike,
+    eps: float,
+    *,
+    bounds: tuple[float, float] | None = None,
+    batch_size: int = 256,
+) -> Attack:
     """Fast gradient sign method (Goodfellow et al., 2015): x + eps * sign(grad_x loss).
 
     Parameters
@@ -119,14 +128,14 @@ def fgsm(model: nn.Module, x, y, eps: float, *, bounds=None, batch_size: int = 2
 
 def pgd(
     model: nn.Module,
-    x,
-    y,
+    x: ArrayLike,
+    y: ArrayLike,
     eps: float,
     alpha: float | None = None,
     steps: int = 10,
     *,
     random_start: bool = True,
-    bounds=None,
+    bounds: tuple[float, float] | None = None,
     seed: int = 0,
     batch_size: int = 256,
 ) -> Attack:
@@ -178,8 +187,8 @@ def pgd(
         model.train(was)
     if not out:
         raise ValueError("x holds no samples")
-    predicted = torch.cat(predicted)
-    return Attack(torch.cat(out), torch.cat(right), predicted != y.cpu(), predicted)
+    classes = torch.cat(predicted)
+    return Attack(torch.cat(out), torch.cat(right), classes != y.cpu(), classes)
 
 
 def _project(adv, x, eps, bounds):
@@ -189,7 +198,7 @@ def _project(adv, x, eps, bounds):
     return adv
 
 
-def _check(model, x, y, eps, steps, bounds):
+def _check(model, x, y, eps, steps, bounds) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     x, y = torch.as_tensor(x), torch.as_tensor(y)

@@ -6,7 +6,8 @@ import dataclasses
 import fnmatch
 import inspect
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from gpugraph._util import memory as _memory
 from gpugraph._util import progress as _progress
 from gpugraph._util.convert import as_tensor, resolve_device
 from gpugraph._util.errors import GpuGraphError, check_count
+from gpugraph._util.types import Device, PathLike
 from gpugraph.models import spill
 from gpugraph.models.activations import Activations
 
@@ -55,7 +57,8 @@ def default_layers(model: nn.Module) -> list[str]:
     A sequential TorchScript model offers each of its top-level children with parameters.
     """
     if isinstance(model, _ScriptedSequential):
-        return [n for n, step in model.named_children() if any(True for _ in step.scripted.parameters())]
+        steps = [(n, step) for n, step in model.named_children() if isinstance(step, _Step)]  # all of them
+        return [n for n, step in steps if any(True for _ in step.scripted.parameters())]
     stream = transformer_blocks(model)
     if stream is not None:
         return [stream[0] + _INPUT_SUFFIX, *stream, *_after(model, stream[-1])]
@@ -133,10 +136,10 @@ def _is_block(m: nn.Module) -> bool:
 def resolve_layers(model: nn.Module, layers) -> list[str]:
     """Expand names and glob patterns against the model's module names."""
     if layers is None:
-        chosen = default_layers(model)
-        if not chosen:
+        found = default_layers(model)
+        if not found:
             raise ValueError("found no layers to capture in this model; name them with layers=[...]")
-        return chosen
+        return found
     if isinstance(layers, str):
         layers = [layers]
     names = [name for name, _ in model.named_modules() if name]
@@ -155,19 +158,19 @@ def resolve_layers(model: nn.Module, layers) -> list[str]:
 
 def capture(
     model: nn.Module,
-    data,
-    layers=None,
-    reduce="flatten",
+    data: Any,
+    layers: str | Sequence[str] | None = None,
+    reduce: str | Callable[..., torch.Tensor] = "flatten",
     max_samples: int | None = None,
-    device=None,
+    device: Device = None,
     dtype: torch.dtype | None = None,
     batch_size: int = 256,
     progress: bool | None = None,
     include_input: bool = False,
-    out=None,
+    out: PathLike | None = None,
     resume: bool = False,
     overwrite: bool = False,
-    select=None,
+    select: Callable[[Any], torch.Tensor] | None = None,
     quiet_mode: bool = False,
 ) -> Activations:
     """Run ``data`` through ``model`` and keep the output of each chosen layer.
@@ -283,7 +286,7 @@ def capture(
     ['2:input', '2']
     """
     exported = isinstance(model, torch.export.ExportedProgram)
-    if exported:  # its modules, called one by one again, so that their hooks fire
+    if isinstance(model, torch.export.ExportedProgram):  # its modules, called one by one again, so hooks fire
         model = torch.export.unflatten(model)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -349,7 +352,7 @@ def capture(
             )
         if writer is not None:
             writer.write(name, flat.to(dtype=dtype or flat.dtype))
-            outputs[name] = [None]  # it ran; its rows are on disk, not in memory
+            outputs[name] = [torch.empty(0)]  # it ran; its rows are on disk, not in memory
         else:
             rows = flat.to(device=store, dtype=dtype or flat.dtype)
             if rows.untyped_storage().data_ptr() == out.untyped_storage().data_ptr():
@@ -461,13 +464,15 @@ def capture(
         for m, mode in modes.items():
             m.training = mode
     if writer is not None:
-        return Activations.load(out)
+        return Activations.load(writer.dir)
     result = {name: torch.cat(outputs[name]) for name in order}
     return Activations(result, _join_labels(labels) if labels else None, final=final)
 
 
 class _Step(nn.Module):
     """One child of a TorchScript Sequential, callable and hookable from Python."""
+
+    scripted: torch.jit.ScriptModule
 
     def __init__(self, scripted):
         super().__init__()
@@ -483,6 +488,8 @@ class _ScriptedSequential(nn.Module):
     TorchScript compiles the forward pass, so hooks on its submodules never fire; only a
     Sequential, whose forward is its children in order, can be replayed faithfully.
     """
+
+    scripted: torch.jit.ScriptModule
 
     def __init__(self, scripted):
         super().__init__()
@@ -721,6 +728,7 @@ class _Batch:
 
     def rows(self, a: int, b: int) -> _Batch:
         n = len(self)
+        inputs: torch.Tensor | dict
         if isinstance(self.inputs, torch.Tensor):
             inputs = self.inputs[a:b]
         else:  # per-sample tensors sliced; anything else (a flag, a scalar) as it is

@@ -17,6 +17,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ class Writer:
     def __init__(self, out, *, description: dict, resume: bool, overwrite: bool):
         self.dir = Path(out)
         self.description = description
-        self.files: dict[str, object] = {}
+        self.files: dict[str, BinaryIO] = {}
         self.layers: dict[str, dict] = {}
         self.rows = 0
         self._written = 0.0
@@ -161,7 +162,7 @@ def _read_manifest(directory: Path) -> dict:
     return data
 
 
-def read(directory) -> tuple[dict[str, torch.Tensor], object, list[str]]:
+def read(directory) -> tuple[dict[str, torch.Tensor], Any, list[str]]:
     """(layers, labels, final) of a capture written with ``out=directory``, the tensors
     memory-mapped copy-on-write (:meth:`gpugraph.Activations.load` wraps them)."""
     directory = Path(directory)

@@ -135,10 +135,9 @@ def reinitialise(model: nn.Module, seed: int = 0) -> nn.Module:
             with torch.cuda.device(device):
                 torch.cuda.manual_seed(seed)
         for module in model.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-            if hasattr(module, "reset_running_stats"):
-                module.reset_running_stats()
+            for reset in ("reset_parameters", "reset_running_stats"):
+                if callable(getattr(module, reset, None)):
+                    getattr(module, reset)()
     return model
 
 

@@ -308,7 +308,7 @@ def grid(a: list[Rows], b: list[Rows] | None = None, *, kind: str = "gram", name
     step = max(1, min(n, budget // (_F64 * (n * (len(layers) + 2) + 2 * max(r.d for r in layers)))))
     sums = torch.zeros(len(a), len(layers) - len(a) if b is not None else len(a), dtype=torch.float64, device=device)
     squares = torch.zeros(len(layers), dtype=torch.float64, device=device)
-    row_sums = [k_tilde_row_sums(rows, device) for rows in layers] if kind == "ucentred" else None
+    row_sums = [k_tilde_row_sums(rows, device) for rows in layers] if kind == "ucentred" else []
     for r0, r1 in a[0].blocks(step):
         flat = torch.empty(len(layers), (r1 - r0) * n, dtype=torch.float64, device=device)
         own = (torch.arange(r1 - r0, device=device), torch.arange(r0, r1, device=device))  # the diagonal

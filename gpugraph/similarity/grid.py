@@ -4,15 +4,23 @@ that pays (gram.grid), else the layer measures pair by pair."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
 
 from gpugraph._util import jsonio as _jsonio
+from gpugraph._util.types import ArrayLike, PathLike
 from gpugraph.knn.build import knn_graph
 from gpugraph.knn.sources import Source, as_source
 from gpugraph.similarity import gram as _gram
+
+if TYPE_CHECKING:
+    import matplotlib.axes
+    import pandas
+    from matplotlib.figure import Figure
+
 from gpugraph.similarity.layers import (
     _MEASURES,
     _check_centre,
@@ -47,7 +55,14 @@ class SimilarityMatrix:
     True
     """
 
-    def __init__(self, values, layers_a, layers_b, measure: str, params: dict | None = None):
+    def __init__(
+        self,
+        values: ArrayLike | Sequence[Sequence[float]],
+        layers_a: Sequence[str],
+        layers_b: Sequence[str],
+        measure: str,
+        params: dict | None = None,
+    ):
         self.values = np.asarray(values, dtype=np.float64)
         self.layers_a, self.layers_b = list(layers_a), list(layers_b)
         if self.values.shape != (len(self.layers_a), len(self.layers_b)):
@@ -71,17 +86,17 @@ class SimilarityMatrix:
             "params": self.params,
         }
 
-    def to_json(self, path=None) -> str:
+    def to_json(self, path: PathLike | None = None) -> str:
         """The matrix as JSON text; also written to ``path`` when given."""
         return _jsonio.dump(self.to_dict(), path)
 
     @classmethod
-    def from_json(cls, text_or_path) -> SimilarityMatrix:
+    def from_json(cls, text_or_path: str | PathLike) -> SimilarityMatrix:
         """Rebuild a matrix from :meth:`to_json` output or a file holding it."""
         data = _jsonio.load(text_or_path)
         return cls(data["values"], data["layers_a"], data["layers_b"], data["measure"], data.get("params"))
 
-    def to_pandas(self):
+    def to_pandas(self) -> pandas.DataFrame:
         """A DataFrame: index the layers of model A, columns those of model B."""
         import pandas as pd
 
@@ -117,7 +132,14 @@ class SimilarityMatrix:
     def __str__(self) -> str:
         return self.table()
 
-    def plot(self, path=None, title: str | None = None, *, names=("model A", "model B"), ax=None):
+    def plot(
+        self,
+        path: PathLike | None = None,
+        title: str | None = None,
+        *,
+        names: tuple[str, str] = ("model A", "model B"),
+        ax: matplotlib.axes.Axes | None = None,
+    ) -> PathLike | matplotlib.axes.Axes:
         """Draw the matrix as a heat map: layers of model A down, model B across, with the
         values written in the cells of small grids. With ``path`` the figure is written as
         a PNG and the path returned; without, the matplotlib Axes is returned."""
@@ -152,9 +174,10 @@ class SimilarityMatrix:
         ax.figure.colorbar(im, ax=ax)
         if path is None:
             return ax
-        ax.figure.tight_layout()
-        ax.figure.savefig(path, dpi=120)
-        plt.close(ax.figure)
+        figure = cast("Figure", ax.figure)  # ours, or the caller's axes' figure
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
         return path
 
     def __repr__(self) -> str:
@@ -265,7 +288,7 @@ def _checked_layers(acts, label: str, n: int | None = None) -> dict[str, Source]
                 f"every layer must hold the same samples: layer {name!r} of {label} has N={t.n}, expected N={n}"
             )
         layers[name] = t
-    if n < 3:
+    if n is None or n < 3:
         raise ValueError(f"need at least 3 samples to compare representations, got N={n}")
     return layers
 

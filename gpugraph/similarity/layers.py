@@ -12,6 +12,7 @@ import math
 import numpy as np
 import torch
 
+from gpugraph._util.types import ArrayLike, RowSource
 from gpugraph.graph.knngraph import KnnGraph, check_graph
 from gpugraph.knn.build import knn_graph
 from gpugraph.knn.sources import Source, as_source
@@ -20,7 +21,7 @@ from gpugraph.similarity import gram as _gram
 _MEASURES = ("lsim", "cka", "knn_overlap", "mutual_knn")
 
 
-def layer_similarity(x1, x2, k: int | None = None, centre: bool = False) -> float:
+def layer_similarity(x1: RowSource, x2: RowSource, k: int | None = None, centre: bool = False) -> float:
     """GBS layer similarity LSim between two representations of the same N samples.
 
     LSim(A1, A2) = (1/N) sum_i cos(A1[i, :], A2[i, :]), the mean over nodes of the cosine
@@ -145,7 +146,7 @@ def _pair(x1, x2, least: int = 3) -> tuple[Source, Source]:
     return t1, t2
 
 
-def cka(x1, x2, unbiased: bool = False) -> float:
+def cka(x1: RowSource, x2: RowSource, unbiased: bool = False) -> float:
     """Linear centred kernel alignment between two representations of the same samples.
 
     CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) with K = X1 X1^T and L = X2 X2^T
@@ -225,7 +226,7 @@ class _HsicSide:
         return term / (n * (n - 3))
 
 
-def _unbiased_hsic(x1: torch.Tensor, x2: torch.Tensor, scales=(None, None), constant_ok: bool = False):
+def _unbiased_hsic(x1: Source, x2: Source, scales=(None, None), constant_ok: bool = False):
     """Unbiased HSIC of (K, L), (K, K) and (L, L) of rows divided by ``scales`` (default:
     each side's largest |entry|), and the scales used; needs N >= 4."""
     if len(x1) < 4:
@@ -254,7 +255,7 @@ class MinibatchCKA:
         self._scales = (None, None)  # fixed by the first batch: every batch in one scale
         self.batches = 0
 
-    def update(self, x1, x2) -> None:
+    def update(self, x1: ArrayLike, x2: ArrayLike) -> None:
         t1, t2 = _pair(x1, x2, least=4)
         values, self._scales = _unbiased_hsic(t1, t2, self._scales, constant_ok=True)
         self._sums += torch.stack([v.cpu() for v in values])
@@ -266,7 +267,7 @@ class MinibatchCKA:
         return _cka_ratio(*self._sums)
 
 
-def knn_overlap(a, b, k: int | None = None) -> float:
+def knn_overlap(a: KnnGraph | RowSource, b: KnnGraph | RowSource, k: int | None = None) -> float:
     """Mean Jaccard overlap of the neighbour sets of two kNN graphs on the same N nodes.
 
     ``overlap = (1/N) sum_i |N1(i) & N2(i)| / |N1(i) | N2(i)|``, in [0, 1]; 1 when every node
@@ -287,7 +288,7 @@ def knn_overlap(a, b, k: int | None = None) -> float:
     return float((shared / (g1.k + g2.k - shared)).mean())
 
 
-def mutual_knn(a, b, k: int | None = None) -> float:
+def mutual_knn(a: KnnGraph | RowSource, b: KnnGraph | RowSource, k: int | None = None) -> float:
     """Mutual k-NN alignment (Huh et al., 2024): mean over nodes of ``|N1(i) & N2(i)| / k``.
 
     ``a`` and ``b`` are (N, D) representations, whose exact cosine k-NN graphs are built
@@ -323,7 +324,8 @@ def _graphs(a, b, k: int | None, who: str) -> tuple[KnnGraph, KnnGraph]:
     n = [x.n for x in items]
     if n[0] != n[1]:
         raise ValueError(f"{who} compares the same samples: a has N={n[0]}, b has N={n[1]}")
-    return tuple(x if isinstance(x, KnnGraph) else _graph_of(x, k, name) for x, name in zip(items, "ab", strict=True))
+    g1, g2 = (x if isinstance(x, KnnGraph) else _graph_of(x, k, name) for x, name in zip(items, "ab", strict=True))
+    return g1, g2
 
 
 def _graph_of(x, k: int, name: str) -> KnnGraph:

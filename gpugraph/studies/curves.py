@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -12,10 +13,16 @@ from gpugraph._util import jsonio as _jsonio
 from gpugraph._util import progress as _progress
 from gpugraph._util.convert import label_codes
 from gpugraph._util.errors import check_count
+from gpugraph._util.types import ArrayLike, Labels, PathLike, Progress, RowSource
 from gpugraph.graph.modularity import check_options, modularity_of, null_of
 from gpugraph.graph.motifs import motifs_of
 from gpugraph.knn.build import build, check_k
 from gpugraph.knn.sources import Source, as_source
+
+if TYPE_CHECKING:
+    import matplotlib.axes
+    import pandas
+    from matplotlib.figure import Figure
 
 
 class LayerCurve:
@@ -45,7 +52,13 @@ class LayerCurve:
 
     _NULL_KEYS = ("mean", "std", "z", "p")
 
-    def __init__(self, layers, values, params: dict | None = None, null: dict | None = None):
+    def __init__(
+        self,
+        layers: Sequence[str],
+        values: ArrayLike | Sequence[Sequence[float]],
+        params: dict | None = None,
+        null: dict | None = None,
+    ):
         self.layers = list(layers)
         self.values = np.atleast_2d(np.asarray(values, dtype=np.float64))
         if self.values.shape[1] != len(self.layers):
@@ -53,7 +66,7 @@ class LayerCurve:
                 f"values must have one column per layer: {len(self.layers)} layers, got shape {self.values.shape}"
             )
         self.params = dict(params or {})
-        self.null = None
+        self.null: dict[str, Any] | None = None
         if null is not None:
             self.null = {
                 key: np.asarray(null[key], dtype=np.float64).reshape(self.values.shape) for key in self._NULL_KEYS
@@ -136,22 +149,23 @@ class LayerCurve:
         }
         if len(self.values) >= 2:
             out["ci95"] = self.ci(0.95).tolist()
-        if self.null is not None:
-            out["z"] = self.z.tolist()
+        z = self.z
+        if self.null is not None and z is not None:
+            out["z"] = z.tolist()
             out["null"] = {key: (v.tolist() if isinstance(v, np.ndarray) else v) for key, v in self.null.items()}
         return out
 
-    def to_json(self, path=None) -> str:
+    def to_json(self, path: PathLike | None = None) -> str:
         """The curve as JSON text; also written to ``path`` when given."""
         return _jsonio.dump(self.to_dict(), path)
 
     @classmethod
-    def from_json(cls, text_or_path) -> LayerCurve:
+    def from_json(cls, text_or_path: str | PathLike) -> LayerCurve:
         """Rebuild a curve from :meth:`to_json` output or a file holding it."""
         data = _jsonio.load(text_or_path)
         return cls(data["layers"], data["values"], data.get("params"), data.get("null"))
 
-    def to_pandas(self):
+    def to_pandas(self) -> pandas.DataFrame:
         import pandas as pd
 
         red = set(self.redundant())
@@ -184,7 +198,7 @@ class LayerCurve:
             mark = "  redundant" if name in red else "  (model output)" if name in final else ""
             score = f"  {z[j]:7.1f}" if z is not None else ""
             lines.append(f"{name:<{width}}  {m:7.3f}  {s:6.3f}  {delta:>7}{score}{mark}")
-        if z is not None:
+        if z is not None and self.null is not None:
             lines.append(
                 f"z: (Q - null mean) / null std over {self.null['permutations']} label permutations, "
                 "mean over the subsets"
@@ -198,8 +212,15 @@ class LayerCurve:
         return f"LayerCurve({len(self.layers)} layers, params={self.params})"
 
     def plot(
-        self, path=None, *, label: str | None = None, others: Mapping | None = None, tol=0.01, ax=None, removed=()
-    ):
+        self,
+        path: PathLike | None = None,
+        *,
+        label: str | None = None,
+        others: Mapping | None = None,
+        tol: float = 0.01,
+        ax: matplotlib.axes.Axes | None = None,
+        removed: Sequence[str] = (),
+    ) -> PathLike | matplotlib.axes.Axes:
         """Draw the mean with a band of one std, redundant layers circled, ``removed`` layers
         (e.g. a :func:`gpugraph.prune_plan`'s) crossed.
 
@@ -258,9 +279,10 @@ class LayerCurve:
         ax.legend()
         if path is None:
             return ax
-        ax.figure.tight_layout()
-        ax.figure.savefig(path, dpi=120)
-        plt.close(ax.figure)
+        figure = cast("Figure", ax.figure)  # ours, or the caller's axes' figure
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
         return path
 
 
@@ -306,15 +328,15 @@ def _layer_items(acts, allow_empty: bool = False):
 
 
 def modularity_curve(
-    acts,
-    labels=None,
+    acts: Mapping[str, RowSource],
+    labels: Labels | None = None,
     k: int = 3,
     n: int | None = 500,
     repeats: int = 5,
     seed: int = 0,
     mode: str = "mean",
     negative: str = "keep",
-    progress=None,
+    progress: Progress = None,
     null: int = 0,
 ) -> LayerCurve:
     """Layer-wise modularity: per layer, the mean and std over disjoint random subsets.
@@ -412,13 +434,13 @@ def _warn_if_flat(curve: LayerCurve) -> None:
 
 
 def motif_curve(
-    acts,
-    labels=None,
+    acts: Mapping[str, RowSource],
+    labels: Labels | None = None,
     k: int = 5,
     n: int | None = 500,
     repeats: int = 5,
     seed: int = 0,
-    progress=None,
+    progress: Progress = None,
 ) -> LayerCurve:
     """Per layer, the share of same-class triangles in the union kNN graph (Chen et al., 2024).
 

@@ -6,14 +6,20 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import nn
 
 from gpugraph._util.errors import check_count
+from gpugraph._util.types import PathLike
 from gpugraph.models.capture import capture
 from gpugraph.studies.curves import LayerCurve, modularity_curve
+
+if TYPE_CHECKING:
+    import matplotlib.figure
 
 
 class CurveMonitor:
@@ -51,7 +57,14 @@ class CurveMonitor:
     """
 
     def __init__(
-        self, data, layers=None, every: int = 1, out=None, *, capture_kwargs: dict | None = None, **curve_kwargs
+        self,
+        data: Any,
+        layers: str | Sequence[str] | None = None,
+        every: int = 1,
+        out: PathLike | None = None,
+        *,
+        capture_kwargs: dict | None = None,
+        **curve_kwargs: Any,
     ):
         self.data, self.layers, self.every = data, layers, check_count(every, "every")
         self.capture_kwargs = dict(capture_kwargs or {})
@@ -82,7 +95,7 @@ class CurveMonitor:
         return curve
 
     @staticmethod
-    def read(path) -> list[tuple[int, LayerCurve]]:
+    def read(path: PathLike) -> list[tuple[int, LayerCurve]]:
         """(epoch, curve) of every line of a curves.jsonl (or of the folder holding one)."""
         path = Path(path)
         if path.is_dir():
@@ -103,7 +116,7 @@ class CurveMonitor:
                 out.append((entry["epoch"], LayerCurve(c["layers"], c["values"], c.get("params"), c.get("null"))))
         return out
 
-    def plot(self, path=None, curves: int = 4):
+    def plot(self, path: PathLike | None = None, curves: int = 4) -> PathLike | matplotlib.figure.Figure:
         """A heat map of the mean modularity, epochs x layers, beside the curves of
         ``curves`` epochs spread over the run (first and last included). Written as a PNG to
         ``path`` (returned), or the matplotlib Figure without it."""
@@ -111,7 +124,7 @@ class CurveMonitor:
             raise ValueError("no curve yet: call the monitor with the model at the end of an epoch first")
         return plot_epochs(self.history, path, curves)
 
-    def lightning_callback(self):
+    def lightning_callback(self) -> Any:
         """A ``lightning.pytorch.Callback`` calling this monitor at the end of every training
         epoch (needs ``pip install lightning``, or pytorch_lightning)."""
         try:

@@ -13,18 +13,20 @@ from __future__ import annotations
 import copy
 import difflib
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from gpugraph._util.types import RowSource
 from gpugraph.models.activations import Activations
 from gpugraph.models.training import evaluating
 from gpugraph.similarity.layers import layer_similarity
+from gpugraph.studies.curves import LayerCurve
 
 
-def model_cost(model: nn.Module, example) -> dict:
+def model_cost(model: nn.Module, example: torch.Tensor | tuple) -> dict:
     """{"params": int, "flops": int} of ``model``: its distinct parameters, and the FLOPs of one
     forward pass of ``example`` (a tensor, or a tuple of the forward's arguments) as
     ``torch.utils.flop_counter.FlopCounterMode`` counts them (a multiply-add is 2 FLOPs;
@@ -51,7 +53,7 @@ def model_cost(model: nn.Module, example) -> dict:
     return {"params": int(params), "flops": int(counter.get_total_flops())}
 
 
-def prune(model: nn.Module, layers, example=None) -> nn.Module:
+def prune(model: nn.Module, layers: str | Sequence[str], example: torch.Tensor | tuple | None = None) -> nn.Module:
     """A copy of ``model`` with each named layer removed (replaced by ``nn.Identity``); the
     original is untouched.
 
@@ -166,7 +168,13 @@ benchmarks/pruning.py consecutive blocks are 0.0007-0.03 apart (1 - LSim), stage
 
 
 def prune_plan(
-    curve, model: nn.Module, tol: float | None = None, example=None, *, by: str = "modularity", count: int | None = None
+    curve: LayerCurve | Mapping[str, RowSource],
+    model: nn.Module,
+    tol: float | None = None,
+    example: torch.Tensor | tuple | None = None,
+    *,
+    by: str = "modularity",
+    count: int | None = None,
 ) -> PrunePlan:
     """The layers of ``model`` that the modularity ``curve`` (Lu et al., 2022) or the layer
     similarity of its activations (GBS, Chen et al., 2024) says can be removed together.
@@ -222,7 +230,7 @@ def prune_plan(
     candidates = [name for name in layers[1:] if name in modules and name and name not in final]
     shapes = _shapes(model, _outermost(candidates), example)[0] if candidates else {}
     why_not = {name: _unremovable(name, modules[name], shape) for name, shape in shapes.items()}
-    structural = {}
+    structural: dict[str, str] = {}
     for name in layers[1:]:
         if name in final:
             structural[name] = "the model's output"
@@ -230,12 +238,12 @@ def prune_plan(
             structural[name] = "not a module of the model"
         elif name not in shapes:
             structural[name] = "inside another candidate layer"
-        elif why_not[name]:
-            structural[name] = why_not[name]
+        elif (why := why_not[name]) is not None:
+            structural[name] = why
     removable = [name for name in layers if name in why_not and why_not[name] is None]
     redundant = (
         curve.redundant(tol)
-        if by == "modularity"
+        if isinstance(curve, LayerCurve)
         else [b for a, b in itertools.pairwise(layers) if b not in final and change(a, b) < tol]
     )
     plan = PrunePlan(
@@ -278,8 +286,6 @@ def prune_plan(
 def _scores(curve, by: str):
     """The layers in order, the output layers, and change(ref, layer): how much ``layer``
     changes the measure over ``ref`` (with a phrase for the reasons)."""
-    from gpugraph.studies.curves import LayerCurve
-
     if by == "modularity":
         if not isinstance(curve, LayerCurve):
             raise TypeError(
@@ -403,11 +409,14 @@ def _probe_alone(name: str, module: nn.Module) -> _Shape:
             unknown=f"its input shape is unknown ({type(module).__name__}: no convolution, linear "
             "or batch-norm layer inside); pass example=<an input batch>"
         )
+    shape: tuple[int, ...]
     if isinstance(first, nn.Linear):
         shape = (first.in_features,)
+    elif isinstance(first, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        shape = (first.in_channels, *_PROBES[type(first)])
     else:
-        channels = first.in_channels if hasattr(first, "in_channels") else first.num_features
-        shape = (channels, *_PROBES[type(first)])
+        assert isinstance(first, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))  # the rest of _PROBES
+        shape = (first.num_features, *_PROBES[type(first)])
     p = next(module.parameters())
     with evaluating(module):
         out = module(torch.randn(2, *shape, dtype=p.dtype, device=p.device))

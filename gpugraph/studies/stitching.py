@@ -11,6 +11,8 @@ bottom's representation (see benchmarks/stitching.py).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -86,7 +88,7 @@ def stitch(
     batch_size: int = 128,
     init: str = "lstsq",
     seed: int = 0,
-    log=None,
+    log: Callable[[str], Any] | None = None,
 ) -> Stitched:
     """Train a stitch from ``bottom``'s module ``layer`` into ``top``'s module ``top_layer``
     (default: the same name) on samples ``x`` with integer labels ``y``.
@@ -147,10 +149,11 @@ def stitch(
         )
     with torch.random.fork_rng(devices=[]):  # the CPU generator seeded, then restored; no other touched
         torch.default_generator.manual_seed(seed)
-        if got.dim() == 2:
-            layer_map = nn.Linear(got.shape[1], want.shape[1])
-        else:
-            layer_map = conv[got.dim()](got.shape[1], want.shape[1], kernel_size=1)
+        layer_map: nn.Module = (
+            nn.Linear(got.shape[1], want.shape[1])
+            if got.dim() == 2
+            else conv[got.dim()](got.shape[1], want.shape[1], kernel_size=1)
+        )
     model = Stitched(bottom, top, layer, top_layer, layer_map.to(want.device))
     if init == "lstsq":
         _match(model, x, batch_size)
@@ -190,12 +193,13 @@ def _match(model: Stitched, x: torch.Tensor, batch_size: int, rows: int = 100_00
             seen += len(a[-1])
             if seen >= rows:
                 break
-    a = torch.cat([torch.cat(a)[:rows], torch.ones(min(seen, rows), 1, dtype=torch.float64)], dim=1)
-    w = torch.linalg.lstsq(a, torch.cat(b)[:rows], driver="gelsd").solution  # (C_in + 1, C_out)
-    weight = model.stitch.weight
+    design = torch.cat([torch.cat(a)[:rows], torch.ones(min(seen, rows), 1, dtype=torch.float64)], dim=1)
+    w = torch.linalg.lstsq(design, torch.cat(b)[:rows], driver="gelsd").solution  # (C_in + 1, C_out)
+    weight, bias = model.stitch.weight, model.stitch.bias
+    assert isinstance(weight, torch.Tensor) and isinstance(bias, torch.Tensor)  # a Linear or a 1x1 conv
     with torch.no_grad():
         weight.copy_(w[:-1].T.reshape(weight.shape).to(weight.dtype))
-        model.stitch.bias.copy_(w[-1].to(weight.dtype))
+        bias.copy_(w[-1].to(weight.dtype))
 
 
 class _Stop(Exception):

@@ -9,19 +9,25 @@ share a class. Higher is better for every measure.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from gpugraph._util.errors import check_count
+from gpugraph._util.types import ArrayLike
 from gpugraph.graph.modularity import modularity
 from gpugraph.graph.motifs import motifs
 from gpugraph.knn.build import knn_graph
 from gpugraph.models.capture import capture
 from gpugraph.models.training import eval_modes
 from gpugraph.similarity.layers import cka, layer_similarity
+
+if TYPE_CHECKING:
+    import pandas
+
 
 MEASURES = {
     "lsim": "dense LSim between the features' cosine graph and the label graph (1 within a class)",
@@ -68,7 +74,7 @@ class SourceRanking:
     def to_dict(self) -> dict:
         return {"scores": self.scores, "params": self.params}
 
-    def to_pandas(self):
+    def to_pandas(self) -> pandas.DataFrame:
         import pandas as pd
 
         return pd.DataFrame.from_dict(self.scores, orient="index")[self.measures]
@@ -93,10 +99,10 @@ class SourceRanking:
 
 def rank_sources(
     sources: Mapping[str, nn.Module],
-    target_data,
+    target_data: tuple[ArrayLike, ArrayLike],
     *,
     layer: str | Mapping[str, str] | None = None,
-    measures=("lsim", "cka", "modularity", "motifs", "knn_accuracy"),
+    measures: Sequence[str] = ("lsim", "cka", "modularity", "motifs", "knn_accuracy"),
     k: int = 10,
     reduce: str = "flatten",
     batch_size: int = 256,
@@ -155,15 +161,17 @@ def rank_sources(
                 row[m] = layer_similarity(feats, onehot)
             elif m == "cka":
                 row[m] = cka(feats, onehot)
-            elif m == "modularity":
-                row[m] = modularity(g, y)
-            elif m == "motifs":
-                counts = motifs(g, y)
-                total = sum(counts.values())
-                row[m] = counts["same"] / total if total else 0.0
             else:
-                votes = nn.functional.one_hot(y[g.indices], int(y.max()) + 1).sum(dim=1)  # (N, C)
-                row[m] = float((votes.argmax(dim=1) == y).double().mean())
+                assert g is not None  # built above for the graph measures
+                if m == "modularity":
+                    row[m] = modularity(g, y)
+                elif m == "motifs":
+                    counts = motifs(g, y)
+                    total = sum(counts.values())
+                    row[m] = counts["same"] / total if total else 0.0
+                else:
+                    votes = nn.functional.one_hot(y[g.indices], int(y.max()) + 1).sum(dim=1)  # (N, C)
+                    row[m] = float((votes.argmax(dim=1) == y).double().mean())
         scores[name] = row
     return SourceRanking(
         scores,

@@ -24,8 +24,11 @@ import platform
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,10 +45,10 @@ class Case:
     gives deterministic numbers from our result."""
 
     name: str
-    ours: object
-    reference: object | None
+    ours: Callable[[], Any]
+    reference: Callable[[], Any] | None
     reference_name: str
-    counters: object = None
+    counters: Callable[[Any], dict] | None = None
     notes: dict = field(default_factory=dict)
 
 
@@ -84,7 +87,7 @@ def run_case(case: Case, rounds: int, device: str) -> dict:
     peak = (
         torch.cuda.max_memory_allocated()
         if device == "cuda"
-        else (_memory.peak_resident() - before if before is not None else None)
+        else (now - before if (now := _memory.peak_resident()) is not None and before is not None else None)
     )
     ours, ref = [], []
     for _ in range(rounds):  # interleaved: drift of a shared machine hits both sides alike
@@ -140,7 +143,7 @@ def cases(suite: str, device: str) -> list[Case]:
         out.append(
             Case(
                 f"knn_graph N={n} D={d} k=10",
-                lambda xd=xd: gg.knn_graph(xd, k=10),
+                partial(gg.knn_graph, xd, k=10),
                 ref,
                 ref_name,
                 lambda g: {
@@ -158,7 +161,7 @@ def cases(suite: str, device: str) -> list[Case]:
             out.append(
                 Case(
                     f"knn_graph N={n_gpu} D={d_gpu} k=10 {precision}",
-                    lambda xd=xd, p=precision: gg.knn_graph(xd, k=10, precision=p),
+                    partial(gg.knn_graph, xd, k=10, precision=precision),
                     ref,
                     ref_name,
                     lambda g: {"edges": int(g.indices.numel())},
@@ -396,8 +399,9 @@ def speedup_interval(case: dict) -> tuple[float, float] | None:
         if j:
             return ratios[j - 1], ratios[n - j]
     lows = [case.get(key) for key in ("reference_seconds_min", "seconds_max", "reference_seconds_max", "seconds_min")]
-    if all(lows):
-        return lows[0] / lows[1], lows[2] / lows[3]
+    ref_fast, ours_slow, ref_slow, ours_fast = lows
+    if ref_fast and ours_slow and ref_slow and ours_fast:
+        return ref_fast / ours_slow, ref_slow / ours_fast
     return None
 
 

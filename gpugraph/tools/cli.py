@@ -396,7 +396,7 @@ def _curve(args) -> int:
     curves = {}
     for path, name in zip(args.model, names, strict=True):
         model = load_model(path, device, args.imports)
-        inputs = {name: (x, y, {"": None})}
+        inputs = {name: (x, y, {"": y})}
         if args.attack:
             kw = {"bounds": args.bounds, "batch_size": args.batch_size}
             hit = (
@@ -412,7 +412,7 @@ def _curve(args) -> int:
             n = _subset_size(n, args.repeats, int(keep.sum()), "the attack (correct and fooled samples)")
             which = ["true", "predicted"] if args.attack_labels == "both" else [args.attack_labels]
             inputs = {
-                f"{name} clean": (x[keep], y[keep], {"": None}),
+                f"{name} clean": (x[keep], y[keep], {"": y[keep]}),
                 f"{name} {args.attack}": (hit.x[keep], y[keep], {f" ({w} labels)": hit.labels(y, w) for w in which}),
             }
         for label, (xs, ys, readings) in inputs.items():
@@ -756,7 +756,7 @@ def _graph_distributed(args, src, labels) -> int:
             summary["motifs"] = gd.motifs(g, labels[rows])
         indices, weights, _, _ = gd._global_graph(g, None)
         summary["seconds"] = round(time.perf_counter() - start, 3)
-        per_rank = [None] * dist.get_world_size()
+        per_rank: list[tuple[int, int]] = [(0, 0)] * dist.get_world_size()
         dist.all_gather_object(per_rank, (_memory.peak_resident() or 0, g.meta["bytes_sent"]))
         summary["peak_memory_bytes"] = max(p for p, _ in per_rank)
         summary["peak_memory_is"] = "the largest of the ranks' resident peaks (each rank is a process)"
@@ -883,6 +883,8 @@ def _import(name: str):
         if not path.is_file():
             raise FileNotFoundError(f"--import {name}: no such file")
         spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"--import {name}: Python cannot import this file")
         module = importlib.util.module_from_spec(spec)
         sys.modules.setdefault(path.stem, module)
         spec.loader.exec_module(module)  # a script's `if __name__ == "__main__":` part does not run
@@ -913,7 +915,7 @@ def _pickle_with(modules):
             for k in ("load", "loads", "dump", "dumps", "Pickler", "UnpicklingError", "HIGHEST_PROTOCOL")
         }
     )
-    shim.Unpickler = Unpickler
+    shim.__dict__["Unpickler"] = Unpickler
     return shim
 
 

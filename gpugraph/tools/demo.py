@@ -31,7 +31,7 @@ class ResBlock1d(nn.Module):
         self.bn1 = nn.BatchNorm1d(c_out)
         self.conv2 = nn.Conv1d(c_out, c_out, 3, 1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm1d(c_out)
-        self.shortcut = nn.Identity()
+        self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
             self.shortcut = nn.Sequential(nn.Conv1d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm1d(c_out))
 
