@@ -189,3 +189,76 @@ def test_rank_sources_errors():
         gg.rank_sources({"a": nn.Sequential(nn.ReLU())}, (x, y))
     with pytest.raises(ValueError, match="was not computed"):
         gg.rank_sources({"a": net}, (x, y), measures=("cka",)).order("lsim")
+
+
+def test_layer_identification_paired_comparison_by_hand(monkeypatch):
+    # benchmarks/sanity_check.py reads two measures on the same picks: 3 networks, ordered
+    # pairs (6), 2 layers; A is right on every pick, B only on layer 0
+    import importlib
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    sanity = importlib.import_module("sanity_check")
+    hits_a = np.ones((3, 3, 2), dtype=bool)
+    hits_b = hits_a.copy()
+    hits_b[..., 1] = False
+    for h in (hits_a, hits_b):
+        h[np.arange(3), np.arange(3)] = False
+    only_a, only_b, p, diff, (lo, hi) = sanity.paired(hits_a, hits_b, layers=2, ordered=True, resamples=200)
+    assert (only_a, only_b) == (6, 0)
+    assert p == pytest.approx(2 * 0.5**6)  # exact two-sided McNemar: binomial(6, 1/2)
+    assert diff == pytest.approx(0.5) and lo == pytest.approx(0.5) and hi == pytest.approx(0.5)
+    assert sanity.paired(hits_a, hits_a, layers=2, ordered=False)[:4] == (0, 0, 1.0, 0.0)
+    sys.modules.pop("sanity_check", None)
+
+
+def test_transfer_holm_adjustment_and_leak_flags_by_hand(monkeypatch):
+    # benchmarks/transfer.py: Holm's step-down on 4 p-values, sorted 0.01, 0.03, 0.04, 0.5:
+    # 4 x 0.01, max(., 3 x 0.03), max(., 2 x 0.04), max(., 0.5), back in the given order
+    import importlib
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    transfer = importlib.import_module("transfer")
+    assert transfer.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert transfer.holm([0.3, 0.2]) == pytest.approx([0.4, 0.4])
+    assert transfer.leaky("all 10 digits") and transfer.leaky("0-6, 15 epochs")
+    assert not transfer.leaky("0-4, 1 epoch") and not transfer.leaky("untrained")
+    assert len(transfer.SOURCES) + len(transfer.UNTRAINED) >= 20
+    sys.modules.pop("transfer", None)
+
+
+def test_stitching_partial_and_within_layer_correlations_by_hand(monkeypatch):
+    # benchmarks/stitching.py against the textbook formula of a partial correlation, on ranks:
+    # (r_xy - r_xz r_yz) / sqrt((1 - r_xz^2)(1 - r_yz^2)) with Spearman's r
+    import importlib
+    import sys
+    from pathlib import Path
+
+    from scipy.stats import spearmanr
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    stitching = importlib.import_module("stitching")
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=40)
+    x, y = z + rng.normal(size=40), z + 0.5 * rng.normal(size=40)
+    r = lambda a, b: spearmanr(a, b).statistic  # noqa: E731
+    formula = (r(x, y) - r(x, z) * r(y, z)) / np.sqrt((1 - r(x, z) ** 2) * (1 - r(y, z) ** 2))
+    assert stitching.partial_rank(x, y, z) == pytest.approx(formula, abs=1e-12)
+    # within a layer: at depth 0 the predictor follows accuracy (+1), at depth 1 it opposes it (-1)
+    points = [
+        {"bottom": b, "depth": d, "p": v, "stitched_accuracy": a}
+        for b, d, v, a in [
+            ("a", 0, 1, 0.1),
+            ("b", 0, 2, 0.2),
+            ("c", 0, 3, 0.3),
+            ("a", 1, 3, 0.5),
+            ("b", 1, 2, 0.6),
+            ("c", 1, 1, 0.7),
+        ]
+    ]
+    assert stitching.within_layer(points, "p") == pytest.approx(0.0)
+    assert stitching.within_layer(points[:3], "p") == pytest.approx(1.0)
+    sys.modules.pop("stitching", None)
