@@ -42,15 +42,19 @@ docs: $(STAMP)
 	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 	@echo "open docs/_build/html/index.html"
 
-# The CUDA kernels' host build (tests/kernels/cuda_host) at the GPU's 256 threads a block,
-# under AddressSanitizer + UndefinedBehaviorSanitizer, then ThreadSanitizer (numba and torch
-# on one thread there: their OpenMP pools are not instrumented and would report false races).
+# The CUDA kernels' host build (tests/kernels/cuda_host) with two blocks in flight at once
+# (each with its own __shared__ memory, as on a GPU): at the GPU's 256 threads a block under
+# AddressSanitizer + UndefinedBehaviorSanitizer, then at 128 under ThreadSanitizer (the same
+# 256 std::threads; at 256 a block TSan takes 4 minutes instead of 1.5), numba and torch on
+# one thread there (their OpenMP pools are not instrumented and would report false races).
+# TSan sees a race if two blocks in flight share __shared__ memory or write the same output
+# (checked: compiling both slots from one copy of the kernels fails at topk.cu:122).
 # About 3 minutes on 2 cores; CI runs it.
 SANITIZE_TESTS := $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/kernels/test_kernels.py
 sanitize: $(STAMP)
-	GPUGRAPH_SANITIZE=address GPUGRAPH_HOST_THREADS=256 ASAN_OPTIONS=detect_leaks=0:verify_asan_link_order=0 \
+	GPUGRAPH_SANITIZE=address GPUGRAPH_HOST_THREADS=256 GPUGRAPH_HOST_SLOTS=2 ASAN_OPTIONS=detect_leaks=0:verify_asan_link_order=0 \
 		LD_PRELOAD=$$(gcc -print-file-name=libasan.so) $(SANITIZE_TESTS) -k host
-	NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 GPUGRAPH_SANITIZE=thread GPUGRAPH_HOST_THREADS=256 \
+	NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 GPUGRAPH_SANITIZE=thread GPUGRAPH_HOST_THREADS=128 GPUGRAPH_HOST_SLOTS=2 \
 		TSAN_OPTIONS=halt_on_error=1:report_signal_unsafe=0 \
 		LD_PRELOAD=$$(gcc -print-file-name=libtsan.so) $(SANITIZE_TESTS) -k "host and not scheduler"
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from _common import environment
 from _zoo import ARCHS, hook_points, mnist1d, trained
+from scipy.stats import binomtest
 
 import gpugraph as gg
 from gpugraph.models.training import accuracy
@@ -53,23 +54,54 @@ def pairs_of(nets: int, ordered: bool) -> np.ndarray:
     return ~np.eye(nets, dtype=bool) if ordered else np.triu(np.ones((nets, nets), dtype=bool), k=1)
 
 
+def accuracy_of(hits: np.ndarray, sample: np.ndarray, layers: int, ordered: bool) -> float:
+    """Accuracy over the pairs of the copies in ``sample`` (ordered, or a < b); ``hits``
+    (nets, nets, layers)."""
+    per_pair = hits.sum(axis=2)  # (nets, nets) picks at the right depth
+    a, b = np.meshgrid(sample, sample, indexing="ij")
+    keep = a != b
+    if not ordered:  # an unordered pair is read from the lower copy to the higher one
+        keep &= pairs_of(len(hits), False)
+        a, b = np.minimum(a, b), np.maximum(a, b)
+    return per_pair[a[keep], b[keep]].sum() / (keep.sum() * layers) if keep.any() else np.nan
+
+
 def score(hits: np.ndarray, layers: int, ordered: bool, resamples: int = 2000, seed: int = 0):
-    """Accuracy over the pairs of copies (ordered, or a < b), and its 95% bootstrap interval
-    over copies."""
-    nets = len(hits)
-    hits = hits.sum(axis=2)  # (nets, nets) picks at the right depth
-
-    def accuracy_of(sample):
-        a, b = np.meshgrid(sample, sample, indexing="ij")
-        keep = a != b
-        if not ordered:  # an unordered pair is read from the lower copy to the higher one
-            keep &= pairs_of(nets, False)
-            a, b = np.minimum(a, b), np.maximum(a, b)
-        return hits[a[keep], b[keep]].sum() / (keep.sum() * layers) if keep.any() else np.nan
-
+    """Accuracy over the pairs of copies, and its 95% bootstrap interval over copies."""
     rng = np.random.default_rng(seed)
-    boot = [accuracy_of(rng.integers(0, nets, nets)) for _ in range(resamples)]
-    return accuracy_of(np.arange(nets)), np.nanpercentile(boot, [2.5, 97.5])
+    boot = [accuracy_of(hits, rng.integers(0, len(hits), len(hits)), layers, ordered) for _ in range(resamples)]
+    return accuracy_of(hits, np.arange(len(hits)), layers, ordered), np.nanpercentile(boot, [2.5, 97.5])
+
+
+def paired(hits_a: np.ndarray, hits_b: np.ndarray, layers: int, ordered: bool, resamples: int = 2000, seed: int = 0):
+    """Measure A against measure B on the same picks: (A right and B wrong, A wrong and B
+    right, the exact McNemar p-value, the accuracy difference A - B and its 95% paired
+    bootstrap interval over copies). McNemar treats the picks as independent, which picks
+    sharing a network are not; the bootstrap resamples whole networks, both measures alike."""
+    read = pairs_of(len(hits_a), ordered)
+    a, b = hits_a[read], hits_b[read]  # (pairs, layers)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    p = binomtest(only_a, only_a + only_b).pvalue if only_a + only_b else 1.0
+    rng = np.random.default_rng(seed)
+    nets = len(hits_a)
+    boot = []
+    for _ in range(resamples):
+        sample = rng.integers(0, nets, nets)
+        boot.append(accuracy_of(hits_a, sample, layers, ordered) - accuracy_of(hits_b, sample, layers, ordered))
+    whole = np.arange(nets)
+    diff = accuracy_of(hits_a, whole, layers, ordered) - accuracy_of(hits_b, whole, layers, ordered)
+    return only_a, only_b, p, diff, np.nanpercentile(boot, [2.5, 97.5])
+
+
+def comparisons(labels: list[str], pooled: bool) -> list[tuple[str, str]]:
+    """The pairs of measures read against each other: each LSim against CKA as the protocol
+    computes it, and, where CKA is pooled, dense LSim against CKA on the same flattened features."""
+    cka = "linear CKA" + (", pooled" if pooled else "")
+    lsims = [label for label in labels if "LSim" in label]
+    out = [(lsim, cka) for lsim in lsims]
+    if pooled:
+        out += [("dense LSim", "linear CKA, flattened"), ("dense LSim, centred", "linear CKA, flattened")]
+    return out
 
 
 def measures(ks: list[int], pooled: bool):
@@ -139,11 +171,12 @@ def main() -> None:
             )
             print(f"{'measure':<24} {'accuracy':>8}  {'95% CI':>13}  {'time':>6}  per layer (%)")
             table = {"arch": arch, "protocol": protocol, "n": n, "ordered": ordered, "layers": layers, "rows": []}
+            all_hits = {}
             for label, fn in measures(args.ks, pooled is not None):
                 t0 = time.perf_counter()
                 m = fn(flat, pooled)
                 elapsed = time.perf_counter() - t0
-                hits = picks(m.values, args.nets, layers)
+                hits = all_hits[label] = picks(m.values, args.nets, layers)
                 acc, (lo, hi) = score(hits, layers, ordered)
                 read = pairs_of(args.nets, ordered)
                 nets_pairs = hits.sum(axis=2) * read
@@ -161,6 +194,15 @@ def main() -> None:
                         "per_layer": per_layer.tolist(),
                         "hits": nets_pairs.tolist(),
                     }
+                )
+            print(f"paired: {'A vs B':<46} {'A only':>6} {'B only':>6}  {'McNemar p':>9}  A - B [95% CI over networks]")
+            table["paired"] = []
+            for a, b in comparisons(list(all_hits), pooled is not None):
+                only_a, only_b, p, diff, (lo, hi) = paired(all_hits[a], all_hits[b], layers, ordered)
+                pair = f"{a} vs {b}"
+                print(f"        {pair:<46} {only_a:6d} {only_b:6d}  {p:9.2g}  {diff:+6.1%} [{lo:+.1%}, {hi:+.1%}]")
+                table["paired"].append(
+                    {"a": a, "b": b, "a_only": only_a, "b_only": only_b, "mcnemar_p": p, "diff": diff, "ci95": [lo, hi]}
                 )
             report["tables"].append(table)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

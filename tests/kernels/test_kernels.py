@@ -384,6 +384,7 @@ def test_oriented_csr_finds_every_triangle_once(seed):
 
 SANITIZE = os.environ.get("GPUGRAPH_SANITIZE", "")  # "address" (with undefined) or "thread": make sanitize
 HOST_THREADS = int(os.environ.get("GPUGRAPH_HOST_THREADS", "32"))
+HOST_SLOTS = int(os.environ.get("GPUGRAPH_HOST_SLOTS", "1"))  # blocks in flight at once: 1 or 2
 _SANITIZERS = {
     "": [],
     "address": ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"],
@@ -395,18 +396,24 @@ _SANITIZERS = {
 def host_kernels(tmp_path_factory):
     """kernels/*.cu compiled as C++ with a CUDA shim: every CUDA thread a std::thread.
 
-    By default 32 threads a block (the GPU uses 256; the kernels take any multiple of 32):
-    fewer std::threads to start, and the candidate buffer flushes more often. ``make
-    sanitize`` builds it at the GPU's 256 (GPUGRAPH_HOST_THREADS) with AddressSanitizer and
-    UndefinedBehaviorSanitizer, then with ThreadSanitizer (GPUGRAPH_SANITIZE), the process
-    started with the sanitizer's runtime preloaded."""
+    By default 32 threads a block (the GPU uses 256; the kernels take any multiple of 32)
+    and one block at a time: fewer std::threads to start, and the candidate buffer flushes
+    more often. ``make sanitize`` builds it at the GPU's 256 (GPUGRAPH_HOST_THREADS) with two
+    blocks in flight (GPUGRAPH_HOST_SLOTS), with AddressSanitizer and UndefinedBehaviorSanitizer,
+    then with ThreadSanitizer (GPUGRAPH_SANITIZE), the process started with the sanitizer's
+    runtime preloaded."""
     if shutil.which("g++") is None:
         pytest.skip("g++ is not installed")
     if SANITIZE not in _SANITIZERS:
         pytest.fail(f"GPUGRAPH_SANITIZE must be one of {sorted(_SANITIZERS)}, got {SANITIZE!r}")
     here = Path(__file__).parent / "cuda_host"
     lib = tmp_path_factory.mktemp("host") / "kernels.so"
-    defines = [f"-DTHREADS={HOST_THREADS}", f"-DSORT_CAP={_kernels.SORT_CAP}", f"-DMAX_K={_kernels.MAX_K}"]
+    defines = [
+        f"-DTHREADS={HOST_THREADS}",
+        f"-DHOST_SLOTS={HOST_SLOTS}",
+        f"-DSORT_CAP={_kernels.SORT_CAP}",
+        f"-DMAX_K={_kernels.MAX_K}",
+    ]
     flags = _SANITIZERS[SANITIZE] + (["-g", "-fno-omit-frame-pointer"] if SANITIZE else [])
     out = subprocess.run(
         [

@@ -1,13 +1,15 @@
 // Just enough of CUDA to run gpugraph's kernels on the host, for tests without a GPU.
 //
-// One thread block at a time: every CUDA thread of the block is a std::thread (the same
-// threads serve the launch's blocks one after another, a barrier between blocks), __shared__
-// variables are statics (one block runs at a time, so they are the block's), and
-// __syncthreads is a std::barrier over the block; __shfl_xor_sync exchanges through a
-// buffer with a barrier per warp. Semantics, not speed: it checks the kernels' logic
-// (indexing, barriers, merges) on the CPU, and under AddressSanitizer and ThreadSanitizer
-// (make sanitize) their memory accesses and the ordering the barriers give; tests/kernels/
-// test_kernels.py runs the real thing on a GPU.
+// Every CUDA thread of a block is a std::thread; __syncthreads is a std::barrier over the
+// block; __shfl_xor_sync exchanges through a buffer with a barrier per warp. Up to two blocks
+// are in flight at once, as on a GPU (HOST_SLOTS, 2 under make sanitize): launch.cpp compiles
+// the kernel sources once per *slot*, each copy in its own namespace, so a copy's __shared__ variables (statics here)
+// belong to the block its slot runs; each slot has its own threads, barriers and shuffle
+// buffer, and runs the blocks b = slot, slot + SLOTS, ... while the other slots run theirs.
+// Semantics, not speed: it checks the kernels' logic (indexing, barriers, merges) on the
+// CPU, and under AddressSanitizer and ThreadSanitizer (make sanitize) their memory accesses,
+// the ordering the barriers give, and that blocks running together touch disjoint memory
+// or atomics only; tests/kernels/test_kernels.py runs the real thing on a GPU.
 #pragma once
 #include <atomic>
 #include <barrier>
@@ -24,9 +26,18 @@ struct Dim3 {
 inline thread_local Dim3 threadIdx;
 inline thread_local Dim3 blockIdx;
 inline Dim3 blockDim;
-inline std::barrier<>* block_barrier = nullptr;
-inline std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
-inline double shuffle_buffer[1024];
+
+// What one block in flight owns: its barrier, the barriers of its warps, its shuffle buffer.
+struct Slot {
+    std::barrier<> block, between;
+    std::vector<std::unique_ptr<std::barrier<>>> warps;
+    double shuffle[1024] = {};
+    explicit Slot(int threads) : block(threads), between(threads) {
+        for (int w = 0; w < (threads + 31) / 32; ++w)
+            warps.push_back(std::make_unique<std::barrier<>>(std::min(32, threads - 32 * w)));
+    }
+};
+inline thread_local Slot* slot = nullptr;  // the slot of the calling (CUDA) thread
 
 #define __global__
 #define __device__
@@ -35,7 +46,7 @@ inline double shuffle_buffer[1024];
 #define __restrict__
 #define __launch_bounds__(n)
 
-inline void __syncthreads() { block_barrier->arrive_and_wait(); }
+inline void __syncthreads() { slot->block.arrive_and_wait(); }
 inline float __int_as_float(unsigned int bits) {
     float f;
     std::memcpy(&f, &bits, sizeof f);
@@ -50,33 +61,34 @@ template <typename T>
 inline T __shfl_xor_sync(unsigned int, T v, int lane_mask) {
     static_assert(sizeof(T) <= sizeof(double), "a shuffle moves at most 8 bytes");
     const unsigned t = threadIdx.x;
-    std::barrier<>& warp = *warp_barriers[t / 32];
-    std::memcpy(&shuffle_buffer[t], &v, sizeof v);
+    std::barrier<>& warp = *slot->warps[t / 32];
+    std::memcpy(&slot->shuffle[t], &v, sizeof v);
     warp.arrive_and_wait();
     T other;
-    std::memcpy(&other, &shuffle_buffer[t ^ lane_mask], sizeof other);
+    std::memcpy(&other, &slot->shuffle[t ^ lane_mask], sizeof other);
     warp.arrive_and_wait();
     return other;
 }
 
-// Run `kernel` over `blocks` blocks of `threads` threads, one block after another: the
-// block's threads start once and meet at a barrier after each block.
-inline void launch(int blocks, int threads, const std::function<void()>& kernel) {
+// Run a launch of `blocks` blocks of `threads` threads: kernels[s] is slot s's copy of the
+// kernel, and the slots run their blocks at the same time (each slot's threads start once
+// and meet at a barrier after each of its blocks).
+inline void launch(int blocks, int threads, const std::vector<std::function<void()>>& kernels) {
     blockDim.x = threads;
-    std::barrier<> barrier(threads), between(threads);
-    block_barrier = &barrier;
-    warp_barriers.clear();
-    for (int w = 0; w < (threads + 31) / 32; ++w)
-        warp_barriers.push_back(std::make_unique<std::barrier<>>(std::min(32, threads - 32 * w)));
+    const int slots = static_cast<int>(kernels.size());
+    std::vector<std::unique_ptr<Slot>> state;
+    for (int s = 0; s < slots; ++s) state.push_back(std::make_unique<Slot>(threads));
     std::vector<std::thread> pool;
-    for (int t = 0; t < threads; ++t)
-        pool.emplace_back([t, blocks, &kernel, &between] {
-            threadIdx.x = t;
-            for (int b = 0; b < blocks; ++b) {
-                blockIdx.x = b;
-                kernel();
-                between.arrive_and_wait();  // the block ends for all its threads before the next starts
-            }
-        });
+    for (int s = 0; s < slots; ++s)
+        for (int t = 0; t < threads; ++t)
+            pool.emplace_back([s, t, slots, blocks, &kernels, &state] {
+                threadIdx.x = t;
+                slot = state[s].get();
+                for (int b = s; b < blocks; b += slots) {
+                    blockIdx.x = b;
+                    kernels[s]();
+                    slot->between.arrive_and_wait();  // this block ends for all its threads before the slot's next
+                }
+            });
     for (auto& th : pool) th.join();
 }
