@@ -326,20 +326,27 @@ def quadrant_images(n, seed):
     return x, y
 
 
-@pytest.mark.parametrize("bn", [True, False])
-def test_cli_prune_removes_whole_conv_blocks_and_re_estimates_batch_norm(tmp_path, capsys, bn):
-    # the new user's model: nn.Sequential(Conv2d, BatchNorm2d, ReLU) blocks; the curve's layers
-    # are the blocks, pruning removes a block whole (no BN or ReLU left behind), and the pruned
-    # copy's BN statistics are re-estimated on the training data before fine-tuning
+def conv_block_files(tmp_path, epochs: int):
+    """The new user's conv -> BN -> ReLU network trained on quadrant images, saved with its
+    training and test data for the command line: (model, (x, y), (x_test, y_test))."""
     torch.manual_seed(0)
     x, y = quadrant_images(240, 0)
     x_test, y_test = quadrant_images(120, 1)
     torch.save({"x": x, "y": y}, tmp_path / "train.pt")
     torch.save({"x": x_test, "y": y_test}, tmp_path / "test.pt")
     model = ConvBlockNet()
-    fit(model, x, y, epochs=2, log=None)
+    fit(model, x, y, epochs=epochs, log=None)
     model.eval()
     torch.save(model, tmp_path / "model.pt")
+    return model, (x, y), (x_test, y_test)
+
+
+@pytest.mark.parametrize("bn", [True, False])
+def test_cli_prune_removes_whole_conv_blocks_and_re_estimates_batch_norm(tmp_path, capsys, bn):
+    # the new user's model: nn.Sequential(Conv2d, BatchNorm2d, ReLU) blocks; the curve's layers
+    # are the blocks, pruning removes a block whole (no BN or ReLU left behind), and the pruned
+    # copy's BN statistics are re-estimated on the training data before fine-tuning
+    model, (x, _), (x_test, y_test) = conv_block_files(tmp_path, epochs=2)
     out = tmp_path / "out"
     code = main(
         [
@@ -382,15 +389,7 @@ def test_cli_prune_removes_whole_conv_blocks_and_re_estimates_batch_norm(tmp_pat
 
 
 def test_cli_prune_by_layer_similarity_removes_count_blocks(tmp_path, capsys):
-    torch.manual_seed(0)
-    x, y = quadrant_images(240, 0)
-    x_test, y_test = quadrant_images(120, 1)
-    torch.save({"x": x, "y": y}, tmp_path / "train.pt")
-    torch.save({"x": x_test, "y": y_test}, tmp_path / "test.pt")
-    model = ConvBlockNet()
-    fit(model, x, y, epochs=1, log=None)
-    model.eval()
-    torch.save(model, tmp_path / "model.pt")
+    model, _, (x_test, y_test) = conv_block_files(tmp_path, epochs=1)
     out = tmp_path / "out"
     code = main(
         [
