@@ -46,7 +46,10 @@ autodoc_member_order = "bysource"
 numpydoc_show_class_members = False
 numpydoc_xref_param_type = False
 
-# Every example runs: doctest blocks of the guide (sphinx-build -b doctest) and the figures.
+# Every example runs: the guide's doctest directives (sphinx-build -b doctest) and the figures.
+# The docstrings' examples (plain >>> blocks in the reference) run in `make test` already
+# (pytest --doctest-modules), so the doctest builder does not run them a second time.
+doctest_test_doctest_blocks = ""
 doctest_global_setup = "import torch\nimport numpy as np\nimport gpugraph as gg\ntorch.manual_seed(0)"
 plot_include_source = True
 plot_html_show_source_link = False
