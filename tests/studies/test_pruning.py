@@ -341,33 +341,22 @@ def conv_block_files(tmp_path, epochs: int):
     return model, (x, y), (x_test, y_test)
 
 
+def run_prune(tmp_path, *options: str):
+    """``gpugraph prune`` on the files of :func:`conv_block_files`, without fine-tuning, on
+    small curves: (exit code, output folder)."""
+    out = tmp_path / "out"
+    files = [str(tmp_path / name) for name in ("model.pt", "train.pt")]
+    common = ["--test", str(tmp_path / "test.pt"), "--epochs", "0", "--n", "30", "--repeats", "3", "--out", str(out)]
+    return main(["prune", *files, *common, *options]), out
+
+
 @pytest.mark.parametrize("bn", [True, False])
 def test_cli_prune_removes_whole_conv_blocks_and_re_estimates_batch_norm(tmp_path, capsys, bn):
     # the new user's model: nn.Sequential(Conv2d, BatchNorm2d, ReLU) blocks; the curve's layers
     # are the blocks, pruning removes a block whole (no BN or ReLU left behind), and the pruned
     # copy's BN statistics are re-estimated on the training data before fine-tuning
     model, (x, _), (x_test, y_test) = conv_block_files(tmp_path, epochs=2)
-    out = tmp_path / "out"
-    code = main(
-        [
-            "prune",
-            str(tmp_path / "model.pt"),
-            str(tmp_path / "train.pt"),
-            "--test",
-            str(tmp_path / "test.pt"),
-            "--tol",
-            "1",
-            "--epochs",
-            "0",
-            "--n",
-            "30",
-            "--repeats",
-            "3",
-            "--out",
-            str(out),
-            *([] if bn else ["--no-bn"]),
-        ]
-    )
+    code, out = run_prune(tmp_path, "--tol", "1", *([] if bn else ["--no-bn"]))
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "prune.json").read_text())
     assert report["removed"] == ["mid.0", "mid.1", "mid.2"]
@@ -390,28 +379,7 @@ def test_cli_prune_removes_whole_conv_blocks_and_re_estimates_batch_norm(tmp_pat
 
 def test_cli_prune_by_layer_similarity_removes_count_blocks(tmp_path, capsys):
     model, _, (x_test, y_test) = conv_block_files(tmp_path, epochs=1)
-    out = tmp_path / "out"
-    code = main(
-        [
-            "prune",
-            str(tmp_path / "model.pt"),
-            str(tmp_path / "train.pt"),
-            "--test",
-            str(tmp_path / "test.pt"),
-            "--by",
-            "lsim",
-            "--count",
-            "2",
-            "--epochs",
-            "0",
-            "--n",
-            "30",
-            "--repeats",
-            "3",
-            "--out",
-            str(out),
-        ]
-    )
+    code, out = run_prune(tmp_path, "--by", "lsim", "--count", "2")
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "prune.json").read_text())
     acts = gg.capture(model, (x_test, y_test))
