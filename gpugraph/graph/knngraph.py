@@ -139,9 +139,7 @@ class KnnGraph:
     def _fingerprint(self) -> int:
         if self.device.type == "cpu":
             from gpugraph.kernels import graph_cpu as _graph_cpu
-            from gpugraph.kernels.threads import use_threads
 
-            use_threads(2 * self._indices.numel())
             return _graph_cpu.fingerprint(self._indices.contiguous().numpy(), self._weights.contiguous().numpy())
         return _fingerprint_torch(self._indices, self._weights)
 
@@ -333,9 +331,7 @@ def reciprocity_of(
     rows = rows or slice(0, len(indices))
     if compiled if compiled is not None else indices.device.type == "cpu":
         from gpugraph.kernels import graph_cpu as _graph_cpu
-        from gpugraph.kernels.threads import use_threads
 
-        use_threads((rows.stop - rows.start) * indices.shape[1] ** 2)
         recip, partner_w = _graph_cpu.partners(
             indices.contiguous().numpy(), weights.contiguous().numpy(), rows.start, rows.stop
         )
@@ -421,9 +417,7 @@ def _list_faults(indices: torch.Tensor, compiled: bool | None = None) -> tuple[i
     one compiled pass on the CPU, three torch passes elsewhere."""
     if compiled if compiled is not None else indices.device.type == "cpu":
         from gpugraph.kernels import graph_cpu as _graph_cpu
-        from gpugraph.kernels.threads import use_threads
 
-        use_threads(indices.numel() * indices.shape[1])
         low, high, loops = (int(v) for v in _graph_cpu.list_faults(indices.contiguous().numpy()))
         return low, high, loops
     n = len(indices)

@@ -14,7 +14,6 @@ from gpugraph.graph.edges import check_any_graph, edge_rows, node_codes
 from gpugraph.graph.graph import Graph
 from gpugraph.graph.knngraph import check_mode
 from gpugraph.kernels import graph_cpu as _graph_cpu
-from gpugraph.kernels.threads import use_threads
 
 if TYPE_CHECKING:
     from gpugraph.graph.knngraph import KnnGraph
@@ -140,7 +139,6 @@ def modularity_of(
     edges = edge_rows(g, mode)
     clip = negative == "clip" and weighted
     if edges.device.type == "cpu":  # one compiled pass over the edges
-        use_threads(len(edges.cols))
         total, within, s_out, s_in, lowest = _graph_cpu.modularity_sums(
             edges.rows.numpy(),
             edges.cols.contiguous().numpy(),
@@ -358,7 +356,6 @@ def _permuted_sums(edges, both, s_out, s_in, codes: np.ndarray, classes: int):
     """(within (P,), class out- and in-strengths (P, classes) each) for the labellings in
     the columns of ``codes`` (N, P): compiled on the CPU, torch elsewhere."""
     if edges.device.type == "cpu":
-        use_threads(len(edges.cols) * codes.shape[1])
         return _graph_cpu.permuted_sums(
             edges.rows.numpy(),
             edges.cols.contiguous().numpy(),

@@ -13,7 +13,6 @@ from gpugraph.graph.edges import EdgeRows, check_any_graph, check_undirected, ed
 from gpugraph.graph.knngraph import KnnGraph
 from gpugraph.kernels import cuda as _kernels
 from gpugraph.kernels import graph_cpu as _graph_cpu
-from gpugraph.kernels.threads import use_threads
 
 if TYPE_CHECKING:
     from gpugraph.graph.graph import Graph
@@ -166,7 +165,6 @@ def oriented_csr(edges: EdgeRows) -> tuple[torch.Tensor, torch.Tensor]:
     within rows) on the edges' device."""
     if edges.device.type == "cpu":
         if edges.mode == "as is" and not edges.directed:  # a Graph: symmetric, rows sorted
-            use_threads(len(edges.cols))
             indptr, cols = _graph_cpu.oriented_symmetric_csr(edges.rows.numpy(), edges.cols.numpy())
         else:
             indptr, cols = _graph_cpu.oriented_csr(
@@ -205,5 +203,5 @@ def _count(indptr: np.ndarray, cols: np.ndarray, *, per_node: bool = False, labe
     codes = np.ascontiguousarray(labels, dtype=np.int64) if labels is not None else np.zeros(0, np.int64)
     # work: each oriented edge merges two rows of about m / n entries
     work = len(cols) * max(1, 2 * len(cols) // max(1, len(indptr) - 1))
-    total, nodes, kinds = _graph_cpu.count(indptr, cols, codes, per_node, labels is not None, r0, r1, use_threads(work))
+    total, nodes, kinds = _graph_cpu.count(indptr, cols, codes, per_node, labels is not None, r0, r1, work=work)
     return int(total), nodes if per_node else None, kinds.tolist() if labels is not None else None

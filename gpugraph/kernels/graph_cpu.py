@@ -21,25 +21,46 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from gpugraph.kernels.threads import claim, parallel, threads
+
+_CHUNKS = 64  # the work of a pass split in a fixed number of chunks: float64 sums do not depend on the thread count
+
+
+@numba.njit(inline="always")
+def _span(start, stop, c, chunks):
+    """Chunk c of ``chunks`` of the range start..stop: (its first, one past its last)."""
+    return start + c * (stop - start) // chunks, start + (c + 1) * (stop - start) // chunks
+
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def partners(indices, weights, r0, r1):
+def _partners(indices, weights, r0, r1, recip, partner_w, state, chunks, workers):
+    k = indices.shape[1]
+    for _ in numba.prange(workers):  # one claiming loop a thread
+        c = claim(state)
+        while c < chunks:
+            lo, hi = _span(r0, r1, c, chunks)
+            for i in range(lo, hi):
+                for a in range(k):
+                    j = indices[i, a]
+                    if j < 0:
+                        continue
+                    for b in range(k):
+                        if indices[j, b] == i:
+                            recip[i - r0, a] = True
+                            partner_w[i - r0, a] = weights[j, b]
+                            break
+            c = claim(state)
+
+
+def partners(indices: np.ndarray, weights: np.ndarray, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
     """(recip (r1 - r0, k) bool, partner_w (r1 - r0, k)) for the edges of rows r0..r1 of
     the (N, k) lists: O(k^2) a row."""
     k = indices.shape[1]
     recip = np.zeros((r1 - r0, k), dtype=np.bool_)
     partner_w = np.zeros((r1 - r0, k), dtype=weights.dtype)
-    for r in numba.prange(r1 - r0):
-        i = r0 + r
-        for a in range(k):
-            j = indices[i, a]
-            if j < 0:
-                continue
-            for b in range(k):
-                if indices[j, b] == i:
-                    recip[r, a] = True
-                    partner_w[r, a] = weights[j, b]
-                    break
+    parallel(
+        _partners, indices, weights, r0, r1, recip, partner_w, chunks=min(_CHUNKS, r1 - r0), work=(r1 - r0) * k * k
+    )
     return recip, partner_w
 
 
@@ -91,77 +112,120 @@ def oriented_csr(rows, cols, recip):
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def oriented_symmetric_csr(rows, cols):
+def _kept_counts(rows, cols, count, state, chunks, workers):
+    """count[i + 1]: how many of row i's neighbours rank above i."""
+    for _ in numba.prange(workers):  # one claiming loop a thread
+        c = claim(state)
+        while c < chunks:
+            lo, hi = _span(0, rows.shape[0] - 1, c, chunks)
+            for i in range(lo, hi):
+                di = rows[i + 1] - rows[i]
+                kept = 0
+                for e in range(rows[i], rows[i + 1]):
+                    j = cols[e]
+                    dj = rows[j + 1] - rows[j]
+                    kept += di < dj or (di == dj and i < j)
+                count[i + 1] = kept
+            c = claim(state)
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _kept_rows(rows, cols, indptr, out, state, chunks, workers):
+    """Row i's neighbours of higher rank, in order, at out[indptr[i]:]."""
+    for _ in numba.prange(workers):  # one claiming loop a thread
+        c = claim(state)
+        while c < chunks:
+            lo, hi = _span(0, rows.shape[0] - 1, c, chunks)
+            for i in range(lo, hi):
+                di = rows[i + 1] - rows[i]
+                f = indptr[i]
+                for e in range(rows[i], rows[i + 1]):
+                    j = cols[e]
+                    dj = rows[j + 1] - rows[j]
+                    if di < dj or (di == dj and i < j):
+                        out[f] = j
+                        f += 1
+            c = claim(state)
+
+
+def oriented_symmetric_csr(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`oriented_csr` of a symmetric CSR with sorted rows (every edge in both rows, as
     a Graph holds it): each row keeps the neighbours of higher rank, already in order; in
     parallel over the rows, no sort."""
     n = rows.shape[0] - 1
+    chunks = min(_CHUNKS, n)
     count = np.zeros(n + 1, dtype=np.int64)
-    for i in numba.prange(n):
-        di = rows[i + 1] - rows[i]
-        kept = 0
-        for e in range(rows[i], rows[i + 1]):
-            j = cols[e]
-            dj = rows[j + 1] - rows[j]
-            kept += di < dj or (di == dj and i < j)
-        count[i + 1] = kept
+    parallel(_kept_counts, rows, cols, count, chunks=chunks, work=len(cols))
     indptr = np.cumsum(count)
     out = np.empty(indptr[n], dtype=np.int64)
-    for i in numba.prange(n):
-        di = rows[i + 1] - rows[i]
-        f = indptr[i]
-        for e in range(rows[i], rows[i + 1]):
-            j = cols[e]
-            dj = rows[j + 1] - rows[j]
-            if di < dj or (di == dj and i < j):
-                out[f] = j
-                f += 1
+    parallel(_kept_rows, rows, cols, indptr, out, chunks=chunks, work=len(cols))
     return indptr, out
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def count(indptr, cols, labels, per_node, motifs, r0, r1, chunks):
+def _count(indptr, cols, labels, per_node, motifs, r0, r1, totals, nodes, kinds, state, chunks, workers):
+    for w in numba.prange(workers):  # one claiming loop a thread; w: its row of the integer accumulators
+        c = claim(state)
+        while c < chunks:
+            lo, hi = _span(r0, r1, c, chunks)
+            for u in range(lo, hi):
+                a0, a1 = indptr[u], indptr[u + 1]
+                for e in range(a0, a1):
+                    v = cols[e]
+                    # sorted intersection of u's row and v's row (rows are sorted by index)
+                    p, q, q1 = a0, indptr[v], indptr[v + 1]
+                    while p < a1 and q < q1:
+                        if cols[p] < cols[q]:
+                            p += 1
+                        elif cols[p] > cols[q]:
+                            q += 1
+                        else:
+                            x = cols[p]
+                            totals[w] += 1
+                            if per_node:
+                                nodes[w, u] += 1
+                                nodes[w, v] += 1
+                                nodes[w, x] += 1
+                            if motifs:
+                                lu, lv, lx = labels[u], labels[v], labels[x]
+                                if lu == lv and lv == lx:
+                                    kinds[w, 0] += 1
+                                elif lu != lv and lv != lx and lu != lx:
+                                    kinds[w, 2] += 1
+                                else:
+                                    kinds[w, 1] += 1
+                            p += 1
+                            q += 1
+            c = claim(state)
+
+
+def count(indptr, cols, labels, per_node: bool, motifs: bool, r0: int, r1: int, chunks: int = _CHUNKS, work=None):
     """Triangles found at the edges leaving rows r0..r1 of an oriented CSR graph (each
-    triangle u -> v -> w closed by u -> w is found once, at its lowest-ranked node u).
+    triangle u -> v -> w closed by u -> w is found once, at its lowest-ranked node u), the
+    rows split in ``chunks``; ``work`` (element steps) sets the threads.
 
     Returns (total, per-node counts (N,) or empty, [same, pair, distinct] counts)."""
     n = indptr.shape[0] - 1
-    totals = np.zeros(chunks, dtype=np.int64)
-    kinds = np.zeros((chunks, 3), dtype=np.int64)
-    nodes = np.zeros((chunks, n if per_node else 0), dtype=np.int64)
-    for c in numba.prange(chunks):
-        for u in range(r0 + c * (r1 - r0) // chunks, r0 + (c + 1) * (r1 - r0) // chunks):
-            a0, a1 = indptr[u], indptr[u + 1]
-            for e in range(a0, a1):
-                v = cols[e]
-                # sorted intersection of u's row and v's row (rows are sorted by index)
-                p, q, q1 = a0, indptr[v], indptr[v + 1]
-                while p < a1 and q < q1:
-                    if cols[p] < cols[q]:
-                        p += 1
-                    elif cols[p] > cols[q]:
-                        q += 1
-                    else:
-                        w = cols[p]
-                        totals[c] += 1
-                        if per_node:
-                            nodes[c, u] += 1
-                            nodes[c, v] += 1
-                            nodes[c, w] += 1
-                        if motifs:
-                            lu, lv, lw = labels[u], labels[v], labels[w]
-                            if lu == lv and lv == lw:
-                                kinds[c, 0] += 1
-                            elif lu != lv and lv != lw and lu != lw:
-                                kinds[c, 2] += 1
-                            else:
-                                kinds[c, 1] += 1
-                        p += 1
-                        q += 1
-    per = np.zeros(n if per_node else 0, dtype=np.int64)
-    for c in range(chunks):
-        per += nodes[c]
-    return totals.sum(), per, kinds.sum(axis=0)
+    workers = threads(work)
+    totals = np.zeros(workers, dtype=np.int64)
+    kinds = np.zeros((workers, 3), dtype=np.int64)
+    nodes = np.zeros((workers, n if per_node else 0), dtype=np.int64)
+    parallel(
+        _count,
+        indptr,
+        cols,
+        labels,
+        per_node,
+        motifs,
+        r0,
+        r1,
+        totals,
+        nodes,
+        kinds,
+        chunks=max(1, min(chunks, r1 - r0)),
+        work=work,
+    )
+    return int(totals.sum()), nodes.sum(axis=0), kinds.sum(axis=0)
 
 
 MODES = {"mean": 0, "max": 1, "mutual": 2, "as is": 3}  # "as is": a Graph's own adjacency
@@ -182,47 +246,60 @@ def symmetric(w, pw, recip, mode, weighted):
     return (max(w, pw), 0.0) if recip else (w, w)  # max, and unweighted mean
 
 
-_CHUNKS = 16  # rows split in a fixed number of chunks: float64 sums do not depend on the thread count
+_SUM_CHUNKS = 16  # the float64 sums' chunks: one (2, classes) array of strengths each
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def modularity_sums(rows, cols, weights, recip, partner_w, codes, classes, mode, weighted, clip, directed):
+def _modularity_sums(
+    rows, cols, weights, recip, partner_w, codes, mode, weighted, clip, directed, strength, sums, state, chunks, workers
+):
+    n = rows.shape[0] - 1
+    for _ in numba.prange(workers):  # one claiming loop a thread
+        c = claim(state)
+        while c < chunks:
+            total = within = 0.0
+            lowest = np.inf
+            lo, hi = _span(0, n, c, chunks)
+            for i in range(lo, hi):
+                ci = codes[i]
+                for e in range(rows[i], rows[i + 1]):
+                    j = cols[e]
+                    if j < 0:
+                        continue
+                    w, pw = np.float64(weights[e]), np.float64(partner_w[e])
+                    lowest = min(lowest, w)
+                    if clip:  # the directed weights, before they are symmetrised
+                        w, pw = max(w, 0.0), max(pw, 0.0)
+                    fwd, rev = symmetric(w, pw, recip[e], mode, weighted)  # A_ij, and A_ji of a one-way edge
+                    cj = codes[j]
+                    strength[c, 0, ci] += fwd
+                    strength[c, 0, cj] += rev
+                    if directed:
+                        strength[c, 1, cj] += fwd
+                        strength[c, 1, ci] += rev
+                    total += fwd + rev
+                    if cj == ci:
+                        within += fwd + rev
+            sums[c, 0], sums[c, 1], sums[c, 2] = total, within, lowest
+            c = claim(state)
+
+
+def modularity_sums(rows, cols, weights, recip, partner_w, codes, classes: int, mode: int, weighted, clip, directed):
     """(total mass sum_ij A_ij, the mass over same-class ordered pairs, (classes,) out- and
     in-strengths of the classes, the lowest directed weight) of the CSR edges (rows (N+1,),
     cols (E,), -1 skipped) symmetrised by ``mode`` ("as is": each edge i -> j is A_ij), in
     float64; ``clip`` sets negative directed weights to 0 before they are symmetrised. For
     an undirected graph (not ``directed``) the out- and in-strengths are the classes'
-    strengths, summed once and returned twice."""
-    n = rows.shape[0] - 1
-    strength = np.zeros((_CHUNKS, 2, classes), dtype=np.float64)  # out, in
-    sums = np.zeros((_CHUNKS, 3), dtype=np.float64)  # total, within, lowest
-    for c in numba.prange(_CHUNKS):
-        total = within = 0.0
-        lowest = np.inf
-        for i in range(c * n // _CHUNKS, (c + 1) * n // _CHUNKS):
-            ci = codes[i]
-            for e in range(rows[i], rows[i + 1]):
-                j = cols[e]
-                if j < 0:
-                    continue
-                w, pw = np.float64(weights[e]), np.float64(partner_w[e])
-                lowest = min(lowest, w)
-                if clip:  # the directed weights, before they are symmetrised
-                    w, pw = max(w, 0.0), max(pw, 0.0)
-                fwd, rev = symmetric(w, pw, recip[e], mode, weighted)  # A_ij, and A_ji of a one-way edge
-                cj = codes[j]
-                strength[c, 0, ci] += fwd
-                strength[c, 0, cj] += rev
-                if directed:
-                    strength[c, 1, cj] += fwd
-                    strength[c, 1, ci] += rev
-                total += fwd + rev
-                if cj == ci:
-                    within += fwd + rev
-        sums[c, 0], sums[c, 1], sums[c, 2] = total, within, lowest
+    strengths, summed once and returned twice. The rows are summed in a fixed number of
+    chunks, and the chunks in order: the result does not depend on the thread count."""
+    strength = np.zeros((_SUM_CHUNKS, 2, classes), dtype=np.float64)  # out, in
+    sums = np.zeros((_SUM_CHUNKS, 3), dtype=np.float64)  # total, within, lowest
+    sums[:, 2] = np.inf
+    args = (rows, cols, weights, recip, partner_w, codes, mode, weighted, clip, directed, strength, sums)
+    parallel(_modularity_sums, *args, chunks=_SUM_CHUNKS, work=len(cols))
     class_strength = np.zeros((2, classes), dtype=np.float64)
     total = within = 0.0
-    for c in range(_CHUNKS):
+    for c in range(_SUM_CHUNKS):
         class_strength += strength[c]
         total += sums[c, 0]
         within += sums[c, 1]
@@ -230,66 +307,80 @@ def modularity_sums(rows, cols, weights, recip, partner_w, codes, classes, mode,
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def list_faults(indices):
+def _list_faults(indices, first, state, chunks, workers):
+    n, k = indices.shape
+    for _ in numba.prange(workers):  # one claiming loop a thread
+        c = claim(state)
+        while c < chunks:
+            lo, hi = _span(0, n, c, chunks)
+            for i in range(lo, hi):
+                for a in range(k):
+                    j = indices[i, a]
+                    if (j < -1 or j >= n) and first[c, 0] == n:
+                        first[c, 0] = i
+                    if j == i and first[c, 1] == n:
+                        first[c, 1] = i
+                    for b in range(a):
+                        if j >= 0 and indices[i, b] == j and first[c, 2] == n:
+                            first[c, 2] = i
+            c = claim(state)
+
+
+def list_faults(indices: np.ndarray) -> np.ndarray:
     """The first row of the (N, k) lists with an index outside [0, N) other than -1 (an
     empty slot), with itself as a neighbour, and with a repeated neighbour: three ints, -1
     where there is none."""
     n, k = indices.shape
-    first = np.full((min(n, _CHUNKS), 3), n, dtype=np.int64)
-    chunks = first.shape[0]
-    for c in numba.prange(chunks):
-        for i in range(c * n // chunks, (c + 1) * n // chunks):
-            for a in range(k):
-                j = indices[i, a]
-                if (j < -1 or j >= n) and first[c, 0] == n:
-                    first[c, 0] = i
-                if j == i and first[c, 1] == n:
-                    first[c, 1] = i
-                for b in range(a):
-                    if j >= 0 and indices[i, b] == j and first[c, 2] == n:
-                        first[c, 2] = i
-    out = np.full(3, -1, dtype=np.int64)
-    for f in range(3):
-        low = first[:, f].min()
-        if low < n:
-            out[f] = low
-    return out
+    first = np.full((max(1, min(n, _CHUNKS)), 3), n, dtype=np.int64)
+    parallel(_list_faults, indices, first, chunks=first.shape[0], work=n * k * k)
+    low = first.min(axis=0)
+    return np.where(low < n, low, -1)
 
 
 _LANES = 64  # permutations one pass over the edges serves: a cache line of uint8 codes
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def permuted_sums(rows, cols, both, s_out, s_in, codes, classes):
+def _permuted_sums(rows, cols, both, s_out, s_in, codes, within, class_out, class_in, state, chunks, workers):
+    n = rows.shape[0] - 1
+    count = codes.shape[1]
+    for _ in numba.prange(workers):  # one claiming loop a thread
+        b = claim(state)
+        while b < chunks:
+            p0 = b * _LANES
+            lanes = min(_LANES, count - p0)
+            acc = np.zeros(_LANES, dtype=np.float64)
+            co, cn = class_out[p0 : p0 + lanes], class_in[p0 : p0 + lanes]
+            for i in range(n):
+                ci = codes[i, p0 : p0 + lanes]
+                for t in range(lanes):
+                    co[t, ci[t]] += s_out[i]
+                    cn[t, ci[t]] += s_in[i]
+                for e in range(rows[i], rows[i + 1]):
+                    j = cols[e]
+                    if j < 0:
+                        continue
+                    cj = codes[j, p0 : p0 + lanes]
+                    w = both[e]
+                    for t in range(lanes):
+                        acc[t] += w if ci[t] == cj[t] else 0.0
+            within[p0 : p0 + lanes] = acc[:lanes]
+            b = claim(state)
+
+
+def permuted_sums(rows, cols, both, s_out, s_in, codes: np.ndarray, classes: int):
     """For each labelling p (column p of ``codes``, (N, P)): sum of ``both`` over the CSR
     edges (rows, cols; -1 skipped) whose ends share a label, and the (classes,) out- and
     in-strength of each label from the nodes' ``s_out`` and ``s_in``. (P,), (P, classes)
-    twice, float64. Each pass over the edges serves _LANES labellings (one per lane); every
-    sum is taken in edge order, so the result does not depend on the thread count."""
-    n = rows.shape[0] - 1
+    twice, float64. Each pass over the edges serves _LANES labellings (one per lane, a chunk
+    of the work); every sum is taken in edge order, so the result does not depend on the
+    thread count."""
     count = codes.shape[1]
     within = np.zeros(count, dtype=np.float64)
     class_out = np.zeros((count, classes), dtype=np.float64)
     class_in = np.zeros((count, classes), dtype=np.float64)
-    for b in numba.prange((count + _LANES - 1) // _LANES):
-        p0 = b * _LANES
-        lanes = min(_LANES, count - p0)
-        acc = np.zeros(_LANES, dtype=np.float64)
-        co, cn = class_out[p0 : p0 + lanes], class_in[p0 : p0 + lanes]
-        for i in range(n):
-            ci = codes[i, p0 : p0 + lanes]
-            for t in range(lanes):
-                co[t, ci[t]] += s_out[i]
-                cn[t, ci[t]] += s_in[i]
-            for e in range(rows[i], rows[i + 1]):
-                j = cols[e]
-                if j < 0:
-                    continue
-                cj = codes[j, p0 : p0 + lanes]
-                w = both[e]
-                for t in range(lanes):
-                    acc[t] += w if ci[t] == cj[t] else 0.0
-        within[p0 : p0 + lanes] = acc[:lanes]
+    args = (rows, cols, both, s_out, s_in, codes, within, class_out, class_in)
+    parallel(_permuted_sums, *args, chunks=(count + _LANES - 1) // _LANES, work=len(cols) * count)
     return within, class_out, class_in
 
 
@@ -302,15 +393,16 @@ def _mix(z):
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def _hash(words, seed):
-    n = words.shape[0]
-    total = np.uint64(0)
-    for c in numba.prange(_CHUNKS):
-        part = np.uint64(0)
-        for t in range(c * n // _CHUNKS, (c + 1) * n // _CHUNKS):
-            part += _mix(np.uint64(words[t]) ^ (np.uint64(t) * np.uint64(0x9E3779B97F4A7C15) + seed))
-        total += part
-    return total
+def _hash(words, seed, parts, state, chunks, workers):
+    for _ in numba.prange(workers):  # one claiming loop a thread
+        c = claim(state)
+        while c < chunks:
+            part = np.uint64(0)
+            lo, hi = _span(0, words.shape[0], c, chunks)
+            for t in range(lo, hi):
+                part += _mix(np.uint64(words[t]) ^ (np.uint64(t) * np.uint64(0x9E3779B97F4A7C15) + seed))
+            parts[c] = part
+            c = claim(state)
 
 
 def fingerprint(*arrays: np.ndarray) -> int:
@@ -320,5 +412,7 @@ def fingerprint(*arrays: np.ndarray) -> int:
     total = 0
     for m, a in enumerate(arrays):
         words = a.reshape(-1).view({8: np.uint64, 4: np.uint32, 2: np.uint16, 1: np.uint8}[a.itemsize])
-        total = (total + int(_hash(words, np.uint64((m + 1) * 0x9E3779B97F4A7C15 % 2**64)))) % 2**64
+        parts = np.zeros(_CHUNKS, dtype=np.uint64)
+        parallel(_hash, words, np.uint64((m + 1) * 0x9E3779B97F4A7C15 % 2**64), parts, chunks=_CHUNKS, work=len(words))
+        total = (total + int(parts.sum(dtype=np.uint64))) % 2**64
     return total

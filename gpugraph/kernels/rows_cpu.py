@@ -10,6 +10,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from gpugraph.kernels.threads import claim, parallel
+
 # reassociation lets the row sums and maxima vectorise; no-NaN/no-Inf flags stay off, since
 # finding NaN and Inf rows is part of the job
 _FAST = {"reassoc", "nsz", "contract"}  # no arcp either: x / m, since 1 / m overflows for a subnormal m
@@ -27,32 +29,52 @@ def _row_max(x, i):
 
 
 @numba.njit(parallel=True, nogil=True, cache=True, fastmath=_FAST)
-def maxabs(x):
+def _maxabs(x, out, state, chunks, workers):
+    for _ in numba.prange(workers):  # one claiming loop a thread
+        c = claim(state)
+        while c < chunks:
+            for i in range(c * x.shape[0] // chunks, (c + 1) * x.shape[0] // chunks):
+                out[i] = _row_max(x, i)
+            c = claim(state)
+
+
+def maxabs(x: np.ndarray) -> np.ndarray:
     """(N,) largest |entry| of each row of the (N, D) array, in its dtype."""
     out = np.empty(x.shape[0], dtype=x.dtype)
-    for i in numba.prange(x.shape[0]):
-        out[i] = _row_max(x, i)
+    parallel(_maxabs, x, out, chunks=_chunks(x), work=x.size)
     return out
 
 
 @numba.njit(parallel=True, nogil=True, cache=True, fastmath=_FAST)
-def unit(x):
+def _unit(x, u, m, state, chunks, workers):
+    n, d = x.shape
+    for _ in numba.prange(workers):  # one claiming loop a thread
+        c = claim(state)
+        while c < chunks:
+            for i in range(c * n // chunks, (c + 1) * n // chunks):
+                mi = _row_max(x, i)
+                m[i] = mi
+                if not (0.0 < mi < np.inf):
+                    continue
+                ss = x.dtype.type(0.0)  # entries in [-1, 1], one of them +-1: no overflow or underflow
+                for j in range(d):
+                    v = x[i, j] / mi
+                    u[i, j] = v
+                    ss += v * v
+                inv = x.dtype.type(1.0 / np.sqrt(np.float64(ss)))
+                for j in range(d):
+                    u[i, j] *= inv
+            c = claim(state)
+
+
+def unit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(u, m): m as :func:`maxabs`, u[i] = (x[i] / m[i]) / ||x[i] / m[i]|| for the rows with
     a finite nonzero m (the others are left unset: the caller refuses them)."""
-    n, d = x.shape
-    m = np.empty(n, dtype=x.dtype)
-    u = np.empty((n, d), dtype=x.dtype)
-    for i in numba.prange(n):
-        mi = _row_max(x, i)
-        m[i] = mi
-        if not (0.0 < mi < np.inf):
-            continue
-        ss = x.dtype.type(0.0)  # entries in [-1, 1], one of them +-1: no overflow or underflow
-        for j in range(d):
-            v = x[i, j] / mi
-            u[i, j] = v
-            ss += v * v
-        inv = x.dtype.type(1.0 / np.sqrt(np.float64(ss)))
-        for j in range(d):
-            u[i, j] *= inv
+    m = np.empty(x.shape[0], dtype=x.dtype)
+    u = np.empty(x.shape, dtype=x.dtype)
+    parallel(_unit, x, u, m, chunks=_chunks(x), work=x.size)
     return u, m
+
+
+def _chunks(x: np.ndarray) -> int:
+    return max(1, min(64, x.shape[0]))  # a pass over the rows in (at most) 64 chunks

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from gpugraph.kernels.threads import use_threads
+from gpugraph.kernels.threads import claim, parallel, threads
 
 _CHUNK = 32  # entries compared at once before any branch
 # fast-math for the scan's reductions (vectorised max), but never "ninf": the empty slots
@@ -77,12 +77,23 @@ def fixed_dot(a, b):
     return acc
 
 
+_ROW_CHUNKS = 64  # a pass over rows split in this many chunks (fewer for fewer rows)
+
+
 @numba.njit(parallel=True, nogil=True, cache=True, fastmath=False)
-def fixed_norms(x):
+def _fixed_norms(x, out, state, chunks, workers):
+    for _ in numba.prange(workers):  # one claiming loop a thread
+        c = claim(state)
+        while c < chunks:
+            for i in range(c * x.shape[0] // chunks, (c + 1) * x.shape[0] // chunks):
+                out[i] = fixed_dot(x[i], x[i])
+            c = claim(state)
+
+
+def fixed_norms(x: np.ndarray) -> np.ndarray:
     """(N,) int64 :func:`fixed_dot` of each row of the (N, D) array with itself."""
     out = np.empty(x.shape[0], dtype=np.int64)
-    for i in numba.prange(x.shape[0]):
-        out[i] = fixed_dot(x[i], x[i])
+    parallel(_fixed_norms, x, out, chunks=max(1, min(_ROW_CHUNKS, x.shape[0])), work=x.size)
     return out
 
 
@@ -103,107 +114,134 @@ def cosine(a, b):
 
 
 @numba.njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
-def _select(s, row_v, row_i, row_id0, col_v, col_i, col_id0, margin, columns, xa, xb, na, nb, local_v, local_i):
+def _select(
+    s,
+    row_v,
+    row_i,
+    row_id0,
+    col_v,
+    col_i,
+    col_id0,
+    margin,
+    columns,
+    xa,
+    xb,
+    na,
+    nb,
+    local_v,
+    local_i,
+    state,
+    chunks,
+    workers,
+):
     """Offer tile ``s`` (ta, tb) to the lists of its rows (row_v/row_i: (ta, k)) and, with
     ``columns``, of its columns (col_v/col_i: (tb, k)). Entry (p, q) pairs global ids
     row_id0 + p and col_id0 + q; a pair of equal ids (the diagonal) is skipped.
     xa, xb: the tile's unit rows, na, nb their fixed_norms (read when margin > 0).
-    local_v/local_i: (chunks, tb, k) workspace for the column candidates."""
+    local_v/local_i: (chunks, tb, k) workspace for the column candidates of each chunk of rows,
+    offered to the columns' lists after the pass (in chunks of columns; ``state``: two counters)."""
     ta, tb = s.shape
     k = row_v.shape[1]
-    chunks = local_v.shape[0]
     inf = np.inf
-    for c in numba.prange(chunks):
-        p0, p1 = c * ta // chunks, (c + 1) * ta // chunks
-        lv, li = local_v[c], local_i[c]
-        cut = np.empty(tb, dtype=s.dtype)  # this chunk's column thresholds, margin subtracted
-        pick = np.empty(_CHUNK, dtype=np.int64)
-        if columns:
-            for q in range(tb):
-                lv[q, :] = -inf
-                li[q, :] = -1
-                cut[q] = col_v[q, k - 1] - margin
-        for p in range(p0, p1):
-            srow = s[p]
-            rv, ri = row_v[p], row_i[p]
-            gi = row_id0 + p
-            tr = rv[k - 1] - margin
-            for q0 in range(0, tb, _CHUNK):
-                q1 = min(q0 + _CHUNK, tb)
-                top = -inf  # the largest excess over a threshold in the chunk
-                if columns:
-                    for q in range(q0, q1):
-                        top = max(top, max(srow[q] - tr, srow[q] - cut[q]))
-                else:
-                    for q in range(q0, q1):
-                        top = max(top, srow[q] - tr)
-                if top < 0:
-                    continue
-                found = 0  # the chunk's entries over a threshold, gathered without a branch
-                for q in range(q0, q1):
-                    pick[found] = q
-                    found += (srow[q] >= tr) | (srow[q] >= cut[q]) if columns else srow[q] >= tr
-                for t in range(found):
-                    q = pick[t]
-                    v = srow[q]
-                    to_row = v >= tr
-                    to_col = columns and v >= cut[q]
-                    gj = col_id0 + q
-                    if not (to_row or to_col) or gi == gj:
+    for _ in numba.prange(workers):  # one claiming loop a thread
+        c = claim(state)
+        while c < chunks:
+            p0, p1 = c * ta // chunks, (c + 1) * ta // chunks
+            lv, li = local_v[c], local_i[c]
+            cut = np.empty(tb, dtype=s.dtype)  # this chunk's column thresholds, margin subtracted
+            pick = np.empty(_CHUNK, dtype=np.int64)
+            if columns:
+                for q in range(tb):
+                    lv[q, :] = -inf
+                    li[q, :] = -1
+                    cut[q] = col_v[q, k - 1] - margin
+            for p in range(p0, p1):
+                srow = s[p]
+                rv, ri = row_v[p], row_i[p]
+                gi = row_id0 + p
+                tr = rv[k - 1] - margin
+                for q0 in range(0, tb, _CHUNK):
+                    q1 = min(q0 + _CHUNK, tb)
+                    top = -inf  # the largest excess over a threshold in the chunk
+                    if columns:
+                        for q in range(q0, q1):
+                            top = max(top, max(srow[q] - tr, srow[q] - cut[q]))
+                    else:
+                        for q in range(q0, q1):
+                            top = max(top, srow[q] - tr)
+                    if top < 0:
                         continue
-                    e = v if margin == 0 else _cosine(xa[p], xb[q], na[p], nb[q])
-                    if to_row and _better(e, gj, rv[k - 1], ri[k - 1]):
-                        _insert(rv, ri, e, gj)
-                        tr = rv[k - 1] - margin
-                    if (
-                        to_col
-                        and _better(e, gi, col_v[q, k - 1], col_i[q, k - 1])
-                        and _better(e, gi, lv[q, k - 1], li[q, k - 1])
-                    ):
-                        _insert(lv[q], li[q], e, gi)
-                        cut[q] = max(col_v[q, k - 1], lv[q, k - 1]) - margin
+                    found = 0  # the chunk's entries over a threshold, gathered without a branch
+                    for q in range(q0, q1):
+                        pick[found] = q
+                        found += (srow[q] >= tr) | (srow[q] >= cut[q]) if columns else srow[q] >= tr
+                    for t in range(found):
+                        q = pick[t]
+                        v = srow[q]
+                        to_row = v >= tr
+                        to_col = columns and v >= cut[q]
+                        gj = col_id0 + q
+                        if not (to_row or to_col) or gi == gj:
+                            continue
+                        e = v if margin == 0 else _cosine(xa[p], xb[q], na[p], nb[q])
+                        if to_row and _better(e, gj, rv[k - 1], ri[k - 1]):
+                            _insert(rv, ri, e, gj)
+                            tr = rv[k - 1] - margin
+                        if (
+                            to_col
+                            and _better(e, gi, col_v[q, k - 1], col_i[q, k - 1])
+                            and _better(e, gi, lv[q, k - 1], li[q, k - 1])
+                        ):
+                            _insert(lv[q], li[q], e, gi)
+                            cut[q] = max(col_v[q, k - 1], lv[q, k - 1]) - margin
+            c = claim(state)
     if columns:
-        _merge_columns(col_v, col_i, local_v, local_i)
+        for _ in numba.prange(workers):
+            r = claim(state[1:])
+            while r < chunks:
+                for q in range(r * tb // chunks, (r + 1) * tb // chunks):
+                    _merge_column(col_v[q], col_i[q], local_v[:, q], local_i[:, q])
+                r = claim(state[1:])
+
+
+@numba.njit(inline="always")
+def _merge_column(gv, gi, local_v, local_i) -> None:
+    """Offer every row chunk's candidates for one column (local_v/local_i: (chunks, k)) to the
+    column's list (gv, gi)."""
+    k = gv.shape[0]
+    for c in range(local_v.shape[0]):
+        lv, li = local_v[c], local_i[c]
+        for m in range(k):
+            if li[m] >= 0 and _better(lv[m], li[m], gv[k - 1], gi[k - 1]):
+                _insert(gv, gi, lv[m], li[m])
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def _merge_columns(col_v, col_i, local_v, local_i) -> None:
-    """Offer each chunk's column candidates to the columns' lists (parallel over ranges of
-    columns)."""
-    tb, k = col_v.shape
-    chunks = local_v.shape[0]
-    for r in numba.prange(chunks):
-        for q in range(r * tb // chunks, (r + 1) * tb // chunks):
-            gv, gi = col_v[q], col_i[q]
-            for c in range(chunks):
-                lv, li = local_v[c, q], local_i[c, q]
-                for m in range(k):
-                    if li[m] >= 0 and _better(lv[m], li[m], gv[k - 1], gi[k - 1]):
-                        _insert(gv, gi, lv[m], li[m])
-
-
-@numba.njit(parallel=True, nogil=True, cache=True)
-def _sort_rows(vals, idx) -> None:
+def _sort_rows(vals, idx, state, chunks, workers) -> None:
     n, k = vals.shape
-    for p in numba.prange(n):
-        hv, hi = vals[p].copy(), idx[p].copy()  # the heap, popped worst first into the row's end
-        for m in range(k - 1, -1, -1):  # the heap's m + 1 nodes are hv[k - 1 - m:]
-            vals[p, m], idx[p, m] = hv[k - 1], hi[k - 1]
-            if m:  # its last node (position k - 1 - m) takes the root's place in the m left
-                _insert(hv[k - m :], hi[k - m :], hv[k - 1 - m], hi[k - 1 - m])
+    for _ in numba.prange(workers):  # one claiming loop a thread
+        c = claim(state)
+        while c < chunks:
+            for p in range(c * n // chunks, (c + 1) * n // chunks):
+                hv, hi = vals[p].copy(), idx[p].copy()  # the heap, popped worst first into the row's end
+                for m in range(k - 1, -1, -1):  # the heap's m + 1 nodes are hv[k - 1 - m:]
+                    vals[p, m], idx[p, m] = hv[k - 1], hi[k - 1]
+                    if m:  # its last node (position k - 1 - m) takes the root's place in the m left
+                        _insert(hv[k - m :], hi[k - m :], hv[k - 1 - m], hi[k - 1 - m])
+            c = claim(state)
 
 
 def sort_rows(values, indices) -> None:
     """Order each row's heap (see the module's note) best first, in place (NumPy arrays)."""
-    use_threads(values.size * max(1, values.shape[1].bit_length()))
-    _sort_rows(values, indices)
+    chunks = max(1, min(_ROW_CHUNKS, values.shape[0]))
+    parallel(_sort_rows, values, indices, chunks=chunks, work=values.size * max(1, values.shape[1].bit_length()))
 
 
 class Workspace:
     """The column candidates' lists of each chunk, kept across the tiles of one search."""
 
     def __init__(self, k: int, dtype):
-        self.k, self.dtype, self.chunks = k, np.dtype(dtype), use_threads()
+        self.k, self.dtype, self.chunks = k, np.dtype(dtype), threads()
         self.values = np.empty((self.chunks, 0, k), dtype=self.dtype)
         self.indices = np.empty((self.chunks, 0, k), dtype=np.int64)
 
@@ -232,9 +270,10 @@ class Workspace:
             col_v, col_i = row_v[:0], row_i[:0]
         if xa is None:
             xa = xb = s[:0]
-        use_threads(s.size)
         na, nb = fixed_norms(xa), fixed_norms(xb)
-        _select(
+        chunks = max(1, min(self.chunks, s.shape[0]))
+        parallel(
+            _select,
             s,
             row_v,
             row_i,
@@ -248,6 +287,9 @@ class Workspace:
             xb,
             na,
             nb,
-            self.values[:, :tb],
-            self.indices[:, :tb],
+            self.values[:chunks, :tb],
+            self.indices[:chunks, :tb],
+            chunks=chunks,
+            work=s.size,
+            counters=2,
         )

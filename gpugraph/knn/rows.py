@@ -11,12 +11,7 @@ _CHUNK = 1 << 22  # elements per chunk of a pass over rows: bounded temporaries
 
 def _compiled(t: torch.Tensor) -> bool:
     """Whether the CPU's compiled row passes (gpugraph/kernels/rows_cpu.py) take ``t``."""
-    if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64) or t.dim() != 2:
-        return False
-    from gpugraph.kernels.threads import use_threads
-
-    use_threads(t.numel())
-    return True
+    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and t.dim() == 2
 
 
 def row_maxabs(t: torch.Tensor) -> torch.Tensor:
