@@ -392,27 +392,40 @@ def _mix(z):
     return z ^ (z >> np.uint64(31))
 
 
+@numba.njit(inline="always")
+def _hash_span(words, seed, c, chunks):
+    """The sum of mix(word ^ (position * golden + seed)) over chunk c of ``chunks`` of the words."""
+    part = np.uint64(0)
+    lo, hi = _span(0, words.shape[0], c, chunks)
+    for t in range(lo, hi):
+        part += _mix(np.uint64(words[t]) ^ (np.uint64(t) * np.uint64(0x9E3779B97F4A7C15) + seed))
+    return part
+
+
 @numba.njit(parallel=True, nogil=True, cache=True)
-def _hash(words, seed, parts, state, chunks, workers):
+def _hash(a, b, parts, state, chunks, workers):
+    """parts[c]: the hash of chunk c of ``chunks`` // 2 of a's words, then of b's."""
+    half = chunks // 2
     for _ in numba.prange(workers):  # one claiming loop a thread
         c = claim(state)
         while c < chunks:
-            part = np.uint64(0)
-            lo, hi = _span(0, words.shape[0], c, chunks)
-            for t in range(lo, hi):
-                part += _mix(np.uint64(words[t]) ^ (np.uint64(t) * np.uint64(0x9E3779B97F4A7C15) + seed))
-            parts[c] = part
+            if c < half:
+                parts[c] = _hash_span(a, np.uint64(0x9E3779B97F4A7C15), c, half)
+            else:
+                parts[c] = _hash_span(b, np.uint64(0x3C6EF372FE94F82A), c - half, half)
             c = claim(state)
 
 
-def fingerprint(*arrays: np.ndarray) -> int:
-    """A 64-bit hash of the bits of NumPy arrays (C-contiguous, 1 to 8 bytes an entry): for
-    each array the sum over its words of mix(word ^ (position * golden + seed)), in parallel
-    chunks. Any edit of the bits changes it except with probability about 2^-64."""
-    total = 0
-    for m, a in enumerate(arrays):
-        words = a.reshape(-1).view({8: np.uint64, 4: np.uint32, 2: np.uint16, 1: np.uint8}[a.itemsize])
-        parts = np.zeros(_CHUNKS, dtype=np.uint64)
-        parallel(_hash, words, np.uint64((m + 1) * 0x9E3779B97F4A7C15 % 2**64), parts, chunks=_CHUNKS, work=len(words))
-        total = (total + int(parts.sum(dtype=np.uint64))) % 2**64
-    return total
+def _words(a: np.ndarray) -> np.ndarray:
+    return a.reshape(-1).view({8: np.uint64, 4: np.uint32, 2: np.uint16, 1: np.uint8}[a.itemsize])
+
+
+def fingerprint(a: np.ndarray, b: np.ndarray) -> int:
+    """A 64-bit hash of the bits of two NumPy arrays (C-contiguous, 1 to 8 bytes an entry; a
+    graph's indices and weights): for each array the sum over its words of
+    mix(word ^ (position * golden + the array's seed)), in one parallel pass over chunks of
+    both. Any edit of the bits changes it except with probability about 2^-64."""
+    wa, wb = _words(a), _words(b)
+    parts = np.zeros(2 * _CHUNKS, dtype=np.uint64)
+    parallel(_hash, wa, wb, parts, chunks=2 * _CHUNKS, work=len(wa) + len(wb))
+    return int(parts.sum(dtype=np.uint64))
