@@ -332,10 +332,8 @@ def reciprocity_of(
     if compiled if compiled is not None else indices.device.type == "cpu":
         from gpugraph.kernels import graph_cpu as _graph_cpu
 
-        recip, partner_w = _graph_cpu.partners(
-            indices.contiguous().numpy(), weights.contiguous().numpy(), rows.start, rows.stop
-        )
-        return torch.from_numpy(recip), torch.from_numpy(partner_w)
+        pairs = _graph_cpu.partners(indices.contiguous().numpy(), weights.contiguous().numpy(), rows.start, rows.stop)
+        return torch.from_numpy(pairs[0]), torch.from_numpy(pairs[1])
     mine = indices[rows]
     n, k = mine.shape
     recip = torch.empty((n, k), dtype=torch.bool, device=indices.device)

@@ -65,7 +65,7 @@ def _fetch_add(typingctx, state):
 def claim(state):
     """The next unclaimed chunk of the call whose counter is ``state`` (an int64 array, first
     entry 0 at the start): 0, 1, 2, ... across all threads, each index to one thread."""
-    return _fetch_add(state)
+    return _fetch_add(state)  # type: ignore[call-arg]  # the typing context is numba's to pass
 
 
 def threads(work: int | None = None) -> int:

@@ -66,10 +66,10 @@ def unit_rows(x: torch.Tensor, name: str = "x", offset: int = 0, refuse: bool = 
     if _compiled(x):  # one pass over memory
         from gpugraph.kernels import rows_cpu as _rows_cpu
 
-        u, m = _rows_cpu.unit(x.detach().contiguous().numpy())
+        rows, largest = _rows_cpu.unit(x.detach().contiguous().numpy())
         if refuse:
-            _refuse_rows(torch.from_numpy(m), name, True, offset)
-        return torch.from_numpy(u)
+            _refuse_rows(torch.from_numpy(largest), name, True, offset)
+        return torch.from_numpy(rows)
     m = check_rows(x, name, nonzero=True, offset=offset) if refuse else row_maxabs(x)
     u = x.to(m.dtype, copy=True)
     u /= m[:, None]  # entries in [-1, 1], one of them +-1
