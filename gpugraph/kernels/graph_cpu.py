@@ -21,15 +21,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from gpugraph.kernels.threads import claim, parallel, threads
+from gpugraph.kernels.threads import claim, parallel, span, threads
 
 _CHUNKS = 64  # the work of a pass split in a fixed number of chunks: float64 sums do not depend on the thread count
-
-
-@numba.njit(inline="always")
-def _span(start, stop, c, chunks):
-    """Chunk c of ``chunks`` of the range start..stop: (its first, one past its last)."""
-    return start + c * (stop - start) // chunks, start + (c + 1) * (stop - start) // chunks
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
@@ -38,7 +32,7 @@ def _partners(indices, weights, r0, r1, recip, partner_w, state, chunks, workers
     for _ in numba.prange(workers):  # one claiming loop a thread
         c = claim(state)
         while c < chunks:
-            lo, hi = _span(r0, r1, c, chunks)
+            lo, hi = span(r0, r1, c, chunks)
             for i in range(lo, hi):
                 for a in range(k):
                     j = indices[i, a]
@@ -117,7 +111,7 @@ def _kept_counts(rows, cols, count, state, chunks, workers):
     for _ in numba.prange(workers):  # one claiming loop a thread
         c = claim(state)
         while c < chunks:
-            lo, hi = _span(0, rows.shape[0] - 1, c, chunks)
+            lo, hi = span(0, rows.shape[0] - 1, c, chunks)
             for i in range(lo, hi):
                 di = rows[i + 1] - rows[i]
                 kept = 0
@@ -135,7 +129,7 @@ def _kept_rows(rows, cols, indptr, out, state, chunks, workers):
     for _ in numba.prange(workers):  # one claiming loop a thread
         c = claim(state)
         while c < chunks:
-            lo, hi = _span(0, rows.shape[0] - 1, c, chunks)
+            lo, hi = span(0, rows.shape[0] - 1, c, chunks)
             for i in range(lo, hi):
                 di = rows[i + 1] - rows[i]
                 f = indptr[i]
@@ -167,7 +161,7 @@ def _count(indptr, cols, labels, per_node, motifs, r0, r1, totals, nodes, kinds,
     for w in numba.prange(workers):  # one claiming loop a thread; w: its row of the integer accumulators
         c = claim(state)
         while c < chunks:
-            lo, hi = _span(r0, r1, c, chunks)
+            lo, hi = span(r0, r1, c, chunks)
             for u in range(lo, hi):
                 a0, a1 = indptr[u], indptr[u + 1]
                 for e in range(a0, a1):
@@ -259,7 +253,7 @@ def _modularity_sums(
         while c < chunks:
             total = within = 0.0
             lowest = np.inf
-            lo, hi = _span(0, n, c, chunks)
+            lo, hi = span(0, n, c, chunks)
             for i in range(lo, hi):
                 ci = codes[i]
                 for e in range(rows[i], rows[i + 1]):
@@ -312,7 +306,7 @@ def _list_faults(indices, first, state, chunks, workers):
     for _ in numba.prange(workers):  # one claiming loop a thread
         c = claim(state)
         while c < chunks:
-            lo, hi = _span(0, n, c, chunks)
+            lo, hi = span(0, n, c, chunks)
             for i in range(lo, hi):
                 for a in range(k):
                     j = indices[i, a]
@@ -393,10 +387,10 @@ def _mix(z):
 
 
 @numba.njit(inline="always")
-def _hash_span(words, seed, c, chunks):
+def _hash_chunk(words, seed, c, chunks):
     """The sum of mix(word ^ (position * golden + seed)) over chunk c of ``chunks`` of the words."""
     part = np.uint64(0)
-    lo, hi = _span(0, words.shape[0], c, chunks)
+    lo, hi = span(0, words.shape[0], c, chunks)
     for t in range(lo, hi):
         part += _mix(np.uint64(words[t]) ^ (np.uint64(t) * np.uint64(0x9E3779B97F4A7C15) + seed))
     return part
@@ -410,9 +404,9 @@ def _hash(a, b, parts, state, chunks, workers):
         c = claim(state)
         while c < chunks:
             if c < half:
-                parts[c] = _hash_span(a, np.uint64(0x9E3779B97F4A7C15), c, half)
+                parts[c] = _hash_chunk(a, np.uint64(0x9E3779B97F4A7C15), c, half)
             else:
-                parts[c] = _hash_span(b, np.uint64(0x3C6EF372FE94F82A), c - half, half)
+                parts[c] = _hash_chunk(b, np.uint64(0x3C6EF372FE94F82A), c - half, half)
             c = claim(state)
 
 

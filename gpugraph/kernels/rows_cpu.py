@@ -10,7 +10,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from gpugraph.kernels.threads import claim, parallel
+from gpugraph.kernels.threads import claim, parallel, span
 
 # reassociation lets the row sums and maxima vectorise; no-NaN/no-Inf flags stay off, since
 # finding NaN and Inf rows is part of the job
@@ -33,7 +33,8 @@ def _maxabs(x, out, state, chunks, workers):
     for _ in numba.prange(workers):  # one claiming loop a thread
         c = claim(state)
         while c < chunks:
-            for i in range(c * x.shape[0] // chunks, (c + 1) * x.shape[0] // chunks):
+            lo, hi = span(0, x.shape[0], c, chunks)
+            for i in range(lo, hi):
                 out[i] = _row_max(x, i)
             c = claim(state)
 
@@ -51,7 +52,8 @@ def _unit(x, u, m, state, chunks, workers):
     for _ in numba.prange(workers):  # one claiming loop a thread
         c = claim(state)
         while c < chunks:
-            for i in range(c * n // chunks, (c + 1) * n // chunks):
+            lo, hi = span(0, n, c, chunks)
+            for i in range(lo, hi):
                 mi = _row_max(x, i)
                 m[i] = mi
                 if not (0.0 < mi < np.inf):

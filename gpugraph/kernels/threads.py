@@ -68,6 +68,12 @@ def claim(state):
     return _fetch_add(state)  # type: ignore[call-arg]  # the typing context is numba's to pass
 
 
+@numba.njit(inline="always")
+def span(start, stop, c, chunks):
+    """Chunk c of ``chunks`` of the range start..stop: (its first, one past its last)."""
+    return start + c * (stop - start) // chunks, start + (c + 1) * (stop - start) // chunks
+
+
 def threads(work: int | None = None) -> int:
     """How many threads a pass of ``work`` element steps runs on: as many as torch uses
     (torch.set_num_threads, OMP_NUM_THREADS, 1 a rank under torchrun), never more than numba

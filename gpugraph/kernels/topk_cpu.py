@@ -26,7 +26,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from gpugraph.kernels.threads import claim, parallel, threads
+from gpugraph.kernels.threads import claim, parallel, span, threads
 
 _CHUNK = 32  # entries compared at once before any branch
 # fast-math for the scan's reductions (vectorised max), but never "ninf": the empty slots
@@ -85,7 +85,8 @@ def _fixed_norms(x, out, state, chunks, workers):
     for _ in numba.prange(workers):  # one claiming loop a thread
         c = claim(state)
         while c < chunks:
-            for i in range(c * x.shape[0] // chunks, (c + 1) * x.shape[0] // chunks):
+            lo, hi = span(0, x.shape[0], c, chunks)
+            for i in range(lo, hi):
                 out[i] = fixed_dot(x[i], x[i])
             c = claim(state)
 
@@ -146,7 +147,7 @@ def _select(
     for _ in numba.prange(workers):  # one claiming loop a thread
         c = claim(state)
         while c < chunks:
-            p0, p1 = c * ta // chunks, (c + 1) * ta // chunks
+            p0, p1 = span(0, ta, c, chunks)
             lv, li = local_v[c], local_i[c]
             cut = np.empty(tb, dtype=s.dtype)  # this chunk's column thresholds, margin subtracted
             pick = np.empty(_CHUNK, dtype=np.int64)
@@ -199,7 +200,8 @@ def _select(
         for _ in numba.prange(workers):
             r = claim(state[1:])
             while r < chunks:
-                for q in range(r * tb // chunks, (r + 1) * tb // chunks):
+                lo, hi = span(0, tb, r, chunks)
+                for q in range(lo, hi):
                     _merge_column(col_v[q], col_i[q], local_v[:, q], local_i[:, q])
                 r = claim(state[1:])
 
@@ -222,7 +224,8 @@ def _sort_rows(vals, idx, state, chunks, workers) -> None:
     for _ in numba.prange(workers):  # one claiming loop a thread
         c = claim(state)
         while c < chunks:
-            for p in range(c * n // chunks, (c + 1) * n // chunks):
+            lo, hi = span(0, n, c, chunks)
+            for p in range(lo, hi):
                 hv, hi = vals[p].copy(), idx[p].copy()  # the heap, popped worst first into the row's end
                 for m in range(k - 1, -1, -1):  # the heap's m + 1 nodes are hv[k - 1 - m:]
                     vals[p, m], idx[p, m] = hv[k - 1], hi[k - 1]
