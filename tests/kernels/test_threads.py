@@ -25,17 +25,24 @@ def _visit(owner, visits, state, chunks, workers):
             c = claim(state)
 
 
+@numba.njit(nogil=True)
+def _busy(steps, seed):
+    """About ``steps`` dependent multiply-adds (a few ns each): time spent, not skipped."""
+    acc = seed
+    for _ in range(steps):
+        acc = acc * 1.0000001 + 1e-9
+    return acc
+
+
 @numba.njit(parallel=True, nogil=True)
-def _late_second(owner, state, chunks, workers, patience):
-    """Loop 1 waits (a bounded spin) until loop 0 has claimed every chunk: a thread that is
-    descheduled, or late to start, on a busy machine."""
+def _late_second(owner, sink, state, chunks, workers, delay):
+    """Loop 1 starts ``delay`` steps late (a thread descheduled, or slow to wake, on a busy
+    machine); each chunk takes 10^5 steps, so loop 0 alone needs 64 x 10^5 << delay."""
     for w in numba.prange(workers):
-        if w == 1:
-            spins = 0
-            while state[0] < chunks and spins < patience:
-                spins += 1
+        sink[w] = _busy(delay if w == 1 else 0, 1.0)
         c = claim(state)
         while c < chunks:
+            sink[w] += _busy(100_000, sink[w])
             owner[c] = w
             c = claim(state)
 
@@ -53,9 +60,9 @@ def test_every_chunk_is_claimed_once_by_threads_racing_for_them():
 def test_a_late_thread_leaves_its_chunks_to_the_others():
     # numba's static split gives loop 1 half the rows whatever happens; claiming does not
     chunks = 64
-    owner = np.full(chunks, -1, dtype=np.int64)
+    owner, sink = np.full(chunks, -1, dtype=np.int64), np.zeros(2)
     numba.set_num_threads(2)
-    _late_second(owner, np.zeros(1, dtype=np.int64), chunks, 2, 10**9)
+    _late_second(owner, sink, np.zeros(1, dtype=np.int64), chunks, 2, 3 * 10**8)
     assert (owner == 0).all()
 
 
