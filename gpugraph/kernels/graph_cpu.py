@@ -21,9 +21,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from gpugraph.kernels.threads import claim, parallel, span, threads
-
-_CHUNKS = 64  # the work of a pass split in a fixed number of chunks: float64 sums do not depend on the thread count
+from gpugraph.kernels.threads import CHUNKS, chunks_for, claim, parallel, span, threads
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
@@ -52,9 +50,7 @@ def partners(indices: np.ndarray, weights: np.ndarray, r0: int, r1: int) -> tupl
     k = indices.shape[1]
     recip = np.zeros((r1 - r0, k), dtype=np.bool_)
     partner_w = np.zeros((r1 - r0, k), dtype=weights.dtype)
-    parallel(
-        _partners, indices, weights, r0, r1, recip, partner_w, chunks=min(_CHUNKS, r1 - r0), work=(r1 - r0) * k * k
-    )
+    parallel(_partners, indices, weights, r0, r1, recip, partner_w, chunks=chunks_for(r1 - r0), work=(r1 - r0) * k * k)
     return recip, partner_w
 
 
@@ -147,7 +143,7 @@ def oriented_symmetric_csr(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarr
     a Graph holds it): each row keeps the neighbours of higher rank, already in order; in
     parallel over the rows, no sort."""
     n = rows.shape[0] - 1
-    chunks = min(_CHUNKS, n)
+    chunks = chunks_for(n)
     count = np.zeros(n + 1, dtype=np.int64)
     parallel(_kept_counts, rows, cols, count, chunks=chunks, work=len(cols))
     indptr = np.cumsum(count)
@@ -193,7 +189,7 @@ def _count(indptr, cols, labels, per_node, motifs, r0, r1, totals, nodes, kinds,
             c = claim(state)
 
 
-def count(indptr, cols, labels, per_node: bool, motifs: bool, r0: int, r1: int, chunks: int = _CHUNKS, work=None):
+def count(indptr, cols, labels, per_node: bool, motifs: bool, r0: int, r1: int, chunks: int = CHUNKS, work=None):
     """Triangles found at the edges leaving rows r0..r1 of an oriented CSR graph (each
     triangle u -> v -> w closed by u -> w is found once, at its lowest-ranked node u), the
     rows split in ``chunks``; ``work`` (element steps) sets the threads.
@@ -325,7 +321,7 @@ def list_faults(indices: np.ndarray) -> np.ndarray:
     empty slot), with itself as a neighbour, and with a repeated neighbour: three ints, -1
     where there is none."""
     n, k = indices.shape
-    first = np.full((max(1, min(n, _CHUNKS)), 3), n, dtype=np.int64)
+    first = np.full((chunks_for(n), 3), n, dtype=np.int64)
     parallel(_list_faults, indices, first, chunks=first.shape[0], work=n * k * k)
     low = first.min(axis=0)
     return np.where(low < n, low, -1)
@@ -420,6 +416,6 @@ def fingerprint(a: np.ndarray, b: np.ndarray) -> int:
     mix(word ^ (position * golden + the array's seed)), in one parallel pass over chunks of
     both. Any edit of the bits changes it except with probability about 2^-64."""
     wa, wb = _words(a), _words(b)
-    parts = np.zeros(2 * _CHUNKS, dtype=np.uint64)
-    parallel(_hash, wa, wb, parts, chunks=2 * _CHUNKS, work=len(wa) + len(wb))
+    parts = np.zeros(2 * CHUNKS, dtype=np.uint64)
+    parallel(_hash, wa, wb, parts, chunks=2 * CHUNKS, work=len(wa) + len(wb))
     return int(parts.sum(dtype=np.uint64))

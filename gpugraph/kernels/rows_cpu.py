@@ -10,7 +10,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from gpugraph.kernels.threads import claim, parallel, span
+from gpugraph.kernels.threads import chunks_for, claim, parallel, span
 
 # reassociation lets the row sums and maxima vectorise; no-NaN/no-Inf flags stay off, since
 # finding NaN and Inf rows is part of the job
@@ -42,7 +42,7 @@ def _maxabs(x, out, state, chunks, workers):
 def maxabs(x: np.ndarray) -> np.ndarray:
     """(N,) largest |entry| of each row of the (N, D) array, in its dtype."""
     out = np.empty(x.shape[0], dtype=x.dtype)
-    parallel(_maxabs, x, out, chunks=_chunks(x), work=x.size)
+    parallel(_maxabs, x, out, chunks=chunks_for(x.shape[0]), work=x.size)
     return out
 
 
@@ -74,9 +74,5 @@ def unit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a finite nonzero m (the others are left unset: the caller refuses them)."""
     m = np.empty(x.shape[0], dtype=x.dtype)
     u = np.empty(x.shape, dtype=x.dtype)
-    parallel(_unit, x, u, m, chunks=_chunks(x), work=x.size)
+    parallel(_unit, x, u, m, chunks=chunks_for(x.shape[0]), work=x.size)
     return u, m
-
-
-def _chunks(x: np.ndarray) -> int:
-    return max(1, min(64, x.shape[0]))  # a pass over the rows in (at most) 64 chunks

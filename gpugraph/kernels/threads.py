@@ -74,6 +74,16 @@ def span(start, stop, c, chunks):
     return start + c * (stop - start) // chunks, start + (c + 1) * (stop - start) // chunks
 
 
+CHUNKS = 64
+"""The chunks a pass over rows is split in (fewer when there are fewer rows): enough for a
+thread to take over another's share, few enough that a chunk is worth an atomic claim."""
+
+
+def chunks_for(rows: int) -> int:
+    """How many chunks a pass over ``rows`` rows takes: :data:`CHUNKS`, at most one a row."""
+    return max(1, min(CHUNKS, rows))
+
+
 def threads(work: int | None = None) -> int:
     """How many threads a pass of ``work`` element steps runs on: as many as torch uses
     (torch.set_num_threads, OMP_NUM_THREADS, 1 a rank under torchrun), never more than numba

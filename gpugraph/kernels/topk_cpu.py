@@ -26,7 +26,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from gpugraph.kernels.threads import claim, parallel, span, threads
+from gpugraph.kernels.threads import chunks_for, claim, parallel, span, threads
 
 _CHUNK = 32  # entries compared at once before any branch
 # fast-math for the scan's reductions (vectorised max), but never "ninf": the empty slots
@@ -77,9 +77,6 @@ def fixed_dot(a, b):
     return acc
 
 
-_ROW_CHUNKS = 64  # a pass over rows split in this many chunks (fewer for fewer rows)
-
-
 @numba.njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _fixed_norms(x, out, state, chunks, workers):
     for _ in numba.prange(workers):  # one claiming loop a thread
@@ -94,7 +91,7 @@ def _fixed_norms(x, out, state, chunks, workers):
 def fixed_norms(x: np.ndarray) -> np.ndarray:
     """(N,) int64 :func:`fixed_dot` of each row of the (N, D) array with itself."""
     out = np.empty(x.shape[0], dtype=np.int64)
-    parallel(_fixed_norms, x, out, chunks=max(1, min(_ROW_CHUNKS, x.shape[0])), work=x.size)
+    parallel(_fixed_norms, x, out, chunks=chunks_for(x.shape[0]), work=x.size)
     return out
 
 
@@ -236,7 +233,7 @@ def _sort_rows(vals, idx, state, chunks, workers) -> None:
 
 def sort_rows(values, indices) -> None:
     """Order each row's heap (see the module's note) best first, in place (NumPy arrays)."""
-    chunks = max(1, min(_ROW_CHUNKS, values.shape[0]))
+    chunks = chunks_for(values.shape[0])
     parallel(_sort_rows, values, indices, chunks=chunks, work=values.size * max(1, values.shape[1].bit_length()))
 
 
