@@ -101,6 +101,13 @@ def oriented_csr(rows, cols, recip):
     return indptr, out
 
 
+@numba.njit(inline="always")
+def _lower_in(rows, i, j) -> bool:
+    """:func:`_lower` with the degrees of a symmetric CSR: its row lengths."""
+    di, dj = rows[i + 1] - rows[i], rows[j + 1] - rows[j]
+    return di < dj or (di == dj and i < j)
+
+
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _kept_counts(rows, cols, count, state, chunks, workers):
     """count[i + 1]: how many of row i's neighbours rank above i."""
@@ -109,12 +116,9 @@ def _kept_counts(rows, cols, count, state, chunks, workers):
         while c < chunks:
             lo, hi = span(0, rows.shape[0] - 1, c, chunks)
             for i in range(lo, hi):
-                di = rows[i + 1] - rows[i]
                 kept = 0
                 for e in range(rows[i], rows[i + 1]):
-                    j = cols[e]
-                    dj = rows[j + 1] - rows[j]
-                    kept += di < dj or (di == dj and i < j)
+                    kept += _lower_in(rows, i, cols[e])
                 count[i + 1] = kept
             c = claim(state)
 
@@ -127,13 +131,10 @@ def _kept_rows(rows, cols, indptr, out, state, chunks, workers):
         while c < chunks:
             lo, hi = span(0, rows.shape[0] - 1, c, chunks)
             for i in range(lo, hi):
-                di = rows[i + 1] - rows[i]
                 f = indptr[i]
                 for e in range(rows[i], rows[i + 1]):
-                    j = cols[e]
-                    dj = rows[j + 1] - rows[j]
-                    if di < dj or (di == dj and i < j):
-                        out[f] = j
+                    if _lower_in(rows, i, cols[e]):
+                        out[f] = cols[e]
                         f += 1
             c = claim(state)
 
