@@ -83,7 +83,10 @@ def edge_rows(g, mode: str | None = None) -> EdgeRows:
     mode = "mean" if mode is None else mode
     check_mode(mode)
     recip, partner = g.reciprocity()
-    rows = torch.arange(0, g.n * g.k + 1, g.k, device=g.device)
+    if g.device.type == "cpu":  # NumPy's: torch's would wake its thread pool, left spinning beside our passes
+        rows = torch.from_numpy(np.arange(0, g.n * g.k + 1, g.k, dtype=np.int64))
+    else:
+        rows = torch.arange(0, g.n * g.k + 1, g.k, device=g.device)
     return EdgeRows(
         rows, g.indices.reshape(-1), g.weights.reshape(-1), recip.reshape(-1), partner.reshape(-1), mode, False
     )

@@ -25,6 +25,13 @@ the region waits at most for the one chunk it holds. On a quiet machine it also 
 OpenMP threads spin for a while after each torch operation and take CPU time from one of
 ours, whose chunks the other takes over.
 
+A region still ends only when every thread has arrived, and a thread that lost its core
+arrives a scheduler time slice late. So each pass's claims are tallied a thread
+(:func:`claim`, :func:`new_state`); when a thread took less than a quarter of its share
+(:func:`late`), passes under :data:`SMALL_WORK` steps run on the calling thread alone for
+:data:`HOLD` seconds (:func:`threads`): on a busy machine one thread does few-millisecond
+work at nearly its quiet speed, and on a quiet one no thread comes late.
+
 numba's threads stay OpenMP's (shared with nothing else; their barrier still spins for a
 while before it sleeps). A pool of Python threads that sleep at once was tried: it loses its
 quiet speed to that same spinning of torch's threads and to the GIL its helpers need between
@@ -33,6 +40,7 @@ calls (modularity of a 50k-node graph 6 -> 10 ms), and was no faster under load.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -63,9 +71,20 @@ def _fetch_add(typingctx, state):
 
 @numba.njit(inline="always")
 def claim(state):
-    """The next unclaimed chunk of the call whose counter is ``state`` (an int64 array, first
-    entry 0 at the start): 0, 1, 2, ... across all threads, each index to one thread."""
-    return _fetch_add(state)  # type: ignore[call-arg]  # the typing context is numba's to pass
+    """The next unclaimed chunk of the call whose counter is ``state`` (an int64 array from
+    :func:`new_state`, or a slice of one starting at a counter): 0, 1, 2, ... across all
+    threads, each index to one thread. Each call is tallied in the calling thread's slot at
+    the end of the array, which :func:`parallel` reads."""
+    c = _fetch_add(state)  # type: ignore[call-arg]  # the typing context is numba's to pass
+    state[len(state) - 1 - numba.get_thread_id()] += 1  # ids run 0..threads - 1 (numba's contract)
+    return c
+
+
+def new_state(counters: int = 1) -> np.ndarray:
+    """The array a pass claims from: ``counters`` chunk counters, then one tally slot for
+    each thread numba may run (the last for thread 0), all zero."""
+    # numba.config sets its attributes from the environment at import: invisible to mypy
+    return np.zeros(counters + numba.config.NUMBA_NUM_THREADS, dtype=np.int64)  # type: ignore[attr-defined]
 
 
 @numba.njit(inline="always")
@@ -84,11 +103,28 @@ def chunks_for(rows: int) -> int:
     return max(1, min(CHUNKS, rows))
 
 
+SMALL_WORK = 1 << 21
+"""Passes below this many element steps (a few milliseconds on one core) run on the calling
+thread alone for :data:`HOLD` seconds after a pass found a thread late."""
+
+HOLD = 0.5
+"""Seconds small passes stay on one thread after a late thread was seen."""
+
+LATE_SHARE = 4
+"""A thread is late when it claimed less than 1/LATE_SHARE of its fair share of a pass's
+chunks: it was descheduled, or started after the others had taken most of the work."""
+
+_late_until = 0.0  # time.monotonic() until which small passes run on one thread
+
+
 def threads(work: int | None = None) -> int:
     """How many threads a pass of ``work`` element steps runs on: as many as torch uses
     (torch.set_num_threads, OMP_NUM_THREADS, 1 a rank under torchrun), never more than numba
-    started, and one below :data:`SERIAL_WORK`."""
+    started; one below :data:`SERIAL_WORK`, and one below :data:`SMALL_WORK` while the
+    machine is busy (a thread was late within the last :data:`HOLD` seconds)."""
     if work is not None and work < SERIAL_WORK:
+        return 1
+    if work is not None and work < SMALL_WORK and time.monotonic() < _late_until:
         return 1
     # numba.config sets its attributes from the environment at import: invisible to mypy
     started = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
@@ -98,8 +134,27 @@ def threads(work: int | None = None) -> int:
 def parallel(kernel: Callable[..., Any], *args: Any, chunks: int, work: int | None = None, counters: int = 1) -> int:
     """Run the pass ``kernel(*args, state, chunks, workers)`` on :func:`threads` (``work``)
     threads, ``workers`` of them, ``state`` holding ``counters`` chunk counters (a pass with
-    two loops claims the second's chunks from ``state[1:]``); the count."""
+    two loops claims the second's chunks from ``state[1:]``); the count. A pass whose
+    threads were not all on time (:func:`late`) sends the small passes that follow to one
+    thread for :data:`HOLD` seconds."""
+    global _late_until
     workers = threads(work)
     numba.set_num_threads(workers)  # this calling thread's setting (numba keeps one a thread)
-    kernel(*args, np.zeros(counters, dtype=np.int64), chunks, workers)
+    state = new_state(counters)
+    kernel(*args, state, chunks, workers)
+    if workers > 1 and late(state[counters:], counters, chunks, workers):
+        _late_until = time.monotonic() + HOLD
     return workers
+
+
+def late(tallies: np.ndarray, counters: int, chunks: int, workers: int) -> bool:
+    """Whether a thread of a pass was late: it claimed less than 1/:data:`LATE_SHARE` of
+    its share of the ``chunks`` (or never ran, its iteration done by another thread), from
+    the threads' ``tallies`` of claims (each loop of a thread ends on one claim that finds
+    nothing). Passes of fewer than ``2 LATE_SHARE`` chunks a thread say nothing, nor do
+    passes compiled before the tally existed (a stale numba cache: no tallies at all)."""
+    ran = tallies[tallies > 0]
+    if chunks < 2 * LATE_SHARE * workers or len(ran) == 0:
+        return False
+    claimed = ran - counters
+    return len(ran) < workers or claimed.min() * workers * LATE_SHARE < chunks

@@ -2,6 +2,8 @@
 each chunk once, a late thread's chunks taken by the others, the same numbers on any number
 of threads, and the same as the references when every pass runs in parallel."""
 
+import time
+
 import networkx as nx
 import numba
 import numpy as np
@@ -11,7 +13,7 @@ from helpers import clustered, nx_reference_modularity
 
 import gpugraph as gg
 from gpugraph.kernels import threads
-from gpugraph.kernels.threads import claim, parallel
+from gpugraph.kernels.threads import claim, late, new_state, parallel
 
 
 @numba.njit(parallel=True, nogil=True)
@@ -35,7 +37,7 @@ def _busy(steps, seed):
 
 
 @numba.njit(parallel=True, nogil=True)
-def _late_second(owner, sink, state, chunks, workers, delay):
+def _late_second(owner, sink, delay, state, chunks, workers):
     """Loop 1 starts ``delay`` steps late (a thread descheduled, or slow to wake, on a busy
     machine); each chunk takes 10^5 steps, so loop 0 alone needs 64 x 10^5 << delay."""
     for w in numba.prange(workers):
@@ -51,7 +53,7 @@ def test_every_chunk_is_claimed_once_by_threads_racing_for_them():
     chunks = 200_000  # the two threads claim at the same time, over and over
     owner, visits = np.full(chunks, -1, dtype=np.int64), np.zeros(chunks, dtype=np.int64)
     numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-    _visit(owner, visits, np.zeros(1, dtype=np.int64), chunks, 2)
+    _visit(owner, visits, new_state(), chunks, 2)
     assert (visits == 1).all()
     assert set(np.unique(owner)) <= {0, 1}
 
@@ -62,8 +64,48 @@ def test_a_late_thread_leaves_its_chunks_to_the_others():
     chunks = 64
     owner, sink = np.full(chunks, -1, dtype=np.int64), np.zeros(2)
     numba.set_num_threads(2)
-    _late_second(owner, sink, np.zeros(1, dtype=np.int64), chunks, 2, 3 * 10**8)
+    _late_second(owner, sink, 3 * 10**8, new_state(), chunks, 2)
     assert (owner == 0).all()
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
+def test_each_thread_tallies_its_claims():
+    chunks = 1000
+    owner, visits = np.full(chunks, -1, dtype=np.int64), np.zeros(chunks, dtype=np.int64)
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    state = new_state()
+    _visit(owner, visits, state, chunks, 2)
+    tallies = state[1:][::-1]  # thread 0's slot is the last
+    assert state[0] == chunks + 2  # each loop's last claim finds nothing
+    # every chunk tallied once, to the thread that took it, plus that last claim a thread
+    assert sorted(tallies[:2]) == sorted((owner == w).sum() + 1 for w in range(2))
+    assert (tallies[2:] == 0).all()
+
+
+def test_a_late_thread_is_seen_from_the_tallies():
+    # two threads, 64 chunks: a fair share is 32, late is under 8
+    assert not late(np.array([33, 33, 0, 0]), 1, 64, 2)  # even
+    assert not late(np.array([9, 57]), 1, 64, 2)  # 8 chunks: a quarter of a share, on time
+    assert late(np.array([8, 58]), 1, 64, 2)  # 7 chunks
+    assert late(np.array([1, 65]), 1, 64, 2)  # none: it arrived after the work was gone
+    assert late(np.array([0, 66]), 1, 64, 2)  # it never ran: its loop ran on the other thread
+    assert not late(np.array([1, 15]), 1, 14, 2)  # too few chunks to tell
+    assert not late(np.zeros(4, dtype=np.int64), 1, 64, 2)  # a pass compiled before tallies
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
+def test_after_a_late_thread_small_work_runs_alone_for_a_while(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(threads, "_late_until", 0.0)
+    assert threads.threads(threads.SMALL_WORK - 1) == 2
+    owner, sink = np.full(64, -1, dtype=np.int64), np.zeros(2)
+    # a pass whose second thread starts late (3 x 10^8 steps, far beyond the whole work)
+    assert parallel(_late_second, owner, sink, 3 * 10**8, chunks=64, work=threads.SMALL_WORK) == 2
+    assert (owner == 0).all()
+    assert threads.threads(threads.SMALL_WORK - 1) == 1  # small work: one thread, no partner to wait for
+    assert threads.threads(threads.SMALL_WORK) == 2  # larger work is still split
+    monkeypatch.setattr(time, "monotonic", lambda: threads._late_until + 1e-3)
+    assert threads.threads(threads.SMALL_WORK - 1) == 2  # after HOLD seconds, parallel again
 
 
 def test_the_thread_count_follows_torch_and_small_work_runs_alone(monkeypatch):
@@ -79,8 +121,10 @@ def test_the_thread_count_follows_torch_and_small_work_runs_alone(monkeypatch):
 
 @pytest.fixture
 def every_pass_parallel(monkeypatch):
-    """Every compiled pass on (up to) two threads, however small its work."""
+    """Every compiled pass on (up to) two threads, however small its work and whatever
+    the machine's load."""
     monkeypatch.setattr(threads, "SERIAL_WORK", 0)
+    monkeypatch.setattr(threads, "SMALL_WORK", 0)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
 
 
