@@ -75,7 +75,7 @@ def claim(state):
     :func:`new_state`, or a slice of one starting at a counter): 0, 1, 2, ... across all
     threads, each index to one thread. Each call is tallied in the calling thread's slot at
     the end of the array, which :func:`parallel` reads."""
-    c = _fetch_add(state)  # type: ignore[call-arg]  # the typing context is numba's to pass
+    c = _fetch_add(state)  # type: ignore[call-arg,var-annotated]  # the typing context is numba's to pass
     state[len(state) - 1 - numba.get_thread_id()] += 1  # ids run 0..threads - 1 (numba's contract)
     return c
 
@@ -114,6 +114,10 @@ LATE_SHARE = 4
 """A thread is late when it claimed less than 1/LATE_SHARE of its fair share of a pass's
 chunks: it was descheduled, or started after the others had taken most of the work."""
 
+LATE_SECONDS = 1e-3
+"""Only passes that took this long are judged: a thread that missed three quarters of one
+was descheduled, not merely slow to wake (tens of microseconds, more with many threads)."""
+
 _late_until = 0.0  # time.monotonic() until which small passes run on one thread
 
 
@@ -134,15 +138,17 @@ def threads(work: int | None = None) -> int:
 def parallel(kernel: Callable[..., Any], *args: Any, chunks: int, work: int | None = None, counters: int = 1) -> int:
     """Run the pass ``kernel(*args, state, chunks, workers)`` on :func:`threads` (``work``)
     threads, ``workers`` of them, ``state`` holding ``counters`` chunk counters (a pass with
-    two loops claims the second's chunks from ``state[1:]``); the count. A pass whose
-    threads were not all on time (:func:`late`) sends the small passes that follow to one
-    thread for :data:`HOLD` seconds."""
+    two loops claims the second's chunks from ``state[1:]``); the count. A pass of at least
+    :data:`LATE_SECONDS` whose threads were not all on time (:func:`late`) sends the small
+    passes that follow to one thread for :data:`HOLD` seconds."""
     global _late_until
     workers = threads(work)
     numba.set_num_threads(workers)  # this calling thread's setting (numba keeps one a thread)
     state = new_state(counters)
+    start = time.perf_counter()
     kernel(*args, state, chunks, workers)
-    if workers > 1 and late(state[counters:], counters, chunks, workers):
+    took = time.perf_counter() - start
+    if workers > 1 and took >= LATE_SECONDS and late(state[counters:], counters, chunks, workers):
         _late_until = time.monotonic() + HOLD
     return workers
 

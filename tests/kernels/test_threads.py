@@ -100,7 +100,12 @@ def test_after_a_late_thread_small_work_runs_alone_for_a_while(monkeypatch):
     assert threads.threads(threads.SMALL_WORK - 1) == 2
     owner, sink = np.full(64, -1, dtype=np.int64), np.zeros(2)
     # a pass whose second thread starts late (3 x 10^8 steps, far beyond the whole work)
-    assert parallel(_late_second, owner, sink, 3 * 10**8, chunks=64, work=threads.SMALL_WORK) == 2
+    late_pass = (_late_second, owner, sink, 3 * 10**8)
+    monkeypatch.setattr(threads, "LATE_SECONDS", float("inf"))  # too short a pass to judge
+    assert parallel(*late_pass, chunks=64, work=threads.SMALL_WORK) == 2
+    assert threads.threads(threads.SMALL_WORK - 1) == 2
+    monkeypatch.setattr(threads, "LATE_SECONDS", 1e-3)
+    assert parallel(*late_pass, chunks=64, work=threads.SMALL_WORK) == 2
     assert (owner == 0).all()
     assert threads.threads(threads.SMALL_WORK - 1) == 1  # small work: one thread, no partner to wait for
     assert threads.threads(threads.SMALL_WORK) == 2  # larger work is still split
