@@ -127,7 +127,7 @@ def main() -> None:
         for _ in range(args.blocks):
             for loaded in (False, True):
                 signal_all(spinners, signal.SIGCONT if loaded else signal.SIGSTOP)
-                time.sleep(0.6)  # the scheduler settles
+                time.sleep(0.6)  # the scheduler settles, and gpugraph leaves one-thread mode (HOLD)
                 for name, fn in cases.items():
                     timed(fn, args.calls, walls[name, loaded], cpus[name, loaded])
     finally:
