@@ -21,8 +21,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-# numba caches a compiled pass by this file alone, not by threads.py, whose claim() each
-# pass inlines: after changing claim(), touch this file so the passes are compiled anew.
 from gpugraph.kernels.threads import CHUNKS, chunks_for, claim, parallel, span, threads
 
 

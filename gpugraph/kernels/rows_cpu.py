@@ -10,8 +10,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-# numba caches a compiled pass by this file alone, not by threads.py, whose claim() each
-# pass inlines: after changing claim(), touch this file so the passes are compiled anew.
 from gpugraph.kernels.threads import chunks_for, claim, parallel, span
 
 # reassociation lets the row sums and maxima vectorise; no-NaN/no-Inf flags stay off, since

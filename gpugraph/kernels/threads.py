@@ -74,7 +74,10 @@ def claim(state):
     """The next unclaimed chunk of the call whose counter is ``state`` (an int64 array from
     :func:`new_state`, or a slice of one starting at a counter): 0, 1, 2, ... across all
     threads, each index to one thread. Each call is tallied in the calling thread's slot at
-    the end of the array, which :func:`parallel` reads."""
+    the end of the array, which :func:`parallel` reads.
+
+    Every pass inlines this, and numba caches a compiled pass by the file that defines it
+    alone: after changing it, touch graph_cpu.py, topk_cpu.py and rows_cpu.py."""
     c = _fetch_add(state)  # type: ignore[call-arg,var-annotated]  # the typing context is numba's to pass
     state[len(state) - 1 - numba.get_thread_id()] += 1  # ids run 0..threads - 1 (numba's contract)
     return c
