@@ -251,26 +251,34 @@ def _modularity_sums(
             total = within = 0.0
             lowest = np.inf
             lo, hi = span(0, n, c, chunks)
+            s_out, s_in = strength[c, 0], strength[c, 1]
             for i in range(lo, hi):
                 ci = codes[i]
-                for e in range(rows[i], rows[i + 1]):
-                    j = cols[e]
+                out = inn = 0.0  # what row i adds to its own class's strengths, added once
+                e0, e1 = rows[i], rows[i + 1]
+                # the row's edges as views indexed from 0: numba knows no index is negative
+                row_cols, row_w, row_recip, row_pw = cols[e0:e1], weights[e0:e1], recip[e0:e1], partner_w[e0:e1]
+                for e in range(e1 - e0):
+                    j = row_cols[e]
                     if j < 0:
                         continue
-                    w, pw = np.float64(weights[e]), np.float64(partner_w[e])
+                    w, pw = np.float64(row_w[e]), np.float64(row_pw[e])
                     lowest = min(lowest, w)
                     if clip:  # the directed weights, before they are symmetrised
                         w, pw = max(w, 0.0), max(pw, 0.0)
-                    fwd, rev = symmetric(w, pw, recip[e], mode, weighted)  # A_ij, and A_ji of a one-way edge
-                    cj = codes[j]
-                    strength[c, 0, ci] += fwd
-                    strength[c, 0, cj] += rev
+                    fwd, rev = symmetric(w, pw, row_recip[e], mode, weighted)  # A_ij, and A_ji of a one-way edge
+                    cj = codes[np.uint64(j)]
+                    out += fwd
+                    s_out[cj] += rev
                     if directed:
-                        strength[c, 1, cj] += fwd
-                        strength[c, 1, ci] += rev
+                        s_in[cj] += fwd
+                        inn += rev
                     total += fwd + rev
                     if cj == ci:
                         within += fwd + rev
+                s_out[ci] += out
+                if directed:
+                    s_in[ci] += inn
             sums[c, 0], sums[c, 1], sums[c, 2] = total, within, lowest
             c = claim(state)
 
@@ -388,8 +396,9 @@ def _hash_chunk(words, seed, c, chunks):
     """The sum of mix(word ^ (position * golden + seed)) over chunk c of ``chunks`` of the words."""
     part = np.uint64(0)
     lo, hi = span(0, words.shape[0], c, chunks)
-    for t in range(lo, hi):
-        part += _mix(np.uint64(words[t]) ^ (np.uint64(t) * np.uint64(0x9E3779B97F4A7C15) + seed))
+    chunk = words[lo:hi]  # a loop from 0: numba knows no index is negative, and vectorises it (3x)
+    for t in range(hi - lo):
+        part += _mix(np.uint64(chunk[t]) ^ (np.uint64(lo + t) * np.uint64(0x9E3779B97F4A7C15) + seed))
     return part
 
 

@@ -28,9 +28,15 @@ ours, whose chunks the other takes over.
 A region still ends only when every thread has arrived, and a thread that lost its core
 arrives a scheduler time slice late. So each pass's claims are tallied a thread
 (:func:`claim`, :func:`new_state`); when a thread took less than a quarter of its share
-(:func:`late`), passes under :data:`SMALL_WORK` steps run on the calling thread alone for
-:data:`HOLD` seconds (:func:`threads`): on a busy machine one thread does few-millisecond
-work at nearly its quiet speed, and on a quiet one no thread comes late.
+(:func:`late`), or the calling thread itself was off its core for a quarter of the pass
+(:data:`OFF_CORE`: its CPU time short of the wall time, which also catches passes already
+on one thread, and torch's operations), passes under :data:`SMALL_WORK` steps run on the
+calling thread alone for :data:`HOLD` seconds (:func:`threads`), and so does a kNN graph's
+small GEMM (:func:`torch_region`: torch's pool, whose idle threads spin, is not woken). On
+a busy machine one thread does few-millisecond work at its quiet speed when the scheduler
+leaves it a core, at half of it when the thread shares one with a busy process (two
+threads took 4x longer still: each region waits for a partner's next time slice); on a
+quiet machine no thread comes late.
 
 numba's threads stay OpenMP's (shared with nothing else; their barrier still spins for a
 while before it sleeps). A pool of Python threads that sleep at once was tried: it loses its
@@ -41,7 +47,8 @@ calls (modularity of a 50k-node graph 6 -> 10 ms), and was no faster under load.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numba
@@ -121,7 +128,17 @@ LATE_SECONDS = 1e-3
 """Only passes that took this long are judged: a thread that missed three quarters of one
 was descheduled, not merely slow to wake (tens of microseconds, more with many threads)."""
 
+OFF_CORE = 0.25
+"""A pass (or torch region) of at least :data:`LATE_SECONDS` during which the calling thread
+was off its core for more than this share of the time (its CPU time short of the wall
+time: descheduled, the machine busy) is judged like a pass with a late thread."""
+
 _late_until = 0.0  # time.monotonic() until which small passes run on one thread
+
+
+def _held(work: int | None) -> bool:
+    """Whether work of this size runs on one thread because the machine is busy."""
+    return work is not None and work < SMALL_WORK and time.monotonic() < _late_until
 
 
 def threads(work: int | None = None) -> int:
@@ -131,29 +148,64 @@ def threads(work: int | None = None) -> int:
     machine is busy (a thread was late within the last :data:`HOLD` seconds)."""
     if work is not None and work < SERIAL_WORK:
         return 1
-    if work is not None and work < SMALL_WORK and time.monotonic() < _late_until:
+    if _held(work):
         return 1
     # numba.config sets its attributes from the environment at import: invisible to mypy
     started = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
     return max(1, min(torch.get_num_threads(), started))
 
 
+def _clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.thread_time()
+
+
+def _judge(start: tuple[float, float], late_thread: Callable[[], bool]) -> None:
+    """After a pass begun at ``start`` (:func:`_clocks`): hold small passes to one thread
+    when it took at least :data:`LATE_SECONDS` and the calling thread was off its core for
+    more than :data:`OFF_CORE` of it, or ``late_thread()`` says a partner came late."""
+    global _late_until
+    took = time.perf_counter() - start[0]
+    if took < LATE_SECONDS:
+        return
+    away = took - (time.thread_time() - start[1])
+    if away > OFF_CORE * took or late_thread():
+        _late_until = time.monotonic() + HOLD
+
+
 def parallel(kernel: Callable[..., Any], *args: Any, chunks: int, work: int | None = None, counters: int = 1) -> int:
     """Run the pass ``kernel(*args, state, chunks, workers)`` on :func:`threads` (``work``)
     threads, ``workers`` of them, ``state`` holding ``counters`` chunk counters (a pass with
     two loops claims the second's chunks from ``state[1:]``); the count. A pass of at least
-    :data:`LATE_SECONDS` whose threads were not all on time (:func:`late`) sends the small
-    passes that follow to one thread for :data:`HOLD` seconds."""
-    global _late_until
+    :data:`LATE_SECONDS` whose threads were not all on time (:func:`late`), or during which
+    the calling thread lost its core (:data:`OFF_CORE`), sends the small passes that follow
+    to one thread for :data:`HOLD` seconds."""
     workers = threads(work)
     numba.set_num_threads(workers)  # this calling thread's setting (numba keeps one a thread)
     state = new_state(counters)
-    start = time.perf_counter()
+    start = _clocks()
     kernel(*args, state, chunks, workers)
-    took = time.perf_counter() - start
-    if workers > 1 and took >= LATE_SECONDS and late(state[counters:], counters, chunks, workers):
-        _late_until = time.monotonic() + HOLD
+    _judge(start, lambda: workers > 1 and late(state[counters:], counters, chunks, workers))
     return workers
+
+
+@contextmanager
+def torch_region(work: int) -> Iterator[None]:
+    """Run the torch operations inside (on the CPU) as a pass of ``work`` element steps:
+    on one torch thread while small work is held to one (:func:`threads`), so that torch's
+    pool neither wakes nor spins beside a busy machine's other processes; judged like a
+    pass (:data:`OFF_CORE`). For a GEMM of m n d multiply-adds, ``work`` is about
+    m n d / 32 (a core does some 32 float32 multiply-adds a nanosecond)."""
+    before = torch.get_num_threads()
+    alone = before > 1 and _held(work)
+    if alone:
+        torch.set_num_threads(1)
+    start = _clocks()
+    try:
+        yield
+    finally:
+        if alone:
+            torch.set_num_threads(before)
+        _judge(start, lambda: False)
 
 
 def late(tallies: np.ndarray, counters: int, chunks: int, workers: int) -> bool:

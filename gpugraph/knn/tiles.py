@@ -40,6 +40,7 @@ import torch
 
 from gpugraph._util import progress as _progress
 from gpugraph.kernels import cuda as _kernels
+from gpugraph.kernels.threads import torch_region
 from gpugraph.knn.precision import bf16_product, fp32_matmul
 from gpugraph.knn.rows import unit_rows
 from gpugraph.knn.sources import Source
@@ -182,7 +183,15 @@ def pair_error(dtype: torch.dtype, d: int) -> float:
 def gemm(a: torch.Tensor, b: torch.Tensor, precision: str) -> torch.Tensor:
     """a @ b.T in the arithmetic ``precision`` names, whatever torch's global settings say:
     "exact" in IEEE arithmetic of a's dtype, "tf32" with TF32 inputs, "bf16" with bf16
-    inputs; the last two with float32 accumulation and result."""
+    inputs; the last two with float32 accumulation and result. On the CPU a small product
+    runs on one thread while the machine is busy (kernels.threads.torch_region)."""
+    if a.device.type == "cpu":
+        with torch_region(a.shape[0] * b.shape[0] * a.shape[1] // 32):
+            return _gemm(a, b, precision)
+    return _gemm(a, b, precision)
+
+
+def _gemm(a: torch.Tensor, b: torch.Tensor, precision: str) -> torch.Tensor:
     if precision == "bf16":
         return bf16_product(a, b)
     if a.dtype != torch.float32:

@@ -13,7 +13,7 @@ from helpers import clustered, nx_reference_modularity
 
 import gpugraph as gg
 from gpugraph.kernels import threads
-from gpugraph.kernels.threads import claim, late, new_state, parallel
+from gpugraph.kernels.threads import claim, late, new_state, parallel, torch_region
 
 
 @numba.njit(parallel=True, nogil=True)
@@ -111,6 +111,80 @@ def test_after_a_late_thread_small_work_runs_alone_for_a_while(monkeypatch):
     assert threads.threads(threads.SMALL_WORK) == 2  # larger work is still split
     monkeypatch.setattr(time, "monotonic", lambda: threads._late_until + 1e-3)
     assert threads.threads(threads.SMALL_WORK - 1) == 2  # after HOLD seconds, parallel again
+
+
+@numba.njit(parallel=True, nogil=True)
+def _work(sink, steps, state, chunks, workers):
+    """``chunks`` chunks of ``steps`` multiply-adds each."""
+    for w in numba.prange(workers):
+        c = claim(state)
+        while c < chunks:
+            sink[w] += _busy(steps, 1.0)
+            c = claim(state)
+
+
+def test_a_pass_whose_calling_thread_lost_its_core_sends_small_work_to_one_thread(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(threads, "_late_until", 0.0)
+    sink = np.zeros(2)
+    _work(sink, 10, new_state(), 2, 1)  # compiled outside the timed passes
+    monkeypatch.setattr(time, "thread_time", lambda: 0.0)  # the caller's CPU time stands still: off its core
+    parallel(_work, sink, 10, chunks=2, work=1)  # a pass too short to judge (well under 1 ms)
+    assert threads.threads(threads.SMALL_WORK - 1) == 2
+    parallel(_work, sink, 10**6, chunks=4, work=1)  # some milliseconds on one thread, no partner to be late
+    assert threads.threads(threads.SMALL_WORK - 1) == 1
+    assert threads.threads(threads.SMALL_WORK) == 2
+
+
+def test_a_pass_on_its_core_throughout_leaves_the_thread_count_alone(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(threads, "_late_until", 0.0)
+    sink = np.zeros(2)
+    clock = iter(range(10**6))  # the caller's CPU time keeps pace with the wall clock
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock) * 1.0)
+    monkeypatch.setattr(time, "thread_time", lambda: next(clock) * 1.0)
+    parallel(_work, sink, 10, chunks=2, work=1)  # one clock step a read: 2 s wall, 2 s CPU
+    assert threads.threads(threads.SMALL_WORK - 1) == 2
+
+
+def test_torch_operations_in_a_region_follow_the_hold(monkeypatch):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(threads, "_late_until", 0.0)
+        with torch_region(1000):
+            assert torch.get_num_threads() == 2  # a quiet machine: torch as the user set it
+        with torch_region(1000):
+            time.sleep(0.01)  # 10 ms off the core (waiting is not running)
+        assert threads._late_until > time.monotonic()
+        with torch_region(threads.SMALL_WORK - 1):
+            assert torch.get_num_threads() == 1  # held: no pool to wake beside a busy machine
+        assert torch.get_num_threads() == 2  # and restored
+        with torch_region(threads.SMALL_WORK):
+            assert torch.get_num_threads() == 2  # large work stays on torch's threads
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_knn_graphs_products_run_on_one_thread_while_held(monkeypatch):
+    from gpugraph.knn import tiles
+
+    products, gemm = [], tiles._gemm
+    monkeypatch.setattr(tiles, "_gemm", lambda *args: products.append(torch.get_num_threads()) or gemm(*args))
+    x, _ = clustered(n=300, d=8, classes=3, spread=1.0, seed=4)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(threads, "_late_until", time.monotonic() + 3600)  # a busy machine
+        held = gg.knn_graph(x, k=6)
+        assert products and set(products) == {1}
+        monkeypatch.setattr(threads, "_late_until", 0.0)
+        products.clear()
+        quiet = gg.knn_graph(x, k=6)
+        assert set(products) == {2}
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(held.indices, quiet.indices) and torch.equal(held.weights, quiet.weights)
 
 
 def test_the_thread_count_follows_torch_and_small_work_runs_alone(monkeypatch):
