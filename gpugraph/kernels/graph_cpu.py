@@ -97,8 +97,24 @@ def oriented_csr(rows, cols, recip):
                 out[fill[u]] = v
                 fill[u] += 1
     for u in range(n):
-        out[indptr[u] : indptr[u + 1]].sort()
+        _sort_short(out[indptr[u] : indptr[u + 1]])
     return indptr, out
+
+
+@numba.njit(inline="always")
+def _sort_short(a) -> None:
+    """Sort ``a`` in place: by insertion when it is short (a kNN graph's rows: numba's sort
+    costs more to set up than to run there), else by numba's sort."""
+    if a.shape[0] > 32:
+        a.sort()
+        return
+    for m in range(1, a.shape[0]):
+        v = a[m]
+        p = m
+        while p > 0 and a[p - 1] > v:
+            a[p] = a[p - 1]
+            p -= 1
+        a[p] = v
 
 
 @numba.njit(inline="always")

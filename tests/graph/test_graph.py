@@ -227,7 +227,7 @@ def test_networkx_and_scipy_views_agree():
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("n,k", [(200, 3), (600, 8), (1500, 12)])
+@pytest.mark.parametrize("n,k", [(200, 3), (600, 8), (1500, 12), (600, 40)])  # k = 40: rows past 32 (two sorts)
 def test_triangles_match_networkx_and_igraph(device, n, k):
     x, _ = clustered(n=n, d=6, seed=n)
     g = gg.knn_graph(x.to(device), k=k)
