@@ -29,7 +29,11 @@ def environment() -> str:
 
 
 def row(*cells, widths=(28, 12, 12, 12, 10)) -> str:
-    return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True))
+    """One line of a table: each cell padded to its column's width (a row may leave the last
+    columns empty, never have more cells than columns)."""
+    if len(cells) > len(widths):
+        raise ValueError(f"{len(cells)} cells for {len(widths)} columns: pass widths= for each")
+    return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths[: len(cells)], strict=True))
 
 
 def peak_rss_kib() -> int:
