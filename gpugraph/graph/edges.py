@@ -1,15 +1,17 @@
 """The one view of a graph's edges that every measure reads, and the labels of its nodes.
 
 Both a :class:`~gpugraph.Graph` and a :class:`~gpugraph.KnnGraph` become :class:`EdgeRows`:
-CSR rows of directed edges, each with whether its reverse is listed and that weight. One
+CSR rows of directed edges, each with whether its reverse is listed and that weight (found
+when first read: modularity in "mean" mode never needs it). One
 compiled pass (CPU, gpugraph/kernels/graph_cpu.py) or one torch statement (elsewhere) of
 each algorithm reads those, whichever graph they came from.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -27,18 +29,30 @@ class EdgeRows:
 
     ``rows`` (N+1,) and ``cols`` (E,): node i's edges i -> cols[e] for e in rows[i]..rows[i+1],
     -1 an empty slot (kNN lists with fewer than k neighbours). ``weights``, ``recip`` (whether
-    the reverse edge is listed) and ``partner`` (its weight), all (E,). ``mode``: how the
-    edges give the adjacency A: "mean", "max" or "mutual" symmetrise kNN lists (see
-    KnnGraph), "as is" takes edge i -> j as A_ij (a Graph). ``directed``: A is not symmetric.
+    the reverse edge is listed) and ``partner`` (its weight), all (E,); ``pairs`` gives the
+    last two when they are first read. ``mode``: how the edges give the adjacency A: "mean",
+    "max" or "mutual" symmetrise kNN lists (see KnnGraph), "as is" takes edge i -> j as A_ij
+    (a Graph). ``directed``: A is not symmetric.
     """
 
     rows: torch.Tensor
     cols: torch.Tensor
     weights: torch.Tensor
-    recip: torch.Tensor
-    partner: torch.Tensor
+    pairs: Callable[[], tuple[torch.Tensor, torch.Tensor]]
     mode: str
     directed: bool
+
+    @cached_property
+    def _pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.pairs()
+
+    @property
+    def recip(self) -> torch.Tensor:
+        return self._pairs[0]
+
+    @property
+    def partner(self) -> torch.Tensor:
+        return self._pairs[1]
 
     @property
     def n(self) -> int:
@@ -76,20 +90,25 @@ def edge_rows(g, mode: str | None = None) -> EdgeRows:
                 f"mode={mode!r} symmetrises the lists of a KnnGraph; a Graph is used as it is "
                 "(build it undirected, or from a KnnGraph with g.to_graph(mode))"
             )
+
         # an undirected Graph lists every edge in both rows; the orientation reads this (a
         # directed Graph's is never read: the counts refuse directed graphs)
-        recip = torch.ones(len(g.indices), dtype=torch.bool, device=g.device)
-        return EdgeRows(g.indptr, g.indices, g.weights, recip, g.weights, "as is", g.directed)
+        def listed() -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.ones(len(g.indices), dtype=torch.bool, device=g.device), g.weights
+
+        return EdgeRows(g.indptr, g.indices, g.weights, listed, "as is", g.directed)
     mode = "mean" if mode is None else mode
     check_mode(mode)
-    recip, partner = g.reciprocity()
+
+    def reciprocity() -> tuple[torch.Tensor, torch.Tensor]:  # computed once and kept by the graph
+        recip, partner = g.reciprocity()
+        return recip.reshape(-1), partner.reshape(-1)
+
     if g.device.type == "cpu":  # NumPy's: torch's would wake its thread pool, left spinning beside our passes
         rows = torch.from_numpy(np.arange(0, g.n * g.k + 1, g.k, dtype=np.int64))
     else:
         rows = torch.arange(0, g.n * g.k + 1, g.k, device=g.device)
-    return EdgeRows(
-        rows, g.indices.reshape(-1), g.weights.reshape(-1), recip.reshape(-1), partner.reshape(-1), mode, False
-    )
+    return EdgeRows(rows, g.indices.reshape(-1), g.weights.reshape(-1), reciprocity, mode, False)
 
 
 def check_any_graph(g, name: str = "g"):

@@ -138,7 +138,17 @@ def modularity_of(
     on its device, valid options (the studies that check their inputs once call this)."""
     edges = edge_rows(g, mode)
     clip = negative == "clip" and weighted
-    if edges.device.type == "cpu":  # one compiled pass over the edges
+    if edges.device.type == "cpu" and edges.mode == "mean" and weighted:  # the directed weights suffice
+        total, within, s_out, s_in, lowest = _graph_cpu.mean_sums(
+            edges.rows.numpy(),
+            edges.cols.contiguous().numpy(),
+            edges.weights.contiguous().numpy(),
+            codes.numpy(),
+            classes,
+            clip,
+        )
+        s_out = s_in = torch.from_numpy(s_out)
+    elif edges.device.type == "cpu":  # one compiled pass over the edges
         total, within, s_out, s_in, lowest = _graph_cpu.modularity_sums(
             edges.rows.numpy(),
             edges.cols.contiguous().numpy(),
@@ -162,13 +172,22 @@ def modularity_of(
 
 
 def _sums_torch(edges, codes: torch.Tensor, classes: int, weighted: bool, clip: bool):
-    """The statement in torch of :func:`gpugraph.kernels.graph_cpu.modularity_sums`."""
-    both, node_out, node_in, total = _mass(edges, weighted, clip)
+    """The statement in torch of :func:`gpugraph.kernels.graph_cpu.modularity_sums` (and of
+    its :func:`~gpugraph.kernels.graph_cpu.mean_sums`, with no reverse edges, in "mean" mode)."""
     src, dst = edges.sources(), edges.cols.clamp(min=0)  # an empty slot carries 0
-    within = float((both * (codes[src] == codes[dst])).sum())
-    s_out = torch.zeros(classes, dtype=torch.float64, device=codes.device).index_add_(0, codes, node_out)
-    s_in = torch.zeros(classes, dtype=torch.float64, device=codes.device).index_add_(0, codes, node_in)
     present = edges.cols >= 0
+    same = codes[src] == codes[dst]
+    if edges.mode == "mean" and weighted:  # A = (W + W^T) / 2: sums of the directed weights W
+        w = torch.where(present, edges.weights.to(torch.float64), 0.0)
+        w = w.clamp(min=0.0) if clip else w
+        total, within = float(w.sum()), float((w * same).sum())
+        twice = torch.zeros(classes, dtype=torch.float64, device=codes.device)
+        s_out = s_in = twice.index_add_(0, codes[src], w).index_add_(0, codes[dst], w) / 2
+    else:
+        both, node_out, node_in, total = _mass(edges, weighted, clip)
+        within = float((both * same).sum())
+        s_out = torch.zeros(classes, dtype=torch.float64, device=codes.device).index_add_(0, codes, node_out)
+        s_in = torch.zeros(classes, dtype=torch.float64, device=codes.device).index_add_(0, codes, node_in)
     lowest = float(edges.weights[present].min()) if bool(present.any()) else 0.0
     return total, within, s_out, s_in, lowest
 

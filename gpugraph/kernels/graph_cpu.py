@@ -11,7 +11,8 @@ Graph's CSR is read as it is. One implementation of each algorithm serves both.
 - :func:`count`: triangles of that oriented graph by sorted-row intersection, with per-node
   counts and labelled motifs in the same pass.
 - :func:`modularity_sums`: the total mass, the within-class mass and the classes' out- and
-  in-strengths in one pass.
+  in-strengths in one pass; :func:`mean_sums` the same for "mean" mode from the directed
+  weights alone (no reverse edges needed).
 - :func:`list_faults`: where user-built lists break the graph's rules.
 - :func:`fingerprint`: a hash of the lists' bits, so that a cache sees any edit.
 """
@@ -319,6 +320,62 @@ def modularity_sums(rows, cols, weights, recip, partner_w, codes, classes: int, 
         total += sums[c, 0]
         within += sums[c, 1]
     return total, within, class_strength[0], class_strength[1] if directed else class_strength[0], sums[:, 2].min()
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _mean_sums(rows, cols, weights, codes, clip, strength, sums, state, chunks, workers):
+    n = rows.shape[0] - 1
+    for _ in numba.prange(workers):  # one claiming loop a thread
+        c = claim(state)
+        while c < chunks:
+            total = within = 0.0
+            lowest = np.inf
+            lo, hi = span(0, n, c, chunks)
+            s = strength[c]
+            for i in range(lo, hi):
+                ci = codes[i]
+                out = same = 0.0  # W's row sum, and its part inside class ci
+                e0, e1 = rows[i], rows[i + 1]
+                row_cols, row_w = cols[e0:e1], weights[e0:e1]  # views from 0: no wrap-around checks
+                for e in range(e1 - e0):
+                    j = row_cols[e]
+                    if j < 0:
+                        continue
+                    w = np.float64(row_w[e])
+                    lowest = min(lowest, w)
+                    if clip:
+                        w = max(w, 0.0)
+                    cj = codes[np.uint64(j)]
+                    out += w
+                    if cj == ci:  # most kNN edges: kept in registers, not scattered
+                        same += w
+                    else:
+                        s[cj] += w
+                s[ci] += out + same
+                total += out
+                within += same
+            sums[c, 0], sums[c, 1], sums[c, 2] = total, within, lowest
+            c = claim(state)
+
+
+def mean_sums(rows, cols, weights, codes, classes: int, clip):
+    """:func:`modularity_sums` of kNN lists in "mean" mode, weighted, without their reverse
+    edges: A = (W + W^T) / 2 for the directed weights W gives sum_ij A_ij = sum_ij W_ij, the
+    same-class mass sum_ij W_ij [c_i = c_j], and class c's strength
+    (sum_{i in c} sum_j W_ij + sum_{j in c} sum_i W_ij) / 2, all sums of W's entries. One
+    pass over the edges, in float64, in the same fixed chunks."""
+    strength = np.zeros((_SUM_CHUNKS, classes), dtype=np.float64)  # twice the classes' strengths
+    sums = np.zeros((_SUM_CHUNKS, 3), dtype=np.float64)  # total, within, lowest
+    sums[:, 2] = np.inf
+    parallel(_mean_sums, rows, cols, weights, codes, clip, strength, sums, chunks=_SUM_CHUNKS, work=len(cols))
+    class_strength = np.zeros(classes, dtype=np.float64)
+    total = within = 0.0
+    for c in range(_SUM_CHUNKS):
+        class_strength += strength[c]
+        total += sums[c, 0]
+        within += sums[c, 1]
+    class_strength /= 2
+    return total, within, class_strength, class_strength, float(sums[:, 2].min())
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)

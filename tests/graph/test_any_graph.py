@@ -200,6 +200,32 @@ def test_empty_slots_are_no_edges_to_every_measure(seed, mode, tmp_path):
     assert torch.equal(back.indices, g.indices) and torch.equal(back.weights, g.weights)
 
 
+@pytest.mark.parametrize("negative", ["keep", "clip"])
+def test_mean_modularity_reads_the_directed_weights_alone(negative):
+    # in "mean" mode A = (W + W^T) / 2, so every sum is a sum of W: no reverse edge is looked
+    # up (the graph's reciprocity is never computed), on lists with empty slots and signed weights
+    g, _ = padded_lists(seed=4)
+    weights = torch.where(torch.arange(g.k) % 3 == 1, -g.weights, g.weights)  # a third negative
+    g = gg.KnnGraph(g.indices, weights)
+    w = np.zeros((g.n, g.n))  # W written out, then A
+    for i, (row, row_w) in enumerate(zip(g.indices.tolist(), g.weights.tolist(), strict=True)):
+        for j, v in zip(row, row_w, strict=True):
+            if j >= 0:
+                w[i, j] = max(v, 0.0) if negative == "clip" else v
+    labels = np.arange(g.n) % 4
+    blocks = [set(np.flatnonzero(labels == c)) for c in range(4)]
+    want = community.modularity(nx.from_numpy_array((w + w.T) / 2), blocks, weight="weight", resolution=0.7)
+    assert gg.modularity(g, labels, negative=negative, resolution=0.7) == pytest.approx(want, abs=1e-12)
+    assert "reciprocity" not in g._cache
+    from gpugraph.graph.edges import edge_rows
+    from gpugraph.graph.modularity import _sums_torch
+
+    total, within, s_out, s_in, _ = _sums_torch(edge_rows(g), torch.from_numpy(labels), 4, True, negative == "clip")
+    q = within / total - 0.7 * float((s_out * s_in).sum()) / total**2
+    assert q == pytest.approx(want, abs=1e-12)  # the torch statement of the same sums (other devices)
+    assert "reciprocity" not in g._cache
+
+
 @pytest.mark.parametrize("mode", ["mean", "max", "mutual"])
 def test_the_torch_statements_read_empty_slots_as_the_compiled_passes_do(mode):
     # the paths CUDA graphs take, run here on the CPU against the compiled passes

@@ -311,14 +311,14 @@ def test_a_graph_cannot_be_reassigned_and_in_place_edits_refresh_its_cache():
     for name in ("indices", "weights", "n"):
         with pytest.raises(AttributeError, match=f"KnnGraph is immutable: cannot set '{name}'"):
             setattr(g, name, None)
-    before = gg.modularity(g, labels)  # caches the reciprocity of the edges
+    before = gg.modularity(g, labels, mode="max")  # caches the reciprocity of the edges
     g.weights.mul_(0.5).add_(0.25)  # an in-place edit of the array itself
     g.indices[0] = g.indices[0].flip(0)
     g.indices[5, 0] = (
         int(g.indices[6, 0]) if int(g.indices[6, 0]) not in (5, *g.indices[5].tolist()) else int(g.indices[5, 0])
     )
-    ref = nx_reference_modularity(g.to_scipy("mean").toarray(), labels)
-    assert gg.modularity(g, labels) == pytest.approx(ref, abs=1e-9) and ref != pytest.approx(before)
+    ref = nx_reference_modularity(g.to_scipy("max").toarray(), labels)
+    assert gg.modularity(g, labels, mode="max") == pytest.approx(ref, abs=1e-9) and ref != pytest.approx(before)
     recip, _ = g.reciprocity()
     lists = [set(r) for r in g.indices.tolist()]
     assert recip.tolist() == [[i in lists[j] for j in row] for i, row in enumerate(g.indices.tolist())]
@@ -434,15 +434,15 @@ def test_an_edit_torch_does_not_count_is_still_seen_by_the_cache():
     labels = [0, 0, 1, 1]
     for edit in ("numpy", "data"):
         g = gg.KnnGraph(torch.tensor([[1], [0], [3], [2]]), torch.ones(4, 1))
-        assert gg.modularity(g, labels) == 0.5
+        assert gg.modularity(g, labels, mode="max") == 0.5  # "max" reads the cached reciprocity
         if edit == "numpy":
             g.indices.numpy()[1, 0] = 2
         else:
             g.weights.data[0, 0] = 0.5
         fresh = gg.KnnGraph(g.indices.clone(), g.weights.clone())
-        want = nx_reference_modularity(fresh.to_scipy().toarray(), np.array(labels))
-        assert gg.modularity(fresh, labels) == pytest.approx(want, abs=1e-12)
-        assert gg.modularity(g, labels) == pytest.approx(want, abs=1e-12)
+        want = nx_reference_modularity(fresh.to_scipy("max").toarray(), np.array(labels))
+        assert gg.modularity(fresh, labels, mode="max") == pytest.approx(want, abs=1e-12)
+        assert gg.modularity(g, labels, mode="max") == pytest.approx(want, abs=1e-12)
         assert gg.triangles(g) == gg.triangles(fresh)
 
 
