@@ -3,7 +3,9 @@ rows and of its columns (numba, compiled on first use and cached on disk).
 
 The tile is read once, row by row, in parallel over chunks of rows. Each entry is compared
 with its row's and its column's current k-th value (vectorised, 32 entries at a time); the
-rare entry that passes replaces the worst of the list, and the threshold rises at once.
+rare entry that passes replaces the worst of the list, and the threshold rises at once. A
+row whose list is not yet full (its first tile) starts from a floor the tile itself gives
+(:func:`_tile_floor`), so its list does not take every rising entry on the way.
 Rows belong to one chunk, so their lists are updated in place; columns are shared by every
 chunk, so each chunk collects its column candidates in lists of its own, merged into the
 columns' lists after the pass. "Better" is value descending, then index ascending: the tie
@@ -111,6 +113,42 @@ def cosine(a, b):
     return _cosine(a, b, fixed_dot(a, a), fixed_dot(b, b))
 
 
+@numba.njit(inline="always", fastmath=_FASTMATH)
+def _tile_floor(srow, own, margin, maxima, best):
+    """A value no entry of the row's top-k can be screened below: the k-th largest of the
+    maxima of the row's chunks of :data:`_CHUNK` entries (``own``, the row's pair with
+    itself, left out), less twice the margin; -inf for fewer chunks than k (k = len(best)).
+    Those k maxima are k distinct entries, so the row's k-th value is at least theirs less
+    one margin, and an entry screened below the floor is at least one margin under that."""
+    tb, k = srow.shape[0], best.shape[0]
+    inf = srow.dtype.type(np.inf)  # in the tile's dtype, so the maxima stay in it
+    groups = (tb + _CHUNK - 1) // _CHUNK
+    if groups < k:
+        return -inf
+    for g in range(groups):
+        q0, q1 = g * _CHUNK, min(g * _CHUNK + _CHUNK, tb)
+        top = -inf
+        part = srow[q0:q1]  # a view indexed from 0: vectorised
+        for q in range(q1 - q0):
+            top = max(top, part[q])
+        if q0 <= own < q1:  # this chunk holds the row's own pair: its maximum without it
+            top = -inf
+            for q in range(q0, q1):
+                if q != own:
+                    top = max(top, srow[q])
+        maxima[g] = top
+    best[:] = -inf  # the k largest maxima, descending
+    for g in range(groups):
+        v = maxima[g]
+        if v > best[k - 1]:
+            p = k - 1
+            while p > 0 and best[p - 1] < v:
+                best[p] = best[p - 1]
+                p -= 1
+            best[p] = v
+    return best[k - 1] - 2 * margin
+
+
 @numba.njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
 def _select(
     s,
@@ -140,7 +178,7 @@ def _select(
     offered to the columns' lists after the pass (in chunks of columns; ``state``: two counters)."""
     ta, tb = s.shape
     k = row_v.shape[1]
-    inf = np.inf
+    inf = s.dtype.type(np.inf)  # in the tile's dtype: a float64 -inf would widen the scan's maxima
     for _ in numba.prange(workers):  # one claiming loop a thread
         c = claim(state)
         while c < chunks:
@@ -148,6 +186,8 @@ def _select(
             lv, li = local_v[c], local_i[c]
             cut = np.empty(tb, dtype=s.dtype)  # this chunk's column thresholds, margin subtracted
             pick = np.empty(_CHUNK, dtype=np.int64)
+            maxima = np.empty((tb + _CHUNK - 1) // _CHUNK, dtype=s.dtype)
+            best = np.empty(k, dtype=s.dtype)
             if columns:
                 for q in range(tb):
                     lv[q, :] = -inf
@@ -157,16 +197,21 @@ def _select(
                 srow = s[p]
                 rv, ri = row_v[p], row_i[p]
                 gi = row_id0 + p
-                tr = rv[k - 1] - margin
+                floor = -inf
+                if rv[k - 1] == -inf:  # a row's first tile: the tile's own k-th value bounds the row's
+                    floor = _tile_floor(srow, gi - col_id0, margin, maxima, best)
+                tr = max(rv[k - 1] - margin, floor)
                 for q0 in range(0, tb, _CHUNK):
                     q1 = min(q0 + _CHUNK, tb)
                     top = -inf  # the largest excess over a threshold in the chunk
+                    part = srow[q0:q1]  # a view indexed from 0: no wrap-around checks, vectorised
                     if columns:
-                        for q in range(q0, q1):
-                            top = max(top, max(srow[q] - tr, srow[q] - cut[q]))
+                        part_cut = cut[q0:q1]
+                        for q in range(q1 - q0):
+                            top = max(top, max(part[q] - tr, part[q] - part_cut[q]))
                     else:
-                        for q in range(q0, q1):
-                            top = max(top, srow[q] - tr)
+                        for q in range(q1 - q0):
+                            top = max(top, part[q] - tr)
                     if top < 0:
                         continue
                     found = 0  # the chunk's entries over a threshold, gathered without a branch
@@ -184,7 +229,7 @@ def _select(
                         e = v if margin == 0 else _cosine(xa[p], xb[q], na[p], nb[q])
                         if to_row and _better(e, gj, rv[k - 1], ri[k - 1]):
                             _insert(rv, ri, e, gj)
-                            tr = rv[k - 1] - margin
+                            tr = max(rv[k - 1] - margin, floor)
                         if (
                             to_col
                             and _better(e, gi, col_v[q, k - 1], col_i[q, k - 1])

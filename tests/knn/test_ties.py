@@ -132,3 +132,28 @@ def test_float64_weights_equal_in_float32_are_listed_by_index():
     assert g.indices[0].tolist() == [1, 2]
     g = gg.knn_graph(x[[0, 2, 1, 3]], k=2)  # the closer one (1e-5) now has the higher index
     assert g.indices[0].tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("k", [1, 10])
+def test_a_tile_off_by_its_whole_margin_still_gives_the_canonical_lists(k):
+    # a selector trusts a tile's values only to within the margin: here every true
+    # neighbour is screened (almost) a margin low and every other entry a margin high, with
+    # all values in a band narrower than the margin. The rows' lists start empty, so the
+    # compiled selector bounds them by the tile's own k-th value: that floor must sit two
+    # margins under it, or true neighbours are dropped
+    rng = np.random.default_rng(5)
+    ta, tb, d, margin = 6, 32 * k + 40, 8, 1e-3
+    base = rng.normal(size=d)
+    xa = unit(torch.from_numpy(base + 5e-3 * rng.normal(size=(ta, d))).float())
+    xb = unit(torch.from_numpy(base + 5e-3 * rng.normal(size=(tb, d))).float())
+    c = reference_cosine(np.repeat(xa, tb, 0), np.tile(xb, (ta, 1))).reshape(ta, tb).astype(np.float64)
+    assert (c.max(1) - c.min(1)).max() < margin / 2  # near-ties all: the margin decides
+    want = np.stack([np.lexsort((np.arange(tb), -row))[:k] for row in c])
+    true = np.zeros((ta, tb), dtype=bool)
+    np.put_along_axis(true, want, True, 1)
+    s = np.where(true, c - 0.999 * margin, c + 0.999 * margin).astype(np.float32)
+    values, ids = np.full((ta, k), -np.inf, np.float32), np.full((ta, k), -1, np.int64)
+    _select_cpu.Workspace(k, np.float32).select(s, values, ids, 0, col_id0=10_000, margin=margin, xa=xa, xb=xb)
+    _select_cpu.sort_rows(values, ids)
+    np.testing.assert_array_equal(ids - 10_000, want)
+    np.testing.assert_array_equal(values, np.take_along_axis(c, want, 1).astype(np.float32))
