@@ -331,7 +331,7 @@ def _mean_sums(rows, cols, weights, codes, clip, strength, sums, state, chunks, 
             total = within = 0.0
             lowest = np.inf
             lo, hi = span(0, n, c, chunks)
-            s = strength[c]
+            banks = strength[c]
             for i in range(lo, hi):
                 ci = codes[i]
                 out = same = 0.0  # W's row sum, and its part inside class ci
@@ -339,19 +339,17 @@ def _mean_sums(rows, cols, weights, codes, clip, strength, sums, state, chunks, 
                 row_cols, row_w = cols[e0:e1], weights[e0:e1]  # views from 0: no wrap-around checks
                 for e in range(e1 - e0):
                     j = row_cols[e]
-                    if j < 0:
-                        continue
-                    w = np.float64(row_w[e])
-                    lowest = min(lowest, w)
+                    w = np.float64(row_w[e]) if j >= 0 else 0.0  # an empty slot adds 0
+                    lowest = min(lowest, w if j >= 0 else np.inf)
                     if clip:
                         w = max(w, 0.0)
-                    cj = codes[np.uint64(j)]
+                    cj = codes[np.uint64(max(j, 0))]
                     out += w
-                    if cj == ci:  # most kNN edges: kept in registers, not scattered
-                        same += w
-                    else:
-                        s[cj] += w
-                s[ci] += out + same
+                    same += w if cj == ci else 0.0
+                    # no branch on the class (kNN edges cross classes at random), and two
+                    # banks, so that edges of one class in a row do not wait on each other
+                    banks[e & 1, cj] += w
+                banks[0, ci] += out
                 total += out
                 within += same
             sums[c, 0], sums[c, 1], sums[c, 2] = total, within, lowest
@@ -364,18 +362,18 @@ def mean_sums(rows, cols, weights, codes, classes: int, clip):
     same-class mass sum_ij W_ij [c_i = c_j], and class c's strength
     (sum_{i in c} sum_j W_ij + sum_{j in c} sum_i W_ij) / 2, all sums of W's entries. One
     pass over the edges, in float64, in the same fixed chunks."""
-    strength = np.zeros((_SUM_CHUNKS, classes), dtype=np.float64)  # twice the classes' strengths
+    strength = np.zeros((_SUM_CHUNKS, 2, classes), dtype=np.float64)  # twice the strengths, in two banks
     sums = np.zeros((_SUM_CHUNKS, 3), dtype=np.float64)  # total, within, lowest
     sums[:, 2] = np.inf
     parallel(_mean_sums, rows, cols, weights, codes, clip, strength, sums, chunks=_SUM_CHUNKS, work=len(cols))
     class_strength = np.zeros(classes, dtype=np.float64)
     total = within = 0.0
     for c in range(_SUM_CHUNKS):
-        class_strength += strength[c]
+        class_strength += strength[c, 0] + strength[c, 1]
         total += sums[c, 0]
         within += sums[c, 1]
     class_strength /= 2
-    return total, within, class_strength, class_strength, float(sums[:, 2].min())
+    return total, within, class_strength, class_strength, sums[:, 2].min()
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)

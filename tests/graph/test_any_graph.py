@@ -217,6 +217,11 @@ def test_mean_modularity_reads_the_directed_weights_alone(negative):
     want = community.modularity(nx.from_numpy_array((w + w.T) / 2), blocks, weight="weight", resolution=0.7)
     assert gg.modularity(g, labels, negative=negative, resolution=0.7) == pytest.approx(want, abs=1e-12)
     assert "reciprocity" not in g._cache
+    # unvalidated lists keep what faiss pads an empty slot with (-inf): the slot is skipped
+    padded = gg.KnnGraph(g.indices, g.weights.masked_fill(g.indices < 0, -np.inf), validate=False)
+    assert gg.modularity(padded, labels, negative=negative, resolution=0.7) == pytest.approx(want, abs=1e-12)
+    positive = gg.KnnGraph(g.indices, g.weights.abs().masked_fill(g.indices < 0, -np.inf), validate=False)
+    assert gg.modularity(positive, labels, negative="raise") == gg.modularity(positive, labels)  # no weight < 0
     from gpugraph.graph.edges import edge_rows
     from gpugraph.graph.modularity import _sums_torch
 
