@@ -254,7 +254,9 @@ def symmetric(w, pw, recip, mode, weighted):
     return (max(w, pw), 0.0) if recip else (w, w)  # max, and unweighted mean
 
 
-_SUM_CHUNKS = 16  # the float64 sums' chunks: one (2, classes) array of strengths each
+_SUM_CHUNKS = 16  # the float64 sums' chunks: one (2, classes + _LINE) array of strengths each
+_LINE = 8  # float64s of padding after each chunk's strengths: threads on neighbouring chunks
+# write to no common cache line (the sums write a class strength at every edge)
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
@@ -308,7 +310,7 @@ def modularity_sums(rows, cols, weights, recip, partner_w, codes, classes: int, 
     an undirected graph (not ``directed``) the out- and in-strengths are the classes'
     strengths, summed once and returned twice. The rows are summed in a fixed number of
     chunks, and the chunks in order: the result does not depend on the thread count."""
-    strength = np.zeros((_SUM_CHUNKS, 2, classes), dtype=np.float64)  # out, in
+    strength = np.zeros((_SUM_CHUNKS, 2, classes + _LINE), dtype=np.float64)  # out, in
     sums = np.zeros((_SUM_CHUNKS, 3), dtype=np.float64)  # total, within, lowest
     sums[:, 2] = np.inf
     args = (rows, cols, weights, recip, partner_w, codes, mode, weighted, clip, directed, strength, sums)
@@ -316,7 +318,7 @@ def modularity_sums(rows, cols, weights, recip, partner_w, codes, classes: int, 
     class_strength = np.zeros((2, classes), dtype=np.float64)
     total = within = 0.0
     for c in range(_SUM_CHUNKS):
-        class_strength += strength[c]
+        class_strength += strength[c, :, :classes]
         total += sums[c, 0]
         within += sums[c, 1]
     return total, within, class_strength[0], class_strength[1] if directed else class_strength[0], sums[:, 2].min()
@@ -362,14 +364,14 @@ def mean_sums(rows, cols, weights, codes, classes: int, clip):
     same-class mass sum_ij W_ij [c_i = c_j], and class c's strength
     (sum_{i in c} sum_j W_ij + sum_{j in c} sum_i W_ij) / 2, all sums of W's entries. One
     pass over the edges, in float64, in the same fixed chunks."""
-    strength = np.zeros((_SUM_CHUNKS, 2, classes), dtype=np.float64)  # twice the strengths, in two banks
+    strength = np.zeros((_SUM_CHUNKS, 2, classes + _LINE), dtype=np.float64)  # twice the strengths, 2 banks
     sums = np.zeros((_SUM_CHUNKS, 3), dtype=np.float64)  # total, within, lowest
     sums[:, 2] = np.inf
     parallel(_mean_sums, rows, cols, weights, codes, clip, strength, sums, chunks=_SUM_CHUNKS, work=len(cols))
     class_strength = np.zeros(classes, dtype=np.float64)
     total = within = 0.0
     for c in range(_SUM_CHUNKS):
-        class_strength += strength[c, 0] + strength[c, 1]
+        class_strength += strength[c, 0, :classes] + strength[c, 1, :classes]
         total += sums[c, 0]
         within += sums[c, 1]
     class_strength /= 2
