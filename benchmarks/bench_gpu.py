@@ -10,7 +10,7 @@ dense peak where the card is known, and the cuBLAS peak measured in this run on 
 says how close the whole search comes to the cost of the full product.
 
 Graph measures: the k-NN graph of the largest shape (N nodes, N k directed edges):
-modularity cold (fresh graph: reciprocity kernel included) and warm, triangles, labelled
+modularity cold (a fresh graph) and warm, triangles, labelled
 motifs, in directed edges per second, with the CPU path on the same graph in this run.
 """
 

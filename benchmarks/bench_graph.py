@@ -3,9 +3,10 @@
     python benchmarks/bench_graph.py [--n 50000] [--dim 32] [--k 10] [--classes 10]
 
 The graph is the exact k = 10 cosine kNN graph of clustered data. Times are medians of
---repeats runs (networkx: one run). gpugraph is timed cold (a fresh KnnGraph: the
-reciprocity of its edges is computed inside the call) and warm (that work cached on the
-graph, as when several measures run on one graph); igraph and networkx are timed on graphs
+--repeats runs (networkx: one run). gpugraph is timed cold (a fresh KnnGraph: whatever a
+measure derives from it, such as the reciprocity of its edges that triangles need, is
+computed inside the call; modularity in "mean" mode derives nothing) and warm (that work
+cached on the graph, as when several measures run on one graph); igraph and networkx are timed on graphs
 already built in their own formats, which is the warm case for them.
 """
 

@@ -86,7 +86,7 @@ def main() -> None:
         n=args.n, edges=list(zip(union.row[upper].tolist(), union.col[upper].tolist(), strict=True))
     )
 
-    def fresh():  # a graph as knn_graph returns it: the reciprocity is computed inside the call
+    def fresh():  # a graph as knn_graph returns it: what a measure derives is computed in the call
         return gg.KnnGraph(g.indices, g.weights, validate=False)
 
     def alone(fn):  # gpugraph's passes follow torch's thread count

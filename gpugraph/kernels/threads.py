@@ -34,10 +34,10 @@ on one thread, and torch's operations), passes under :data:`SMALL_WORK` steps ru
 calling thread alone for :data:`HOLD` seconds (:func:`threads`), and so does a kNN graph's
 small GEMM (:func:`torch_region`: torch's pool, whose idle threads spin, is not woken). On
 a busy machine one thread does few-millisecond work at its quiet speed when the scheduler
-leaves it a core, and loses one time slice of a busy process when the two share one; two
-threads lose more (warm modularity of a 50k-node graph: 16 ms loaded against 2.7-7 ms on
-one thread, as each region waits for its partner's next slice). On a quiet machine no
-thread comes late.
+leaves it a core, and gets half a core when it shares one with a busy process (a small kNN
+graph: 10 ms of CPU in 19-23 ms); two threads lose more (modularity of a 50k-node graph, the
+reverse edges looked up: 16 ms loaded against 2.7-7 ms on one thread, as each region waits
+for its partner's next slice). On a quiet machine no thread comes late.
 
 numba's threads stay OpenMP's (shared with nothing else; their barrier still spins for a
 while before it sleeps). A pool of Python threads that sleep at once was tried: it loses its

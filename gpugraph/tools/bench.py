@@ -171,7 +171,7 @@ def cases(suite: str, device: str) -> list[Case]:
     x, labels = clustered(n, 16)
     g = gg.knn_graph(x.to(dev), k=10)
     ig, membership, weights, union = _igraph_views(g, labels)
-    # cold: a graph as knn_graph returns it, nothing derived yet (its reciprocity is built in the call)
+    # cold: a graph as knn_graph returns it, nothing derived yet ("mean" modularity needs no reciprocity)
     out.append(
         Case(
             f"modularity N={n} k=10 cold",
