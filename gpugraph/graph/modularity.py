@@ -138,30 +138,17 @@ def modularity_of(
     on its device, valid options (the studies that check their inputs once call this)."""
     edges = edge_rows(g, mode)
     clip = negative == "clip" and weighted
-    if edges.device.type == "cpu" and edges.mode == "mean" and weighted:  # the directed weights suffice
-        total, within, s_out, s_in, lowest = _graph_cpu.mean_sums(
-            edges.rows.numpy(),
-            edges.cols.contiguous().numpy(),
-            edges.weights.contiguous().numpy(),
-            codes.numpy(),
-            classes,
-            clip,
-        )
-        s_out = s_in = torch.from_numpy(s_out)
-    elif edges.device.type == "cpu":  # one compiled pass over the edges
-        total, within, s_out, s_in, lowest = _graph_cpu.modularity_sums(
-            edges.rows.numpy(),
-            edges.cols.contiguous().numpy(),
-            edges.weights.contiguous().numpy(),
-            edges.recip.contiguous().numpy(),
-            edges.partner.contiguous().numpy(),
-            codes.numpy(),
-            classes,
-            _graph_cpu.MODES[edges.mode],
-            weighted,
-            clip,
-            edges.directed,
-        )
+    if edges.device.type == "cpu":  # one compiled pass over the edges
+        csr = (edges.rows.numpy(), edges.cols.contiguous().numpy(), edges.weights.contiguous().numpy())
+        if edges.mode == "mean" and weighted:  # the directed weights suffice
+            sums = _graph_cpu.mean_sums(*csr, codes.numpy(), classes, clip)
+        else:
+            pairs = (edges.recip.contiguous().numpy(), edges.partner.contiguous().numpy())
+            mode_code = _graph_cpu.MODES[edges.mode]
+            sums = _graph_cpu.modularity_sums(
+                *csr, *pairs, codes.numpy(), classes, mode_code, weighted, clip, edges.directed
+            )
+        total, within, s_out, s_in, lowest = sums
         s_out, s_in = torch.from_numpy(s_out), torch.from_numpy(s_in)
     else:
         total, within, s_out, s_in, lowest = _sums_torch(edges, codes, classes, weighted, clip)

@@ -310,18 +310,27 @@ def modularity_sums(rows, cols, weights, recip, partner_w, codes, classes: int, 
     an undirected graph (not ``directed``) the out- and in-strengths are the classes'
     strengths, summed once and returned twice. The rows are summed in a fixed number of
     chunks, and the chunks in order: the result does not depend on the thread count."""
-    strength = np.zeros((_SUM_CHUNKS, 2, classes + _LINE), dtype=np.float64)  # out, in
+    args = (rows, cols, weights, recip, partner_w, codes, mode, weighted, clip, directed)
+    total, within, strength, lowest = _chunked_sums(_modularity_sums, args, classes, work=len(cols))
+    return total, within, strength[0], strength[1] if directed else strength[0], lowest
+
+
+def _chunked_sums(kernel, args: tuple, classes: int, work: int):
+    """Run the sums pass ``kernel(*args, strength, sums, ...)`` over :data:`_SUM_CHUNKS`
+    chunks, each with a (2, classes) array of strengths (padded by :data:`_LINE`) and its
+    (total, within, lowest); the totals, the (2, classes) strengths and the lowest weight,
+    the chunks added in order (so whatever the thread count)."""
+    strength = np.zeros((_SUM_CHUNKS, 2, classes + _LINE), dtype=np.float64)
     sums = np.zeros((_SUM_CHUNKS, 3), dtype=np.float64)  # total, within, lowest
     sums[:, 2] = np.inf
-    args = (rows, cols, weights, recip, partner_w, codes, mode, weighted, clip, directed, strength, sums)
-    parallel(_modularity_sums, *args, chunks=_SUM_CHUNKS, work=len(cols))
+    parallel(kernel, *args, strength, sums, chunks=_SUM_CHUNKS, work=work)
     class_strength = np.zeros((2, classes), dtype=np.float64)
     total = within = 0.0
     for c in range(_SUM_CHUNKS):
         class_strength += strength[c, :, :classes]
         total += sums[c, 0]
         within += sums[c, 1]
-    return total, within, class_strength[0], class_strength[1] if directed else class_strength[0], sums[:, 2].min()
+    return total, within, class_strength, sums[:, 2].min()
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
@@ -364,18 +373,10 @@ def mean_sums(rows, cols, weights, codes, classes: int, clip):
     same-class mass sum_ij W_ij [c_i = c_j], and class c's strength
     (sum_{i in c} sum_j W_ij + sum_{j in c} sum_i W_ij) / 2, all sums of W's entries. One
     pass over the edges, in float64, in the same fixed chunks."""
-    strength = np.zeros((_SUM_CHUNKS, 2, classes + _LINE), dtype=np.float64)  # twice the strengths, 2 banks
-    sums = np.zeros((_SUM_CHUNKS, 3), dtype=np.float64)  # total, within, lowest
-    sums[:, 2] = np.inf
-    parallel(_mean_sums, rows, cols, weights, codes, clip, strength, sums, chunks=_SUM_CHUNKS, work=len(cols))
-    class_strength = np.zeros(classes, dtype=np.float64)
-    total = within = 0.0
-    for c in range(_SUM_CHUNKS):
-        class_strength += strength[c, 0, :classes] + strength[c, 1, :classes]
-        total += sums[c, 0]
-        within += sums[c, 1]
-    class_strength /= 2
-    return total, within, class_strength, class_strength, sums[:, 2].min()
+    args = (rows, cols, weights, codes, clip)
+    total, within, banks, lowest = _chunked_sums(_mean_sums, args, classes, work=len(cols))
+    strength = (banks[0] + banks[1]) / 2  # the two banks hold twice the strengths
+    return total, within, strength, strength, lowest
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
